@@ -1,0 +1,1 @@
+"""Per-game code: envs, prompts, action parsers and scripted opponents. One module per game."""

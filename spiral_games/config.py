@@ -1,0 +1,147 @@
+"""Typed config schema: the dataclasses Hydra validates YAML and overrides against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from spiral_games.errors import ConfigError
+
+ENGINES = ("vllm", "hf")
+DTYPES = ("bfloat16", "float32", "float16")
+PROMPT_STYLES = ("chat", "raw")
+INVALID_MOVE_POLICIES = ("penalty", "retry")
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not valid. Choose one of: {', '.join(choices)}.")
+
+
+def _check_positive(key: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{key}={value} is out of range: it must be {bound}.")
+
+
+@dataclass
+class ModelConfig:
+    """Which weights to play and train: see `spiral_games.models.resolve_model`."""
+
+    name: str = "smollm2-135m"
+    cache_dir: str | None = None  # None: $SPIRAL_CACHE_DIR or ~/.cache/spiral_games
+    seed: int = 0  # initialisation seed of `tiny-random`
+    dtype: str = "bfloat16"
+
+    def __post_init__(self) -> None:
+        _check_choice("model.dtype", self.dtype, DTYPES)
+
+
+@dataclass
+class GameConfig:
+    """One selectable game. `env._target_` names a factory returning a `GameEnv`."""
+
+    env: dict[str, Any] = field(default_factory=dict)
+    weight: float = 1.0  # relative sampling weight in multi-game runs
+    prompt_style: str = "chat"  # chat: the model's chat template; raw: SPIRAL's base-model prompt
+    invalid_move: str = "penalty"  # penalty: SPIRAL's end-game -1.5/+0.5; retry: TextArena's
+    invalid_penalty: float = -1.5
+    invalid_opponent_reward: float = 0.5
+
+    def __post_init__(self) -> None:
+        if "_target_" not in self.env:
+            raise ConfigError(
+                "A game config needs env._target_: the import path of its env class or factory "
+                "(e.g. games.kuhn.KuhnPokerGame)."
+            )
+        _check_positive("games.<name>.weight", self.weight)
+        _check_choice("games.<name>.prompt_style", self.prompt_style, PROMPT_STYLES)
+        _check_choice("games.<name>.invalid_move", self.invalid_move, INVALID_MOVE_POLICIES)
+
+
+@dataclass
+class RolloutConfig:
+    """What rollout workers need: engine, sampling and concurrency."""
+
+    engine: str = "vllm"
+    num_workers: int = 1
+    concurrent_games: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    max_model_len: int = 2048
+    cpu_threads: int = 2  # vLLM-CPU OMP threads per worker (VLLM_CPU_OMP_THREADS_BIND)
+    kv_cache_gib: int = 1  # vLLM-CPU KV cache (VLLM_CPU_KVCACHE_SPACE)
+
+    def __post_init__(self) -> None:
+        _check_choice("rollout.engine", self.engine, ENGINES)
+        _check_positive("rollout.num_workers", self.num_workers)
+        _check_positive("rollout.concurrent_games", self.concurrent_games)
+        _check_positive("rollout.temperature", self.temperature, allow_zero=True)
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"rollout.top_p={self.top_p} is out of range: it must be in (0, 1].")
+        _check_positive("rollout.max_tokens", self.max_tokens)
+        if self.max_tokens >= self.max_model_len:
+            raise ConfigError(
+                f"rollout.max_tokens={self.max_tokens} leaves no room for the prompt in "
+                f"rollout.max_model_len={self.max_model_len}. Lower max_tokens or raise "
+                "max_model_len (up to the model's context length)."
+            )
+        _check_positive("rollout.cpu_threads", self.cpu_threads)
+        _check_positive("rollout.kv_cache_gib", self.kv_cache_gib)
+
+
+@dataclass
+class LearnerConfig:
+    """What the learner needs: optimisation and batch shape."""
+
+    lr: float = 1e-6
+    batch_size: int = 8  # samples (turns) per optimizer step
+    minibatch_size: int = 8
+    epochs: int = 1
+    zero_stage: int = 0
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_positive("learner.lr", self.lr)
+        _check_positive("learner.batch_size", self.batch_size)
+        _check_positive("learner.minibatch_size", self.minibatch_size)
+        if self.batch_size % self.minibatch_size:
+            raise ConfigError(
+                f"learner.batch_size={self.batch_size} is not divisible by "
+                f"learner.minibatch_size={self.minibatch_size}. Pick a minibatch size that "
+                "divides the batch size."
+            )
+        _check_positive("learner.epochs", self.epochs)
+        _check_choice("learner.zero_stage", str(self.zero_stage), ("0", "1", "2", "3"))
+        _check_positive("learner.grad_clip", self.grad_clip)
+
+
+@dataclass
+class RunConfig:
+    """The whole run. Built once at the entry point; nothing below `launch/` sees a DictConfig."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    games: dict[str, GameConfig] = field(default_factory=dict)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    seed: int = 0
+    output_dir: str = "runs/default"
+
+    def __post_init__(self) -> None:
+        if not self.games:
+            raise ConfigError(
+                "No game selected. Add one or more from conf/games/, e.g. "
+                "`+games=[kuhn,tictactoe]`."
+            )
+
+
+def register_configs() -> None:
+    """Register the schemas with Hydra's ConfigStore so YAML and overrides are type-checked."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(name="run_schema", node=RunConfig)
+    store.store(group="model", name="model_schema", node=ModelConfig)
+    store.store(group="rollout", name="rollout_schema", node=RolloutConfig)
+    store.store(group="learner", name="learner_schema", node=LearnerConfig)

@@ -1,0 +1,54 @@
+"""The engine interface and the factory that picks an implementation by name."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from spiral_games.errors import EngineError
+from spiral_games.types import Generation, SamplingParams
+
+
+class Engine(Protocol):
+    """Generates completions for tokenized prompts and accepts new weights."""
+
+    version: int  # weights version currently served
+
+    def generate(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams
+    ) -> list[Generation]: ...
+
+    def load_weights(self, safetensors_path: Path, version: int) -> None: ...
+
+
+def build_engine(
+    kind: str,
+    model_path: Path,
+    dtype: str = "bfloat16",
+    max_model_len: int = 2048,
+    seed: int = 0,
+    cpu_threads: int = 2,
+    kv_cache_gib: int = 1,
+) -> Engine:
+    """Build the `vllm` or `hf` engine over an HF model directory.
+
+    Raises:
+        EngineError: when the engine is unknown or its backend cannot load here.
+    """
+    if kind == "hf":
+        from spiral_games.engines.hf import HFEngine
+
+        return HFEngine(model_path, dtype=dtype, max_model_len=max_model_len, seed=seed)
+    if kind == "vllm":
+        from spiral_games.engines.vllm import VLLMEngine
+
+        return VLLMEngine(
+            model_path,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            seed=seed,
+            cpu_threads=cpu_threads,
+            kv_cache_gib=kv_cache_gib,
+        )
+    raise EngineError(f"Unknown engine {kind!r}. Set rollout.engine to 'vllm' or 'hf'.")

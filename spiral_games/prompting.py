@@ -1,0 +1,39 @@
+"""Prompt building: the model's chat template, or SPIRAL's raw prompt for base models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spiral_games.errors import ConfigError
+
+RAW_PREFIX = "You are playing a two-player zero-sum game. Make valid actions to win."
+RAW_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+def build_prompt_text(tokenizer: Any, observation: str, style: str) -> str:
+    """Render one observation as the text the policy sees.
+
+    Args:
+        tokenizer: an HF tokenizer; its chat template is used for `style="chat"`.
+        observation: the game's observation for the acting role.
+        style: `chat` (instruct models) or `raw` (SPIRAL's base-model prompt, arXiv 2506.24119).
+    """
+    user = f"{RAW_PREFIX}\n\n{observation}\n\n{RAW_SUFFIX}"
+    if style == "raw":
+        return f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+    if style == "chat":
+        if not tokenizer.chat_template:
+            raise ConfigError(
+                "prompt_style=chat needs a tokenizer with a chat template, and this model has "
+                "none. Set games.<name>.prompt_style=raw for base models."
+            )
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": user}], add_generation_prompt=True, tokenize=False
+        )
+    raise ConfigError(f"Unknown prompt style {style!r}. Choose 'chat' or 'raw'.")
+
+
+def encode_prompt(tokenizer: Any, observation: str, style: str) -> list[int]:
+    """Token ids of `build_prompt_text`; special tokens come from the template, not re-added."""
+    text = build_prompt_text(tokenizer, observation, style)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
