@@ -19,6 +19,7 @@ if str(REPO) not in sys.path:  # run as a script from a checkout: make `games` i
     sys.path.insert(0, str(REPO))
 
 from spiral_games.compose import compose_run_config  # noqa: E402
+from spiral_games.config import RunConfig  # noqa: E402
 from spiral_games.errors import SpiralError  # noqa: E402
 
 USAGE = """usage: python launch/selfplay.py +games=[kuhn,tictactoe] [key=value ...] [--cfg]
@@ -52,7 +53,7 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def first_words(cfg) -> None:  # noqa: ANN001  (RunConfig; imported lazily above)
+def first_words(cfg: RunConfig) -> None:
     """Resolve the model, start the configured engine and greedily answer one chat prompt."""
     from spiral_games.engines.base import build_engine
     from spiral_games.models import resolve_model

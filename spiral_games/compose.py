@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+
 from spiral_games.config import RunConfig, register_configs
 from spiral_games.errors import ConfigError
+
 
 def compose_run_config(
     config_dir: Path, overrides: list[str], config_name: str = "config"

@@ -60,7 +60,7 @@ def resolve_model(name: str, cache_dir: Path | None = None, seed: int = 0) -> Re
     elif name == "tiny-random":
         path = _cached(
             cache / f"tiny-random-seed{seed}-v{CONVERSION_VERSION}",
-            lambda out: _build_tiny_random(out, cache, seed),
+            lambda out: _build_tiny_random(out, seed),
         )
     elif Path(name).expanduser().is_dir():
         path = Path(name).expanduser().resolve()
@@ -202,14 +202,22 @@ def _smollm2_gguf() -> Path:
     )
 
 
+def _smollm2_tokenizer() -> Any:
+    """SmolLM2's tokenizer and chat template, read from the GGUF metadata (no weights loaded)."""
+    from transformers import AutoTokenizer
+
+    gguf = _smollm2_gguf()
+    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+
+
 def _convert_smollm2(out: Path) -> None:
     """Dequantize the bundled GGUF to an fp32 safetensors directory (about 15 s, once)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     gguf = _smollm2_gguf()
     log.info("Converting %s to %s (one-time)", gguf, out)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tokenizer = _smollm2_tokenizer()
     model = AutoModelForCausalLM.from_pretrained(
         str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
     )
@@ -222,12 +230,12 @@ def _convert_smollm2(out: Path) -> None:
     tokenizer.save_pretrained(str(out))
 
 
-def _build_tiny_random(out: Path, cache: Path, seed: int) -> None:
+def _build_tiny_random(out: Path, seed: int) -> None:
     """A 2-layer Llama with SmolLM2's tokenizer and chat template, initialised from `seed`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = load_tokenizer(resolve_model("smollm2-135m", cache).path)
+    tokenizer = _smollm2_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=128,
@@ -250,5 +258,4 @@ def _build_tiny_random(out: Path, cache: Path, seed: int) -> None:
     finally:
         torch.random.set_rng_state(generator_state)
     model.save_pretrained(str(out))
-    tokenizer.padding_side = "right"  # saved default; load_tokenizer sets left padding at run time
     tokenizer.save_pretrained(str(out))

@@ -21,6 +21,8 @@ class Engine(Protocol):
 
     def load_weights(self, safetensors_path: Path, version: int) -> None: ...
 
+    def close(self) -> None: ...
+
 
 def build_engine(
     kind: str,

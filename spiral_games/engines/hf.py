@@ -77,7 +77,11 @@ class HFEngine:
         ]
 
     def _finish(
-        self, prompt: tuple[int, ...], tokens: list[int], logprobs: list[float], params: SamplingParams
+        self,
+        prompt: tuple[int, ...],
+        tokens: list[int],
+        logprobs: list[float],
+        params: SamplingParams,
     ) -> Generation:
         eos = self.tokenizer.eos_token_id
         end, stopped = len(tokens), False
@@ -114,3 +118,7 @@ class HFEngine:
                 f"unexpected {unexpected[:3]}. Push weights saved from the same architecture."
             )
         self.version = version
+
+    def close(self) -> None:
+        """Release the model (nothing runs in the background)."""
+        self.model = None

@@ -94,13 +94,16 @@ class VLLMEngine:
         outputs = self.llm.generate(
             [{"prompt_token_ids": list(p)} for p in prompts], sampling, use_tqdm=False
         )
-        return [self._to_generation(tuple(p), out.outputs[0]) for p, out in zip(prompts, outputs)]
+        return [
+            self._to_generation(tuple(p), out.outputs[0])
+            for p, out in zip(prompts, outputs, strict=True)
+        ]
 
     @staticmethod
     def _to_generation(prompt: tuple[int, ...], completion: object) -> Generation:
         token_ids = tuple(completion.token_ids)  # type: ignore[attr-defined]
         per_token = completion.logprobs or []  # type: ignore[attr-defined]
-        logprobs = tuple(step[tok].logprob for step, tok in zip(per_token, token_ids))
+        logprobs = tuple(step[tok].logprob for step, tok in zip(per_token, token_ids, strict=True))
         return Generation(
             prompt_ids=prompt,
             token_ids=token_ids,
@@ -114,3 +117,7 @@ class VLLMEngine:
         self.llm.collective_rpc("reload_from_safetensors", args=(str(safetensors_path),))
         self.llm.reset_prefix_cache()
         self.version = version
+
+    def close(self) -> None:
+        """Stop vLLM's engine-core process now rather than at interpreter exit."""
+        self.llm.llm_engine.engine_core.shutdown()

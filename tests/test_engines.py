@@ -1,0 +1,78 @@
+"""Engines: vLLM (CPU) and transformers agree greedily, honour budgets and report truncation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from spiral_games.engines.base import build_engine
+from spiral_games.errors import EngineError
+from spiral_games.prompting import encode_prompt
+from spiral_games.types import SamplingParams
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=16)
+
+
+@pytest.fixture(scope="module")
+def smol_hf(smollm2):
+    engine = build_engine("hf", smollm2.path, dtype="bfloat16")
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def smol_vllm(smollm2):
+    pytest.importorskip("vllm")
+    engine = build_engine("vllm", smollm2.path, dtype="bfloat16")
+    yield engine
+    engine.close()
+
+
+def _chat(tokenizer, text):
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+    )
+    return list(tokenizer(ids, add_special_tokens=False)["input_ids"])
+
+
+def test_vllm_and_transformers_agree_greedily_on_smollm2(smollm2, smol_hf, smol_vllm):
+    prompt = _chat(smollm2.tokenizer, "What is the capital of France?")
+    hf = smol_hf.generate([prompt], GREEDY)[0]
+    vl = smol_vllm.generate([prompt], GREEDY)[0]
+    assert len(hf.token_ids) >= 8 and len(vl.token_ids) >= 8
+    assert hf.token_ids[:8] == vl.token_ids[:8], (hf.text, vl.text)
+    assert "Paris" in hf.text
+
+
+@pytest.mark.parametrize("engine_fixture", ["smol_hf", "smol_vllm"])
+def test_engine_reports_finite_logprobs_and_truncation(engine_fixture, smollm2, request):
+    engine = request.getfixturevalue(engine_fixture)
+    prompt = encode_prompt(smollm2.tokenizer, "Tell me a long story about a dragon.", "chat")
+    out = engine.generate([prompt], SamplingParams(temperature=1.0, max_tokens=5, seed=1))[0]
+    assert len(out.token_ids) == len(out.logprobs) == 5
+    assert out.truncated
+    assert all(math.isfinite(lp) and lp <= 0 for lp in out.logprobs)
+    short = engine.generate([prompt[:3], prompt], GREEDY)
+    assert [g.prompt_ids for g in short] == [tuple(prompt[:3]), tuple(prompt)]
+
+
+@pytest.mark.parametrize("engine_fixture", ["smol_hf", "smol_vllm"])
+def test_engine_stops_at_a_stop_string(engine_fixture, smollm2, request):
+    engine = request.getfixturevalue(engine_fixture)
+    prompt = _chat(smollm2.tokenizer, "Count from 1 to 20, separated by commas.")
+    out = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=64, stop=("5",)))
+    assert not out[0].truncated
+    assert "5" not in out[0].text and "4" in out[0].text
+
+
+@pytest.mark.parametrize("engine_fixture", ["smol_hf", "smol_vllm"])
+def test_prompt_plus_budget_beyond_context_is_a_clear_error(engine_fixture, request):
+    engine = request.getfixturevalue(engine_fixture)
+    with pytest.raises(EngineError, match="max_model_len"):
+        engine.generate([[1] * 2000], SamplingParams(max_tokens=100))
+
+
+def test_unknown_engine_names_the_choices(tiny):
+    with pytest.raises(EngineError, match="'vllm' or 'hf'"):
+        build_engine("tensorrt", tiny.path)
