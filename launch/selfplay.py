@@ -1,8 +1,9 @@
 """Self-play entry point: `python launch/selfplay.py +games=[kuhn,tictactoe] [overrides...]`.
 
-Composes the Hydra config (conf/), validates it against the typed schema, resolves the model and
-starts the selected inference engine. The training loop is not implemented yet: for now the
-command stops after printing the resolved config and the model's first words.
+Composes the Hydra config (conf/), validates it against the typed schema, builds the games,
+resolves the model and starts the selected inference engine. The training loop is not
+implemented yet: for now the command stops after printing the resolved config and the model's
+answer to the first game's opening observation.
 """
 
 from __future__ import annotations
@@ -54,12 +55,15 @@ def main(argv: list[str]) -> int:
 
 
 def first_words(cfg: RunConfig) -> None:
-    """Resolve the model, start the configured engine and greedily answer one chat prompt."""
+    """Build the games, resolve the model, start the engine and answer one game's first turn."""
     from spiral_games.engines.base import build_engine
     from spiral_games.models import resolve_model
+    from spiral_games.play import GameJob, GameSession
     from spiral_games.prompting import encode_prompt
+    from spiral_games.registry import build_rules
     from spiral_games.types import SamplingParams
 
+    rules = {name: build_rules(name, game) for name, game in cfg.games.items()}
     cache = Path(cfg.model.cache_dir) if cfg.model.cache_dir else None
     start = time.perf_counter()
     model = resolve_model(cfg.model.name, cache, seed=cfg.model.seed)
@@ -73,12 +77,18 @@ def first_words(cfg: RunConfig) -> None:
         cpu_threads=cfg.rollout.cpu_threads,
         kv_cache_gib=cfg.rollout.kv_cache_gib,
     )
-    game = next(iter(cfg.games))
-    prompt = encode_prompt(
-        model.tokenizer, f"Which game would you like to play? Answer: {game}.", "chat"
-    )
-    out = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=32))[0]
-    print(f"engine {cfg.rollout.engine} first words: {out.text!r}")
+    name = next(iter(cfg.games))
+    session = GameSession(GameJob(rules[name], cfg.seed, (None, None)))  # type: ignore[arg-type]
+    obs = session.pending()
+    assert obs is not None
+    prompt = encode_prompt(model.tokenizer, obs.text, cfg.games[name].prompt_style)
+    params = SamplingParams(temperature=0.0, max_tokens=cfg.rollout.max_tokens)
+    out = engine.generate([prompt], params)[0]
+    parsed = session.env.parse_action(out.text, obs.role)
+    print(f"engine {cfg.rollout.engine}, game {name}, first turn ({len(prompt)} prompt tokens):")
+    print(f"  first words: {out.text[:300]!r}")
+    print(f"  parsed action: {parsed.action or 'invalid: ' + parsed.reason}")
+    engine.close()
 
 
 if __name__ == "__main__":  # vLLM spawns its engine core: keep the guard

@@ -42,6 +42,8 @@ class GameConfig:
     """One selectable game. `env._target_` names a factory returning a `GameEnv`."""
 
     env: dict[str, Any] = field(default_factory=dict)
+    # name -> {_target_: ..., kwargs}: fixed opponents (scripted policies) for this game
+    opponents: dict[str, Any] = field(default_factory=dict)
     weight: float = 1.0  # relative sampling weight in multi-game runs
     prompt_style: str = "chat"  # chat: the model's chat template; raw: SPIRAL's base-model prompt
     invalid_move: str = "penalty"  # penalty: SPIRAL's end-game -1.5/+0.5; retry: TextArena's

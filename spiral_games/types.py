@@ -25,3 +25,95 @@ class Generation:
     logprobs: tuple[float, ...]  # [T] behaviour log-prob of each sampled token
     text: str  # decoded `token_ids` without special tokens
     truncated: bool  # True when max_tokens ended the sample before EOS or a stop string
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a policy sees when it must act: one role of one game at one turn."""
+
+    game: str
+    role: int  # the seat to act, 0 or 1
+    text: str  # the game's observation for `role` (prompting wraps it)
+    legal_actions: tuple[str, ...] | None  # None when the game cannot enumerate them
+    state: object = None  # game-specific structured view for scripted opponents
+
+
+@dataclass(frozen=True)
+class PolicyOutput:
+    """A policy's answer to one observation; LLM policies also fill the token fields."""
+
+    text: str  # raw response, parsed by the game's action parser
+    prompt_ids: tuple[int, ...] = ()  # [P]
+    token_ids: tuple[int, ...] = ()  # [T]
+    logprobs: tuple[float, ...] = ()  # [T] behaviour log-probs
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class ParsedAction:
+    """Result of parsing a raw response: the env action, or why there is none."""
+
+    action: str | None
+    reason: str = ""  # why the response is invalid, when `action` is None
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """The env's verdict on one action."""
+
+    valid: bool
+    reason: str = ""  # the env's explanation of an invalid move
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One policy call inside an episode."""
+
+    role: int
+    observation: str
+    response: str
+    action: str | None  # the parsed action sent to the env; None when parsing failed
+    valid: bool
+    invalid_reason: str = ""
+    prompt_ids: tuple[int, ...] = ()  # [P]
+    response_ids: tuple[int, ...] = ()  # [T]
+    logprobs: tuple[float, ...] = ()  # [T]
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One finished game, with everything the learner and the transcripts need."""
+
+    game: str
+    seed: int
+    turns: tuple[Turn, ...]
+    returns: tuple[float, float]  # per role
+    reason: str  # how the game ended
+    version: int = 0  # weights version that played it
+    invalid_role: int | None = None  # the role whose invalid move ended the game, if any
+    trained_roles: tuple[int, ...] = (0, 1)  # seats played by the learning policy
+
+    def to_json(self) -> dict:
+        """A JSON-serialisable transcript (token ids omitted: they are training data)."""
+        return {
+            "game": self.game,
+            "seed": self.seed,
+            "version": self.version,
+            "returns": list(self.returns),
+            "reason": self.reason,
+            "invalid_role": self.invalid_role,
+            "trained_roles": list(self.trained_roles),
+            "turns": [
+                {
+                    "role": t.role,
+                    "prompt": t.observation,
+                    "response": t.response,
+                    "action": t.action,
+                    "valid": t.valid,
+                    "invalid_reason": t.invalid_reason,
+                    "truncated": t.truncated,
+                }
+                for t in self.turns
+            ],
+        }

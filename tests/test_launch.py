@@ -44,5 +44,6 @@ def test_unknown_model_exits_2_naming_the_choices():
 def test_tiny_model_answers_through_the_hf_engine(tiny):
     out = _selfplay("+games=[kuhn]", "model=tiny-random", "rollout.engine=hf")
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "engine hf first words:" in out.stdout
+    assert "engine hf, game kuhn, first turn" in out.stdout
+    assert "parsed action:" in out.stdout
     assert "not implemented yet" in out.stdout

@@ -1,0 +1,156 @@
+"""The game loop: one `GameSession` per episode, and a driver that batches every session waiting
+on the same policy into one `act` call. Pure: no Ray, vLLM or DeepSpeed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from spiral_games.errors import GameError
+from spiral_games.game import GameEnv
+from spiral_games.policy import Policy
+from spiral_games.types import Episode, Observation, PolicyOutput, Turn
+
+
+@dataclass(frozen=True)
+class GameRules:
+    """How one game is played: its env factory and the invalid-move policy."""
+
+    name: str
+    make_env: Callable[[], GameEnv]
+    invalid_move: str = "penalty"  # penalty: end the game now; retry: one more try, then lose
+    invalid_penalty: float = -1.5  # SPIRAL's values for the offender and the opponent
+    invalid_opponent_reward: float = 0.5
+    retry_allowance: int = 1  # TextArena's error_allowance
+    max_turns: int = 200  # safety net against a game that never ends: draw
+
+
+@dataclass(frozen=True)
+class GameJob:
+    """One episode to play: the game, its seed and the policy in each seat."""
+
+    rules: GameRules
+    seed: int
+    seats: tuple[Policy, Policy]
+    trained_roles: tuple[int, ...] = (0, 1)
+    version: int = 0
+
+
+class GameSession:
+    """One episode as a state machine: `pending()` asks for an action, `submit()` applies it."""
+
+    def __init__(self, job: GameJob) -> None:
+        self.job = job
+        self.env = job.rules.make_env()
+        self.env.reset(job.seed)
+        self.turns: list[Turn] = []
+        self.errors = 0  # consecutive invalid moves of the role to act
+        self._text: str | None = None  # observation of the current turn, kept for retries
+        self._note = ""
+        self._ended: tuple[tuple[float, float], str, int | None] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self._ended is not None or self.env.done
+
+    def pending(self) -> Observation | None:
+        """The observation the acting role must answer, or None once the game is over."""
+        if self.finished:
+            return None
+        if len(self.turns) >= self.job.rules.max_turns:
+            self._ended = ((0.0, 0.0), f"turn limit of {self.job.rules.max_turns} reached", None)
+            return None
+        role = self.env.current_role
+        if self._text is None:
+            self._text = self.env.observation(role)
+        legal = self.env.legal_actions(role)
+        return Observation(
+            game=self.job.rules.name,
+            role=role,
+            text=self._text + self._note,
+            legal_actions=tuple(legal) if legal is not None else None,
+            state=self.env.policy_state(role),
+        )
+
+    def submit(self, observation: Observation, output: PolicyOutput) -> None:
+        """Parse and apply the acting role's output, enforcing the invalid-move policy."""
+        role = observation.role
+        parsed = self.env.parse_action(output.text, role)
+        reason = parsed.reason
+        if parsed.action is not None:
+            result = self.env.step(parsed.action)
+            reason = "" if result.valid else result.reason
+        self.turns.append(
+            Turn(
+                role=role,
+                observation=observation.text,
+                response=output.text,
+                action=parsed.action,
+                valid=not reason,
+                invalid_reason=reason,
+                prompt_ids=output.prompt_ids,
+                response_ids=output.token_ids,
+                logprobs=output.logprobs,
+                truncated=output.truncated,
+            )
+        )
+        if not reason:
+            self.errors, self._text, self._note = 0, None, ""
+            return
+        self.errors += 1
+        rules = self.job.rules
+        if rules.invalid_move == "penalty":
+            self._end_by_invalid(role, rules.invalid_penalty, rules.invalid_opponent_reward, reason)
+        elif self.errors > rules.retry_allowance:
+            self._end_by_invalid(role, -1.0, 1.0, reason)
+        else:
+            self._note = f"\n\nYour previous move was invalid ({reason}). Please try again."
+
+    def _end_by_invalid(self, role: int, mine: float, theirs: float, reason: str) -> None:
+        returns = (mine, theirs) if role == 0 else (theirs, mine)
+        self._ended = (returns, f"Player {role} made an invalid move: {reason}", role)
+
+    def episode(self) -> Episode:
+        """The finished episode; raises if the game is still running."""
+        if self._ended is not None:
+            returns, reason, invalid_role = self._ended
+        elif self.env.done:
+            returns, reason, invalid_role = self.env.returns(), self.env.outcome_reason, None
+        else:
+            raise GameError("episode() was called on a game that is still running.")
+        return Episode(
+            game=self.job.rules.name,
+            seed=self.job.seed,
+            turns=tuple(self.turns),
+            returns=returns,
+            reason=reason,
+            version=self.job.version,
+            invalid_role=invalid_role,
+            trained_roles=self.job.trained_roles,
+        )
+
+
+def play_games(jobs: Sequence[GameJob]) -> list[Episode]:
+    """Play all `jobs` to the end, batching every waiting observation per policy.
+
+    Returns the episodes in the order of `jobs`.
+    """
+    sessions = [GameSession(job) for job in jobs]
+    while True:
+        waiting: dict[int, tuple[Policy, list[tuple[GameSession, Observation]]]] = {}
+        for session in sessions:
+            obs = session.pending()
+            if obs is not None:
+                policy = session.job.seats[obs.role]
+                waiting.setdefault(id(policy), (policy, []))[1].append((session, obs))
+        if not waiting:
+            return [s.episode() for s in sessions]
+        for policy, batch in waiting.values():
+            outputs = policy.act([obs for _, obs in batch])
+            if len(outputs) != len(batch):
+                raise GameError(
+                    f"{type(policy).__name__} returned {len(outputs)} outputs for "
+                    f"{len(batch)} observations."
+                )
+            for (session, obs), output in zip(batch, outputs, strict=True):
+                session.submit(obs, output)

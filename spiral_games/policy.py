@@ -1,0 +1,34 @@
+"""The batched `Policy` interface and the game-agnostic random opponent."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Protocol
+
+from spiral_games.errors import GameError
+from spiral_games.types import Observation, PolicyOutput
+
+
+class Policy(Protocol):
+    """Anything that answers a batch of observations with one output each."""
+
+    def act(self, observations: Sequence[Observation]) -> list[PolicyOutput]: ...
+
+
+class RandomPolicy:
+    """Uniform over the legal actions the game lists, answered in the \\boxed{} format."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = random.Random(seed)
+
+    def act(self, observations: Sequence[Observation]) -> list[PolicyOutput]:
+        outputs = []
+        for obs in observations:
+            if not obs.legal_actions:
+                raise GameError(
+                    f"The random opponent needs legal actions, and game {obs.game!r} lists none "
+                    "for this state. Implement GameEnv.legal_actions for it."
+                )
+            outputs.append(PolicyOutput(text=f"\\boxed{{{self.rng.choice(obs.legal_actions)}}}"))
+        return outputs
