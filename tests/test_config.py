@@ -32,7 +32,7 @@ def test_overrides_reach_nested_values():
 
 BAD = [
     (["+games=[kuhn]", "rollout.bogus=1"], "Unknown config key 'bogus' in rollout. Valid keys:"),
-    (["+games=[kuhn]", "games.kuhn.foo=1"], "Valid keys: env, weight"),
+    (["+games=[kuhn]", "games.kuhn.foo=1"], "Valid keys: env, opponents, weight"),
     (["+games=[kuhn]", "bogus=1"], "in the root. Valid keys: model, games"),
     (["+games=[chess]"], "Unknown games option 'chess'. Available in conf/games/"),
     (["+games=[kuhn]", "model=nope"], "Unknown model option 'nope'"),
