@@ -11,6 +11,7 @@ ENGINES = ("vllm", "hf")
 DTYPES = ("bfloat16", "float32", "float16")
 PROMPT_STYLES = ("chat", "raw")
 INVALID_MOVE_POLICIES = ("penalty", "retry")
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK")
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -74,6 +75,12 @@ class RolloutConfig:
     max_model_len: int = 2048
     cpu_threads: int = 2  # vLLM-CPU OMP threads per worker (VLLM_CPU_OMP_THREADS_BIND)
     kv_cache_gib: int = 1  # vLLM-CPU KV cache (VLLM_CPU_KVCACHE_SPACE)
+    episodes_per_step: int = 16  # episodes collected (over all workers) per training step
+    opponent: str | None = None  # None: self-play; else a name from games.<name>.opponents
+    worker_cpus: float = 1.0  # Ray CPUs reserved per worker
+    worker_gpus: float = 0.0  # Ray GPUs per worker (>= tensor_parallel_size on GPU clusters)
+    tensor_parallel_size: int = 1
+    placement_strategy: str = "PACK"  # Ray placement group strategy: PACK, SPREAD, STRICT_SPREAD
 
     def __post_init__(self) -> None:
         _check_choice("rollout.engine", self.engine, ENGINES)
@@ -91,6 +98,11 @@ class RolloutConfig:
             )
         _check_positive("rollout.cpu_threads", self.cpu_threads)
         _check_positive("rollout.kv_cache_gib", self.kv_cache_gib)
+        _check_positive("rollout.episodes_per_step", self.episodes_per_step)
+        _check_positive("rollout.worker_cpus", self.worker_cpus, allow_zero=True)
+        _check_positive("rollout.worker_gpus", self.worker_gpus, allow_zero=True)
+        _check_positive("rollout.tensor_parallel_size", self.tensor_parallel_size)
+        _check_choice("rollout.placement_strategy", self.placement_strategy, PLACEMENT_STRATEGIES)
 
 
 @dataclass
@@ -120,6 +132,18 @@ class LearnerConfig:
 
 
 @dataclass
+class RayConfig:
+    """Where Ray runs: a local instance by default, or an existing cluster."""
+
+    address: str | None = None  # e.g. "auto" or "ray://head:10001"; None starts a local Ray
+    num_cpus: int | None = None  # local Ray only; None: all cores
+
+    def __post_init__(self) -> None:
+        if self.num_cpus is not None:
+            _check_positive("ray.num_cpus", self.num_cpus)
+
+
+@dataclass
 class RunConfig:
     """The whole run. Built once at the entry point; nothing below `launch/` sees a DictConfig."""
 
@@ -127,6 +151,7 @@ class RunConfig:
     games: dict[str, GameConfig] = field(default_factory=dict)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
     seed: int = 0
     output_dir: str = "runs/default"
 
@@ -136,6 +161,14 @@ class RunConfig:
                 "No game selected. Add one or more from conf/games/, e.g. "
                 "`+games=[kuhn,tictactoe]`."
             )
+        opponent = self.rollout.opponent
+        if opponent is not None:
+            missing = [name for name, game in self.games.items() if opponent not in game.opponents]
+            if missing:
+                raise ConfigError(
+                    f"rollout.opponent={opponent!r} is not configured for {', '.join(missing)}. "
+                    "Add it to games.<name>.opponents or set rollout.opponent=null (self-play)."
+                )
 
 
 def register_configs() -> None:

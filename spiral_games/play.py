@@ -3,7 +3,7 @@ on the same policy into one `act` call. Pure: no Ray, vLLM or DeepSpeed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from spiral_games.errors import GameError
@@ -75,6 +75,9 @@ class GameSession:
     def submit(self, observation: Observation, output: PolicyOutput) -> None:
         """Parse and apply the acting role's output, enforcing the invalid-move policy."""
         role = observation.role
+        if output.context_overflow:
+            self._ended = ((0.0, 0.0), "draw: the game history outgrew the model context", None)
+            return
         parsed = self.env.parse_action(output.text, role)
         reason = parsed.reason
         if parsed.action is not None:
@@ -130,21 +133,35 @@ class GameSession:
         )
 
 
-def play_games(jobs: Sequence[GameJob]) -> list[Episode]:
-    """Play all `jobs` to the end, batching every waiting observation per policy.
+def play_games(jobs: Iterable[GameJob], concurrency: int | None = None) -> list[Episode]:
+    """Play every job to the end and return the episodes in job order.
 
-    Returns the episodes in the order of `jobs`.
+    At most `concurrency` games run at once (all of them if None); a finished game's slot is
+    refilled from `jobs` at once, so the policy keeps seeing full batches. Every observation
+    waiting on the same policy goes into one `act` call.
     """
-    sessions = [GameSession(job) for job in jobs]
+    queue = list(jobs)
+    limit = len(queue) if concurrency is None else concurrency
+    if limit < 1 and queue:
+        raise GameError(f"concurrency must be >= 1, got {concurrency}")
+    next_job, active, results = 0, [], {}
     while True:
+        while len(active) < limit and next_job < len(queue):
+            active.append((next_job, GameSession(queue[next_job])))
+            next_job += 1
         waiting: dict[int, tuple[Policy, list[tuple[GameSession, Observation]]]] = {}
-        for session in sessions:
+        for index, session in list(active):
             obs = session.pending()
-            if obs is not None:
-                policy = session.job.seats[obs.role]
-                waiting.setdefault(id(policy), (policy, []))[1].append((session, obs))
+            if obs is None:
+                results[index] = session.episode()
+                active.remove((index, session))
+                continue
+            policy = session.job.seats[obs.role]
+            waiting.setdefault(id(policy), (policy, []))[1].append((session, obs))
         if not waiting:
-            return [s.episode() for s in sessions]
+            if next_job < len(queue):
+                continue
+            return [results[i] for i in range(len(queue))]
         for policy, batch in waiting.values():
             outputs = policy.act([obs for _, obs in batch])
             if len(outputs) != len(batch):

@@ -47,6 +47,7 @@ class PolicyOutput:
     token_ids: tuple[int, ...] = ()  # [T]
     logprobs: tuple[float, ...] = ()  # [T] behaviour log-probs
     truncated: bool = False
+    context_overflow: bool = False  # the prompt no longer fits the model: the game is a draw
 
 
 @dataclass(frozen=True)

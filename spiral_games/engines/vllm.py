@@ -23,13 +23,14 @@ def _configure_cpu_env(cpu_threads: int, kv_cache_gib: int) -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
 
 
-def cpu_supports_vllm() -> str | None:
+def cpu_supports_vllm(cpuinfo: str | None = None, machine: str | None = None) -> str | None:
     """Return None if this CPU can run vllm-cpu, else the reason (it needs AVX-512 on x86)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    if os.uname().machine == "x86_64" and "avx512f" not in flags:
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    if (machine or os.uname().machine) == "x86_64" and "avx512f" not in cpuinfo:
         return "this x86 CPU has no AVX-512, which vllm-cpu requires"
     return None
 

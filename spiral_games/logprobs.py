@@ -1,0 +1,49 @@
+"""Teacher-forced log-probabilities of response tokens under a causal LM (pure torch)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def pack_sequences(
+    prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded `input_ids` [B, L], `attention_mask` [B, L] and `response_mask` [B, L-1].
+
+    `response_mask[b, t]` is 1 where token t+1 of row b is a response token, i.e. where the
+    logits at position t predict a response token.
+    """
+    lengths = [len(p) + len(r) for p, r in zip(prompts, responses, strict=True)]
+    width = max(lengths)
+    ids = torch.full((len(lengths), width), pad_id, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    response = torch.zeros((len(lengths), width - 1), dtype=torch.float32)
+    for row, (p, r) in enumerate(zip(prompts, responses, strict=True)):
+        ids[row, : len(p) + len(r)] = torch.tensor([*p, *r], dtype=torch.long)
+        attention[row, : len(p) + len(r)] = 1
+        response[row, len(p) - 1 : len(p) + len(r) - 1] = 1.0
+    return ids, attention, response
+
+
+def token_logprobs(
+    model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor
+) -> torch.Tensor:
+    """Log-prob [B, L-1] of each next token `ids[:, 1:]` given its prefix."""
+    logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
+    return torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+
+
+def response_logprobs(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    pad_id: int,
+) -> list[list[float]]:
+    """Per-token log-probs of each response given its prompt (no gradient)."""
+    device = next(model.parameters()).device
+    ids, attention, mask = pack_sequences(prompts, responses, pad_id)
+    with torch.no_grad():
+        lp = token_logprobs(model, ids.to(device), attention.to(device)).cpu()
+    return [lp[row][mask[row].bool()].tolist() for row in range(len(prompts))]

@@ -1,0 +1,40 @@
+"""Rollout planning: which games, seeds and seats a batch of episodes uses. Pure logic."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+
+from spiral_games.play import GameJob, GameRules
+from spiral_games.policy import Policy
+
+
+def plan_jobs(
+    rules: Mapping[str, GameRules],
+    weights: Mapping[str, float],
+    num_episodes: int,
+    seed: int,
+    learner: Policy,
+    opponents: Mapping[str, Policy] | None = None,
+    version: int = 0,
+) -> list[GameJob]:
+    """Sample `num_episodes` games by weight with fresh seeds, deterministically from `seed`.
+
+    Self-play (`opponents` None) seats `learner` in both roles and trains both. Otherwise the
+    game's opponent takes a random seat per game and only the learner's seat is trained.
+    """
+    rng = random.Random(seed)
+    names = sorted(rules)
+    jobs = []
+    for _ in range(num_episodes):
+        name = rng.choices(names, weights=[weights[n] for n in names])[0]
+        game_seed = rng.randrange(2**31)
+        if opponents is None:
+            seats: tuple[Policy, Policy] = (learner, learner)
+            trained: tuple[int, ...] = (0, 1)
+        else:
+            seat = rng.randrange(2)
+            seats = (learner, opponents[name]) if seat == 0 else (opponents[name], learner)
+            trained = (seat,)
+        jobs.append(GameJob(rules[name], game_seed, seats, trained, version))
+    return jobs

@@ -1,0 +1,125 @@
+"""The RolloutWorker: one engine and one policy copy, playing many games at once.
+
+A plain class, so it runs in-process in tests; `spiral_games.rollout_pool` hosts it as a Ray
+actor. It receives only its own small `WorkerConfig`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from spiral_games.config import GameConfig, RunConfig
+from spiral_games.engines.base import build_engine
+from spiral_games.llm_policy import LLMPolicy
+from spiral_games.models import load_tokenizer
+from spiral_games.play import play_games
+from spiral_games.registry import build_opponent, build_rules
+from spiral_games.rollout import plan_jobs
+from spiral_games.types import Episode, SamplingParams
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a rollout worker needs, and nothing else."""
+
+    model_path: str
+    engine: str
+    dtype: str
+    max_model_len: int
+    cpu_threads: int
+    kv_cache_gib: int
+    concurrent_games: int
+    sampling: SamplingParams
+    games: dict[str, GameConfig]
+    opponent: str | None  # None: self-play
+    seed: int
+
+    @classmethod
+    def from_run(cls, cfg: RunConfig, model_path: Path) -> WorkerConfig:
+        """Cut the worker's slice out of the whole run config."""
+        r = cfg.rollout
+        return cls(
+            model_path=str(model_path),
+            engine=r.engine,
+            dtype=cfg.model.dtype,
+            max_model_len=r.max_model_len,
+            cpu_threads=r.cpu_threads,
+            kv_cache_gib=r.kv_cache_gib,
+            concurrent_games=r.concurrent_games,
+            sampling=SamplingParams(
+                temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens
+            ),
+            games=cfg.games,
+            opponent=r.opponent,
+            seed=cfg.seed,
+        )
+
+
+class RolloutWorker:
+    """Plays batches of episodes with the current policy weights; accepts new weights."""
+
+    def __init__(self, cfg: WorkerConfig, index: int = 0) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.engine = build_engine(
+            cfg.engine,
+            Path(cfg.model_path),
+            dtype=cfg.dtype,
+            max_model_len=cfg.max_model_len,
+            seed=cfg.seed + index,
+            cpu_threads=cfg.cpu_threads,
+            kv_cache_gib=cfg.kv_cache_gib,
+        )
+        self.policy = LLMPolicy(
+            self.engine,
+            load_tokenizer(Path(cfg.model_path)),
+            cfg.sampling,
+            {name: game.prompt_style for name, game in cfg.games.items()},
+            cfg.max_model_len,
+        )
+        self.rules = {name: build_rules(name, game) for name, game in cfg.games.items()}
+        self.weights = {name: game.weight for name, game in cfg.games.items()}
+        self.opponents = None
+        if cfg.opponent is not None:
+            self.opponents = {
+                name: build_opponent(name, game, cfg.opponent, seed=cfg.seed + index)
+                for name, game in cfg.games.items()
+            }
+
+    def collect(self, num_episodes: int, seed: int) -> list[Episode]:
+        """Play `num_episodes` finished episodes with the current weights."""
+        jobs = plan_jobs(
+            self.rules,
+            self.weights,
+            num_episodes,
+            seed,
+            self.policy,
+            self.opponents,
+            self.engine.version,
+        )
+        return play_games(jobs, concurrency=self.cfg.concurrent_games)
+
+    def load_weights(self, safetensors_path: str, version: int) -> int:
+        """Serve the weights in `safetensors_path` from now on; returns the new version."""
+        self.engine.load_weights(Path(safetensors_path), version)
+        return self.engine.version
+
+    def version(self) -> int:
+        """The weights version currently served."""
+        return self.engine.version
+
+    def location(self) -> dict[str, object]:
+        """Which Ray node and process this worker runs in (for placement checks and logs)."""
+        try:
+            import ray
+
+            node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+        except ImportError:
+            node = "local"
+        return {"node_id": node, "pid": os.getpid(), "index": self.index}
+
+    def close(self) -> None:
+        """Stop the engine."""
+        self.engine.close()

@@ -1,0 +1,123 @@
+"""Rollout: a worker plays many concurrent games with both engines; episodes are complete and
+their behaviour logprobs match a transformers teacher-forced recomputation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from spiral_games.compose import compose_run_config
+from spiral_games.engines.vllm import cpu_supports_vllm
+from spiral_games.errors import ConfigError, EngineError
+from spiral_games.logprobs import response_logprobs
+from spiral_games.rollout_worker import RolloutWorker, WorkerConfig
+
+from .conftest import REPO
+
+
+def worker_config(
+    model, engine, dtype="float32", max_tokens=24, opponent=None, games="kuhn,tictactoe"
+):
+    overrides = [
+        f"+games=[{games}]",
+        f"rollout.engine={engine}",
+        f"model.dtype={dtype}",
+        f"rollout.max_tokens={max_tokens}",
+        "rollout.concurrent_games=8",
+    ]
+    if opponent:
+        overrides.append(f"rollout.opponent={opponent}")
+    return WorkerConfig.from_run(compose_run_config(REPO / "conf", overrides), model.path)
+
+
+def check_episodes(episodes, model, n, dtype, tolerance, trained_only=False):
+    from transformers import AutoModelForCausalLM
+
+    assert len(episodes) == n
+    assert {e.game for e in episodes} <= {"kuhn", "tictactoe"}
+    hf = AutoModelForCausalLM.from_pretrained(str(model.path), dtype=getattr(torch, dtype))
+    turns = []
+    for ep in episodes:
+        assert ep.version == 0
+        assert ep.turns and ep.turns[0].role == 0
+        assert ep.returns in {(1.0, -1.0), (-1.0, 1.0), (0.0, 0.0), (-1.5, 0.5), (0.5, -1.5)}
+        for t in ep.turns:
+            if t.role in ep.trained_roles or not trained_only:
+                assert t.response_ids and len(t.logprobs) == len(t.response_ids)
+                assert all(math.isfinite(x) for x in t.logprobs)
+                turns.append(t)
+    recomputed = response_logprobs(
+        hf, [t.prompt_ids for t in turns], [t.response_ids for t in turns], pad_id=0
+    )
+    diffs = [
+        abs(a - b)
+        for t, r in zip(turns, recomputed, strict=True)
+        for a, b in zip(t.logprobs, r, strict=True)
+    ]
+    assert sum(diffs) / len(diffs) < tolerance, max(diffs)
+
+
+def test_hf_worker_plays_concurrent_self_play_games(tiny):
+    worker = RolloutWorker(worker_config(tiny, "hf"))
+    episodes = worker.collect(6, seed=0)
+    check_episodes(episodes, tiny, 6, "float32", tolerance=1e-3)
+    assert {e.trained_roles for e in episodes} == {(0, 1)}
+    assert worker.collect(6, seed=0)[0].game == episodes[0].game  # plan is seeded
+
+
+def test_fixed_opponent_mode_trains_only_the_model_seat(tiny):
+    worker = RolloutWorker(worker_config(tiny, "hf", opponent="random"))
+    episodes = worker.collect(8, seed=1)
+    seats = {e.trained_roles for e in episodes}
+    assert seats == {(0,), (1,)}
+    for ep in episodes:
+        opponent_turns = [t for t in ep.turns if t.role not in ep.trained_roles]
+        assert all(not t.response_ids for t in opponent_turns)  # scripted: no tokens
+    check_episodes(episodes, tiny, 8, "float32", tolerance=1e-3, trained_only=True)
+
+
+@pytest.mark.vllm
+def test_vllm_worker_logprobs_match_transformers(tiny):
+    pytest.importorskip("vllm")
+    worker = RolloutWorker(worker_config(tiny, "vllm"))
+    try:
+        check_episodes(worker.collect(6, seed=2), tiny, 6, "float32", tolerance=1e-2)
+    finally:
+        worker.close()
+
+
+@pytest.mark.vllm
+def test_smollm2_vllm_worker_completes_games_at_small_budgets(smollm2):
+    pytest.importorskip("vllm")
+    worker = RolloutWorker(worker_config(smollm2, "vllm", dtype="bfloat16", max_tokens=48))
+    try:
+        check_episodes(worker.collect(4, seed=3), smollm2, 4, "bfloat16", tolerance=0.15)
+    finally:
+        worker.close()
+
+
+def test_no_avx512_gives_an_engine_error_naming_the_fallback():
+    assert cpu_supports_vllm("flags: fpu sse avx2", "x86_64") is not None
+    assert cpu_supports_vllm("flags: fpu avx512f avx2", "x86_64") is None
+    assert cpu_supports_vllm("flags: neon", "aarch64") is None
+
+
+def test_zero_workers_and_overlong_budgets_are_config_errors():
+    with pytest.raises(ConfigError, match=r"rollout\.num_workers=0"):
+        compose_run_config(REPO / "conf", ["+games=[kuhn]", "rollout.num_workers=0"])
+    with pytest.raises(ConfigError, match="max_tokens=4096 leaves no room"):
+        compose_run_config(REPO / "conf", ["+games=[kuhn]", "rollout.max_tokens=4096"])
+    with pytest.raises(ConfigError, match=r"rollout\.opponent='grandmaster'"):
+        compose_run_config(REPO / "conf", ["+games=[kuhn]", "rollout.opponent=grandmaster"])
+
+
+def test_missing_vllm_is_a_clear_engine_error(tiny, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # what an install without vLLM looks like
+    from spiral_games.engines.base import build_engine
+
+    with pytest.raises(EngineError, match=r"rollout\.engine=hf"):
+        build_engine("vllm", tiny.path)

@@ -1,0 +1,87 @@
+"""Rollout on real Ray: a local pool, weight pushes, and a 2-node cluster on one machine."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from spiral_games.compose import compose_run_config
+from spiral_games.errors import ConfigError
+from spiral_games.rollout_pool import RolloutPool
+from spiral_games.rollout_worker import WorkerConfig
+
+from .conftest import REPO
+
+
+def tiny_worker_config(tiny, engine="hf"):
+    cfg = compose_run_config(
+        REPO / "conf",
+        [
+            "+games=[kuhn,tictactoe]",
+            f"rollout.engine={engine}",
+            "model=tiny-random",
+            "rollout.max_tokens=16",
+            "rollout.concurrent_games=4",
+        ],
+    )
+    return WorkerConfig.from_run(cfg, tiny.path)
+
+
+@pytest.fixture
+def local_ray():
+    import ray
+
+    from spiral_games.config import RayConfig
+    from spiral_games.ray_runtime import init_ray
+
+    init_ray(RayConfig(num_cpus=2))
+    yield ray
+    ray.shutdown()
+
+
+def test_pool_collects_episodes_and_pushes_versioned_weights(tiny, local_ray, tmp_path):
+    pool = RolloutPool(tiny_worker_config(tiny), num_workers=2, worker_cpus=1)
+    try:
+        episodes = pool.collect(6, seed=0)
+        assert len(episodes) == 6 and {e.version for e in episodes} == {0}
+        assert len({loc["pid"] for loc in pool.locations()}) == 2
+
+        state = load_file(str(tiny.path / "model.safetensors"))
+        state = {k: v + 0.01 * torch.randn_like(v) for k, v in state.items()}
+        path = tmp_path / "weights.safetensors"
+        save_file(state, str(path))
+        assert pool.push_weights(str(path), version=3) == [3, 3]
+        assert {e.version for e in pool.collect(4, seed=1)} == {3}
+    finally:
+        pool.shutdown()
+
+
+def test_pool_that_cannot_be_placed_is_a_clear_error(tiny, local_ray):
+    with pytest.raises(ConfigError, match="cannot place 3 rollout workers"):
+        RolloutPool(tiny_worker_config(tiny), num_workers=3, worker_cpus=1)
+
+
+def test_two_node_cluster_places_workers_on_both_nodes(tiny):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    try:
+        from spiral_games.config import RayConfig
+        from spiral_games.ray_runtime import init_ray
+
+        init_ray(RayConfig(address=cluster.address))
+        cluster.wait_for_nodes()
+        pool = RolloutPool(tiny_worker_config(tiny), 2, worker_cpus=1, strategy="STRICT_SPREAD")
+        try:
+            nodes = {loc["node_id"] for loc in pool.locations()}
+            assert len(nodes) == 2
+            episodes = pool.collect(4, seed=5)
+            assert len(episodes) == 4 and all(e.turns for e in episodes)
+        finally:
+            pool.shutdown()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
