@@ -1,0 +1,46 @@
+"""The benchmark entry point runs end to end at a tiny size (a smoke test: no speed asserts)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from .conftest import REPO
+
+
+def test_rollout_benchmark_prints_a_table_and_writes_json(tiny, tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "launch/benchmark.py",
+            "rollout",
+            "model=tiny-random",
+            "rollout.engine=hf",
+            "rollout.concurrent_games=4",
+            "rollout.episodes_per_step=8",
+            "rollout.max_tokens=16",
+            f"output_dir={tmp_path}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "(b) rollout worker" in out.stdout and "ratio b/a" in out.stdout
+    result = json.loads((tmp_path / "benchmark_rollout.json").read_text())
+    assert result["b_rollout_worker"]["episodes"] == 8
+    assert result["a_raw_engine"]["tokens"] > 0 and result["c_naive_hf_loop"]["tokens"] > 0
+    assert result["ratio_b_over_a"] > 0
+
+
+def test_unknown_benchmark_prints_usage():
+    out = subprocess.run(
+        [sys.executable, "launch/benchmark.py", "nonsense"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and "usage" in out.stderr
