@@ -118,3 +118,24 @@ class Episode:
                 for t in self.turns
             ],
         }
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training sample: a trained role's turn with its advantage."""
+
+    prompt_ids: tuple[int, ...]  # [P]
+    response_ids: tuple[int, ...]  # [T]
+    logprobs: tuple[float, ...]  # [T] behaviour log-probs (for the PPO ratio)
+    advantage: float
+    game: str
+    role: int
+    version: int
+
+
+@dataclass(frozen=True)
+class TrainBatch:
+    """The samples of one optimizer step, with the step they belong to."""
+
+    samples: tuple[Sample, ...]
+    step: int

@@ -1,0 +1,60 @@
+"""Policy-gradient loss: PPO-clip or REINFORCE, Dr.GRPO constant normaliser, optional KL.
+
+Pure torch. The loss sums over response tokens and divides by (sequences x `normalizer`), the
+maximum generation length (Dr.GRPO, Liu et al. 2025, as SPIRAL uses), so long and short
+responses are not re-weighted by their length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class LossOutput:
+    loss: torch.Tensor  # scalar
+    clip_fraction: float  # share of response tokens where the PPO clip was active
+    approx_kl: float  # mean (old - new) log-prob over response tokens
+    kl_to_ref: float  # mean k3 KL to the reference (0 without one)
+
+
+def policy_loss(
+    logprobs: torch.Tensor,  # [B, T] current policy log-probs of the response tokens
+    old_logprobs: torch.Tensor,  # [B, T] behaviour log-probs
+    advantages: torch.Tensor,  # [B]
+    mask: torch.Tensor,  # [B, T] 1 on response tokens
+    normalizer: float,
+    mode: str = "ppo",
+    clip: float = 0.2,
+    ref_logprobs: torch.Tensor | None = None,  # [B, T] frozen reference, for the KL term
+    kl_coef: float = 0.0,
+) -> LossOutput:
+    """SPIRAL's objective (Eq. 6): clipped surrogate with per-sample advantages."""
+    mask = mask.to(logprobs.dtype)
+    adv = advantages.to(logprobs.dtype).unsqueeze(-1)
+    if mode == "ppo":
+        ratio = torch.exp(logprobs - old_logprobs)
+        unclipped = -adv * ratio
+        clipped = -adv * torch.clamp(ratio, 1 - clip, 1 + clip)
+        per_token = torch.maximum(unclipped, clipped)
+        clip_active = (clipped > unclipped).to(mask.dtype)
+    elif mode == "reinforce":
+        per_token = -adv * logprobs
+        clip_active = torch.zeros_like(mask)
+    else:
+        raise ValueError(f"Unknown loss mode {mode!r}: use 'ppo' or 'reinforce'.")
+    kl = torch.zeros_like(per_token)
+    if ref_logprobs is not None and kl_coef:
+        log_ratio = ref_logprobs - logprobs
+        kl = torch.exp(log_ratio) - log_ratio - 1  # k3 estimator, non-negative
+        per_token = per_token + kl_coef * kl
+    denom = logprobs.shape[0] * normalizer
+    tokens = mask.sum().clamp(min=1)
+    return LossOutput(
+        loss=(per_token * mask).sum() / denom,
+        clip_fraction=float((clip_active * mask).sum() / tokens),
+        approx_kl=float(((old_logprobs - logprobs).detach() * mask).sum() / tokens),
+        kl_to_ref=float((kl.detach() * mask).sum() / tokens),
+    )

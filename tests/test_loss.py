@@ -1,0 +1,63 @@
+"""The policy-gradient loss with hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from spiral_games.loss import policy_loss
+
+
+def test_ppo_equals_reinforce_gradient_at_ratio_one():
+    lp = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+    out = policy_loss(lp, lp.detach(), torch.tensor([2.0]), torch.ones(1, 2), normalizer=4)
+    # ratio 1: loss = -A * sum(1) / (B * normalizer) = -2 * 2 / 4
+    assert out.loss.item() == pytest.approx(-1.0)
+    out.loss.backward()
+    assert lp.grad.tolist() == [[-0.5, -0.5]]  # d/dlp of -A*exp(lp-old)/4
+    assert out.clip_fraction == 0.0
+
+
+def test_clip_engages_only_beyond_the_trust_region_in_the_advantage_direction():
+    old = torch.zeros(1, 3)
+    new = torch.log(torch.tensor([[1.5, 1.1, 0.5]]))  # ratios 1.5, 1.1, 0.5
+    mask = torch.ones(1, 3)
+    pos = policy_loss(new, old, torch.tensor([1.0]), mask, normalizer=1)
+    # A>0: clipped at 1.2 for ratio 1.5; 1.1 inside; ratio 0.5 keeps unclipped (pessimistic)
+    assert pos.loss.item() == pytest.approx(-(1.2 + 1.1 + 0.5))
+    assert pos.clip_fraction == pytest.approx(1 / 3)
+    neg = policy_loss(new, old, torch.tensor([-1.0]), mask, normalizer=1)
+    # A<0: ratio 0.5 is clipped to 0.8; ratio 1.5 stays 1.5
+    assert neg.loss.item() == pytest.approx(1.5 + 1.1 + 0.8)
+    assert neg.clip_fraction == pytest.approx(1 / 3)
+
+
+def test_normaliser_is_a_constant_not_the_response_length():
+    old = torch.zeros(2, 4)
+    lp = torch.zeros(2, 4)
+    mask = torch.tensor([[1.0, 0, 0, 0], [1.0, 1, 1, 1]])
+    out = policy_loss(lp, old, torch.tensor([1.0, 1.0]), mask, normalizer=8, mode="reinforce")
+    assert out.loss.item() == 0.0  # -A * logprob with logprob 0
+    lp = torch.full((2, 4), -1.0)
+    out = policy_loss(lp, old, torch.tensor([1.0, 1.0]), mask, normalizer=8, mode="reinforce")
+    assert out.loss.item() == pytest.approx((1 + 4) / (2 * 8))  # masked token sum / (B * 8)
+
+
+def test_kl_to_reference_is_k3_and_nonnegative():
+    lp = torch.log(torch.tensor([[0.5]]))
+    ref = torch.log(torch.tensor([[0.25]]))
+    out = policy_loss(
+        lp, lp, torch.tensor([0.0]), torch.ones(1, 1), normalizer=1, ref_logprobs=ref, kl_coef=0.1
+    )
+    k3 = 0.5 - math.log(0.5) - 1
+    assert out.kl_to_ref == pytest.approx(k3)
+    assert out.loss.item() == pytest.approx(0.1 * k3)
+
+
+def test_unknown_mode_is_rejected():
+    with pytest.raises(ValueError, match="ppo"):
+        policy_loss(
+            torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1), torch.ones(1, 1), 1, mode="a2c"
+        )
