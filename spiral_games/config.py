@@ -107,28 +107,74 @@ class RolloutConfig:
 
 @dataclass
 class LearnerConfig:
-    """What the learner needs: optimisation and batch shape."""
+    """What the learner needs: optimisation, loss and batch shape."""
 
     lr: float = 1e-6
-    batch_size: int = 8  # samples (turns) per optimizer step
-    minibatch_size: int = 8
+    batch_size: int = 8  # samples (turns) per training step
+    minibatch_size: int = 8  # samples per optimizer step
+    micro_batch_size: int = 4  # samples per forward/backward (gradient accumulation below)
     epochs: int = 1
     zero_stage: int = 0
     grad_clip: float = 1.0
+    loss: str = "ppo"  # ppo (clipped ratio to the behaviour policy) or reinforce
+    clip: float = 0.2
+    kl_coef: float = 0.0  # no KL by default
+    bf16: bool = True  # bf16 autocast on CPU (2.2x faster than fp32 here), bf16 on GPU
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         _check_positive("learner.lr", self.lr)
         _check_positive("learner.batch_size", self.batch_size)
         _check_positive("learner.minibatch_size", self.minibatch_size)
+        _check_positive("learner.micro_batch_size", self.micro_batch_size)
         if self.batch_size % self.minibatch_size:
             raise ConfigError(
                 f"learner.batch_size={self.batch_size} is not divisible by "
                 f"learner.minibatch_size={self.minibatch_size}. Pick a minibatch size that "
                 "divides the batch size."
             )
+        if self.minibatch_size % self.micro_batch_size:
+            raise ConfigError(
+                f"learner.minibatch_size={self.minibatch_size} is not divisible by "
+                f"learner.micro_batch_size={self.micro_batch_size}. Pick a micro batch size "
+                "that divides the minibatch size."
+            )
         _check_positive("learner.epochs", self.epochs)
         _check_choice("learner.zero_stage", str(self.zero_stage), ("0", "1", "2", "3"))
         _check_positive("learner.grad_clip", self.grad_clip)
+        _check_choice("learner.loss", self.loss, ("ppo", "reinforce"))
+        _check_positive("learner.clip", self.clip)
+        _check_positive("learner.kl_coef", self.kl_coef, allow_zero=True)
+
+
+@dataclass
+class TrainConfig:
+    """The training loop: length, advantages, pushes, checkpoints and logging."""
+
+    steps: int = 4
+    rae: bool = True  # role-conditioned advantage estimation; false: A = R
+    rae_decay: float = 0.95
+    gamma: float = 1.0
+    drop_zero_advantage: bool = False
+    push_every: int = 1  # push weights to the rollout workers every k updates
+    checkpoint_every: int = 2
+    keep_checkpoints: int = 2
+    transcripts_per_step: int = 4
+    resume: str | None = None  # "true": resume output_dir; or a run directory to resume
+    wandb_mode: str = "offline"  # offline (default), online, disabled
+    wandb_project: str = "spiral-games"
+
+    def __post_init__(self) -> None:
+        _check_positive("train.steps", self.steps)
+        if not 0 <= self.rae_decay < 1:
+            raise ConfigError(f"train.rae_decay={self.rae_decay} must be in [0, 1).")
+        if not 0 < self.gamma <= 1:
+            raise ConfigError(f"train.gamma={self.gamma} must be in (0, 1].")
+        _check_positive("train.push_every", self.push_every)
+        _check_positive("train.checkpoint_every", self.checkpoint_every)
+        _check_positive("train.keep_checkpoints", self.keep_checkpoints)
+        _check_positive("train.transcripts_per_step", self.transcripts_per_step, allow_zero=True)
+        _check_choice("train.wandb_mode", self.wandb_mode, ("offline", "online", "disabled"))
 
 
 @dataclass
@@ -151,6 +197,7 @@ class RunConfig:
     games: dict[str, GameConfig] = field(default_factory=dict)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     seed: int = 0
     output_dir: str = "runs/default"

@@ -71,6 +71,14 @@ class RolloutPool:
 
         return ray.get([w.load_weights.remote(safetensors_path, version) for w in self.workers])
 
+    def score(
+        self, prompts: list[list[int]], responses: list[list[int]]
+    ) -> list[list[list[float]]]:
+        """Each worker's log-probs of the same fixed sequences."""
+        import ray
+
+        return ray.get([w.score.remote(prompts, responses) for w in self.workers])
+
     def locations(self) -> list[dict[str, Any]]:
         """Node and process of each worker."""
         import ray

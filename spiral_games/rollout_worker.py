@@ -106,6 +106,10 @@ class RolloutWorker:
         self.engine.load_weights(Path(safetensors_path), version)
         return self.engine.version
 
+    def score(self, prompts: list[list[int]], responses: list[list[int]]) -> list[list[float]]:
+        """Log-probs the served weights give to fixed token sequences (sync checks)."""
+        return self.engine.score(prompts, responses)
+
     def version(self) -> int:
         """The weights version currently served."""
         return self.engine.version

@@ -105,6 +105,14 @@ class HFEngine:
             truncated=not stopped and len(tokens) >= params.max_tokens,
         )
 
+    def score(
+        self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]
+    ) -> list[list[float]]:
+        """Teacher-forced log-probs of each response given its prompt, from the served weights."""
+        from spiral_games.logprobs import response_logprobs
+
+        return response_logprobs(self.model, prompts, responses, self.tokenizer.pad_token_id)
+
     def load_weights(self, safetensors_path: Path, version: int) -> None:
         """Load a full state dict from a safetensors file and start serving `version`."""
         from safetensors.torch import load_file

@@ -113,6 +113,22 @@ class VLLMEngine:
             truncated=completion.finish_reason == "length",  # type: ignore[attr-defined]
         )
 
+    def score(
+        self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]
+    ) -> list[list[float]]:
+        """Teacher-forced log-probs of each response given its prompt, from the served weights."""
+        sampling = self._vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        outputs = self.llm.generate(
+            [{"prompt_token_ids": [*p, *r]} for p, r in zip(prompts, responses, strict=True)],
+            sampling,
+            use_tqdm=False,
+        )
+        scores = []
+        for p, r, out in zip(prompts, responses, outputs, strict=True):
+            steps = out.prompt_logprobs[len(p) : len(p) + len(r)]
+            scores.append([step[tok].logprob for step, tok in zip(steps, r, strict=True)])
+        return scores
+
     def load_weights(self, safetensors_path: Path, version: int) -> None:
         """Replace the served weights with those in `safetensors_path` (ideally in /dev/shm)."""
         self.llm.collective_rpc("reload_from_safetensors", args=(str(safetensors_path),))

@@ -1,0 +1,221 @@
+"""The Learner: a DeepSpeed engine that turns a TrainBatch into policy updates (thin adapter)."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from spiral_games.config import RunConfig
+from spiral_games.logprobs import pack_sequences, token_logprobs
+from spiral_games.loss import policy_loss
+from spiral_games.types import TrainBatch
+
+OPTIMIZER_FILE = "optimizer.pt"
+
+
+@dataclass(frozen=True)
+class LearnerSpec:
+    """Everything the learner needs, and nothing else."""
+
+    model_path: str
+    lr: float
+    zero_stage: int
+    grad_clip: float
+    epochs: int
+    minibatch_size: int
+    micro_batch_size: int
+    loss: str  # ppo | reinforce
+    clip: float
+    kl_coef: float
+    normalizer: int  # Dr.GRPO constant: the maximum generation length
+    bf16: bool  # bf16 autocast (CPU) / bf16 weights (GPU)
+    gradient_checkpointing: bool
+    seed: int
+
+    @classmethod
+    def from_run(cls, cfg: RunConfig, model_path: Path) -> LearnerSpec:
+        """Cut the learner's slice out of the whole run config."""
+        lc = cfg.learner
+        return cls(
+            model_path=str(model_path),
+            lr=lc.lr,
+            zero_stage=lc.zero_stage,
+            grad_clip=lc.grad_clip,
+            epochs=lc.epochs,
+            minibatch_size=lc.minibatch_size,
+            micro_batch_size=lc.micro_batch_size,
+            loss=lc.loss,
+            clip=lc.clip,
+            kl_coef=lc.kl_coef,
+            normalizer=cfg.rollout.max_tokens,
+            bf16=lc.bf16,
+            gradient_checkpointing=lc.gradient_checkpointing,
+            seed=cfg.seed,
+        )
+
+
+def _init_single_process_group() -> None:
+    """DeepSpeed needs torch.distributed even for one rank: gloo on CPU, NCCL on GPU."""
+    import deepspeed
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+    for key, value in {
+        "MASTER_ADDR": "127.0.0.1",
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+    }.items():
+        os.environ.setdefault(key, value)
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "gloo" and os.environ["WORLD_SIZE"] == "1":
+        # DeepSpeed JIT-builds a shared-memory allreduce kernel (~80 s on 2 cores) that only
+        # multi-rank CPU jobs use; one rank never communicates, so skip the build.
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    deepspeed.init_distributed(dist_backend=backend, verbose=False)
+
+
+class Learner:
+    """Holds the trainable model, its optimizer and the DeepSpeed engine."""
+
+    def __init__(self, spec: LearnerSpec) -> None:
+        import deepspeed
+        from transformers import AutoModelForCausalLM
+
+        _init_single_process_group()
+        self.spec = spec
+        self.on_gpu = torch.cuda.is_available()
+        dtype = torch.bfloat16 if (spec.bf16 and self.on_gpu) else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype)
+        if spec.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        self.tied = bool(getattr(model.config, "tie_word_embeddings", False))
+        # A client AdamW: DeepSpeed's FusedAdam JIT-builds for ~84 s on CPU; this starts at once.
+        optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)
+        config = {
+            "train_micro_batch_size_per_gpu": spec.micro_batch_size,
+            "gradient_accumulation_steps": spec.minibatch_size // spec.micro_batch_size,
+            "gradient_clipping": spec.grad_clip,
+            "zero_optimization": {"stage": spec.zero_stage},
+            "bf16": {"enabled": spec.bf16 and self.on_gpu},
+            "steps_per_print": 1 << 30,
+            "wall_clock_breakdown": False,
+        }
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, config=config
+        )
+        self.rng = random.Random(spec.seed)
+        self.pad_id = int(model.config.pad_token_id or 0)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.engine.module
+
+    def _autocast(self) -> torch.autocast:
+        device = "cuda" if self.on_gpu else "cpu"
+        return torch.autocast(device, dtype=torch.bfloat16, enabled=self.spec.bf16)
+
+    def update(self, batch: TrainBatch) -> dict[str, float]:
+        """`epochs` passes over the batch in shuffled minibatches; one optimizer step each."""
+        spec = self.spec
+        self.engine.train()
+        losses, clips, kls, norms = [], [], [], []
+        tokens, start = 0, time.perf_counter()
+        samples = list(batch.samples)
+        for _ in range(spec.epochs):
+            self.rng.shuffle(samples)
+            for lo in range(0, len(samples), spec.micro_batch_size):
+                micro = samples[lo : lo + spec.micro_batch_size]
+                ids, attention, mask = pack_sequences(
+                    [s.prompt_ids for s in micro], [s.response_ids for s in micro], self.pad_id
+                )
+                device = self.engine.device
+                ids, attention, mask = ids.to(device), attention.to(device), mask.to(device)
+                old = torch.zeros_like(mask)
+                for row, s in enumerate(micro):
+                    start_at = len(s.prompt_ids) - 1
+                    old[row, start_at : start_at + len(s.logprobs)] = torch.tensor(s.logprobs)
+                with self._autocast():
+                    lp = token_logprobs(self.engine, ids, attention)
+                out = policy_loss(
+                    lp,
+                    old,
+                    torch.tensor([s.advantage for s in micro], device=device),
+                    mask,
+                    normalizer=spec.normalizer,
+                    mode=spec.loss,
+                    clip=spec.clip,
+                )
+                self.engine.backward(out.loss)
+                boundary = self.engine.is_gradient_accumulation_boundary()
+                local_norm = self._grad_norm() if boundary else None
+                self.engine.step()
+                if boundary:
+                    norm = self.engine.get_global_grad_norm()
+                    norms.append(float(norm) if norm is not None else local_norm or 0.0)
+                losses.append(out.loss.item())
+                clips.append(out.clip_fraction)
+                kls.append(out.approx_kl)
+                tokens += int(attention.sum())
+        seconds = time.perf_counter() - start
+        return {
+            "train/loss": sum(losses) / len(losses),
+            "train/clip_fraction": sum(clips) / len(clips),
+            "train/approx_kl": sum(kls) / len(kls),
+            "train/grad_norm": sum(norms) / len(norms) if norms else float("nan"),
+            "train/optimizer_steps": float(len(norms)),
+            "train/tokens": float(tokens),
+            "train/tokens_per_s": tokens / seconds if seconds else 0.0,
+            "train/seconds": seconds,
+        }
+
+    def _grad_norm(self) -> float | None:
+        """Pre-clip gradient norm from local grads (None when ZeRO partitions them)."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if not grads:
+            return None
+        return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+
+    def state_dict_for_push(self) -> dict[str, torch.Tensor]:
+        """Full weights as contiguous CPU tensors; the tied lm_head is left out, as HF saves."""
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.model.state_dict().items()}
+        if self.tied:
+            state.pop("lm_head.weight", None)
+        return state
+
+    def export_weights(self, path: Path) -> Path:
+        """Write the weights to one safetensors file (put it in /dev/shm for speed)."""
+        from safetensors.torch import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file(self.state_dict_for_push(), str(tmp))
+        os.replace(tmp, path)
+        return path
+
+    def save(self, directory: Path) -> None:
+        """An HF checkpoint (safetensors) plus the optimizer state in `directory`."""
+        self.model.save_pretrained(str(directory), safe_serialization=True)
+        torch.save(self.optimizer.state_dict(), directory / OPTIMIZER_FILE)
+
+    def load_optimizer(self, directory: Path) -> None:
+        """Restore the optimizer state saved by `save` (tensors only: weights_only=True)."""
+        state = torch.load(directory / OPTIMIZER_FILE, weights_only=True, map_location="cpu")
+        self.optimizer.load_state_dict(state)
+
+    def logprobs(self, prompts: list[list[int]], responses: list[list[int]]) -> list[list[float]]:
+        """Teacher-forced response log-probs under the current weights (for sync checks)."""
+        from spiral_games.logprobs import response_logprobs
+
+        self.engine.eval()
+        return response_logprobs(self.model, prompts, responses, self.pad_id)

@@ -1,0 +1,226 @@
+"""The training loop, top to bottom: collect -> advantages -> update -> push -> checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from spiral_games.advantage import RoleBaselines, episode_samples
+from spiral_games.checkpoint import latest_checkpoint, save_checkpoint
+from spiral_games.config import RunConfig
+from spiral_games.errors import ConfigError
+from spiral_games.learner import Learner, LearnerSpec
+from spiral_games.metrics import MetricsLogger, rollout_metrics
+from spiral_games.models import resolve_model
+from spiral_games.ray_runtime import init_ray
+from spiral_games.rollout_pool import RolloutPool
+from spiral_games.rollout_worker import WorkerConfig
+from spiral_games.transcripts import write_transcripts
+from spiral_games.types import Episode, Sample, TrainBatch
+
+log = logging.getLogger(__name__)
+
+
+def resume_dir(cfg: RunConfig) -> Path | None:
+    """The run directory to resume from, if `train.resume` asks for one."""
+    value = cfg.train.resume
+    if value is None or str(value).lower() in ("false", "no", "0", ""):
+        return None
+    path = Path(cfg.output_dir) if str(value).lower() in ("true", "yes", "1") else Path(value)
+    if not path.is_dir():
+        raise ConfigError(
+            f"train.resume: run directory {path} does not exist. Point train.resume at a run "
+            "directory, or set output_dir to it with train.resume=true."
+        )
+    return path
+
+
+def train(cfg: RunConfig) -> Path:
+    """Run self-play RL as configured; returns the run directory."""
+    resuming = resume_dir(cfg)
+    run_dir = resuming or Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+
+    # ---- state: fresh, or the last complete checkpoint -------------------------------------
+    model = resolve_model(
+        cfg.model.name,
+        Path(cfg.model.cache_dir) if cfg.model.cache_dir else None,
+        seed=cfg.model.seed,
+    )
+    resumed = latest_checkpoint(run_dir) if resuming else None
+    if resuming and resumed is None:
+        log.warning("No complete checkpoint in %s: starting from step 0.", run_dir)
+    weights_path = resumed[0] if resumed else model.path
+    state = resumed[1] if resumed else {}
+    start_step = int(state.get("step", 0))
+    version = int(state.get("version", 0))
+    baselines = (
+        RoleBaselines.from_state_dict(state["baselines"])
+        if "baselines" in state
+        else RoleBaselines(decay=cfg.train.rae_decay)
+    )
+    rng = random.Random(cfg.seed)
+    if "rng" in state:
+        rng.setstate(_to_tuple(state["rng"]))
+        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+    if resumed:
+        log.info(
+            "Resuming %s from %s (step %d, version %d)", run_dir, weights_path, start_step, version
+        )
+
+    learner = Learner(LearnerSpec.from_run(cfg, weights_path))
+    if resumed:
+        learner.load_optimizer(weights_path)
+        learner.rng.setstate(_to_tuple(state["learner_rng"]))
+    init_ray(cfg.ray)
+    pool = RolloutPool(
+        WorkerConfig.from_run(cfg, weights_path),
+        cfg.rollout.num_workers,
+        cfg.rollout.worker_cpus,
+        cfg.rollout.worker_gpus,
+        cfg.rollout.placement_strategy,
+    )
+    push_dir = Path(tempfile.mkdtemp(prefix="spiral-weights-", dir=_shm_or_tmp()))
+    if resumed:
+        pool.push_weights(str(learner.export_weights(push_dir / "weights.safetensors")), version)
+    logger = MetricsLogger(
+        run_dir, cfg.train.wandb_mode, cfg.train.wandb_project, dataclasses.asdict(cfg)
+    )
+    display = _Display(cfg.train.steps, start_step)
+
+    try:
+        for step in range(start_step, cfg.train.steps):
+            # ---- collect: play until the batch is full -------------------------------------
+            t0 = time.perf_counter()
+            episodes: list[Episode] = []
+            samples: list[Sample] = []
+            while len(samples) < cfg.learner.batch_size:
+                new = pool.collect(cfg.rollout.episodes_per_step, seed=rng.randrange(2**31))
+                episodes += new
+                # ---- advantages: RAE, one baseline update per episode and role ------------
+                samples += episode_samples(
+                    new,
+                    baselines if cfg.train.rae else None,
+                    cfg.train.gamma,
+                    cfg.train.drop_zero_advantage,
+                )
+            batch = TrainBatch(tuple(samples[: cfg.learner.batch_size]), step)
+            t_rollout = time.perf_counter() - t0
+
+            # ---- update ------------------------------------------------------------------
+            train_metrics = learner.update(batch)
+
+            # ---- push new weights to every rollout worker --------------------------------
+            t1 = time.perf_counter()
+            if (step + 1) % cfg.train.push_every == 0:
+                version = step + 1
+                path = learner.export_weights(push_dir / "weights.safetensors")
+                pool.push_weights(str(path), version)
+            t_sync = time.perf_counter() - t1
+
+            # ---- log, transcripts, checkpoint --------------------------------------------
+            metrics = {
+                **rollout_metrics(episodes),
+                **train_metrics,
+                "rollout/seconds": t_rollout,
+                "rollout/tokens_per_s": sum(len(s.response_ids) for s in samples) / t_rollout,
+                "rollout/samples": float(len(samples)),
+                "rollout/samples_dropped": float(len(samples) - len(batch.samples)),
+                "train/advantage_mean": sum(s.advantage for s in batch.samples)
+                / len(batch.samples),
+                "sync/seconds": t_sync,
+                "sync/version": float(version),
+                **{
+                    f"rae/{g}/baseline_role{r}": v for (g, r), v in sorted(baselines.values.items())
+                },
+            }
+            logger.log(step + 1, metrics)
+            write_transcripts(
+                episodes[: cfg.train.transcripts_per_step],
+                run_dir / "transcripts" / f"step_{step + 1:06d}.jsonl",
+            )
+            if (step + 1) % cfg.train.checkpoint_every == 0 or step + 1 == cfg.train.steps:
+                t2 = time.perf_counter()
+                trainer_state = {
+                    "step": step + 1,
+                    "version": version,
+                    "baselines": baselines.state_dict(),
+                    "rng": rng.getstate(),
+                    "learner_rng": learner.rng.getstate(),
+                    "torch_rng": torch.get_rng_state().tolist(),
+                }
+                save_checkpoint(
+                    run_dir,
+                    step + 1,
+                    lambda d: _write_model(learner, model, d),
+                    trainer_state,
+                    cfg.train.keep_checkpoints,
+                )
+                metrics["checkpoint/seconds"] = time.perf_counter() - t2
+            display.update(step + 1, metrics)
+    finally:
+        display.close()
+        logger.close()
+        pool.shutdown()
+        for leftover in push_dir.glob("*"):
+            leftover.unlink()
+        push_dir.rmdir()
+    return run_dir
+
+
+def _write_model(learner: Learner, model: object, directory: Path) -> None:
+    learner.save(directory)
+    model.tokenizer.save_pretrained(str(directory))  # type: ignore[attr-defined]
+
+
+def _shm_or_tmp() -> str | None:
+    """Weights pushes go through RAM-backed /dev/shm when it exists (None: the temp dir)."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+def _to_tuple(value: object) -> object:
+    """JSON turns the tuples of a `random` state into lists; turn them back."""
+    return tuple(_to_tuple(v) for v in value) if isinstance(value, list) else value
+
+
+class _Display:
+    """A rich progress bar over steps (with ETA) plus one line of key metrics per step."""
+
+    KEYS: ClassVar[dict[str, str]] = {
+        "rollout/invalid_move_rate": "invalid",
+        "rollout/response_length": "resp_len",
+        "train/loss": "loss",
+        "train/grad_norm": "grad_norm",
+        "rollout/seconds": "rollout_s",
+        "train/seconds": "train_s",
+        "sync/seconds": "sync_s",
+    }
+
+    def __init__(self, total: int, done: int) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("step {task.completed}/{task.total}"), BarColumn(), TimeRemainingColumn()
+        )
+        self.task = self.progress.add_task("train", total=total, completed=done)
+        self.progress.start()
+
+    def update(self, step: int, metrics: dict[str, float]) -> None:
+        shown = "  ".join(
+            f"{name}={metrics[k]:.3g}" for k, name in self.KEYS.items() if k in metrics
+        )
+        self.progress.console.log(f"step {step}: {shown}")
+        self.progress.update(self.task, completed=step)
+
+    def close(self) -> None:
+        self.progress.stop()

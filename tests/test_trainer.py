@@ -1,0 +1,172 @@
+"""The learning loop end to end on the CPU: real Ray, vLLM, DeepSpeed and a tiny model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from spiral_games.advantage import RoleBaselines
+from spiral_games.compose import compose_run_config
+from spiral_games.learner import Learner, LearnerSpec
+from spiral_games.types import Sample, TrainBatch
+
+from .conftest import REPO
+
+TINY = [
+    "model=tiny-random",
+    "rollout.max_tokens=24",
+    "rollout.episodes_per_step=8",
+    "rollout.concurrent_games=8",
+    "learner.batch_size=8",
+    "learner.minibatch_size=4",
+    "learner.micro_batch_size=4",
+    "learner.lr=1e-3",
+    "train.wandb_mode=disabled",
+    "ray.num_cpus=2",
+]
+
+
+def run_cfg(tmp_path, *extra):
+    return compose_run_config(
+        REPO / "conf", ["+games=[kuhn,tictactoe]", *TINY, f"output_dir={tmp_path}", *extra]
+    )
+
+
+@pytest.fixture
+def ray_shutdown():
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.vllm
+def test_two_steps_with_vllm_and_deepspeed_learn_push_and_checkpoint(tiny, tmp_path, ray_shutdown):
+    pytest.importorskip("vllm")
+    from transformers import AutoModelForCausalLM
+
+    from spiral_games.trainer import train
+
+    run_dir = train(
+        run_cfg(
+            tmp_path,
+            "rollout.engine=vllm",
+            "model.dtype=float32",
+            "train.steps=2",
+            "train.transcripts_per_step=100",
+        )
+    )
+    metrics = read_metrics(run_dir)
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert [m["sync/version"] for m in metrics] == [1.0, 2.0]
+    for m in metrics:
+        assert m["train/grad_norm"] > 0 and m["train/tokens"] > 0
+        assert 0 <= m["rollout/invalid_move_rate"] <= 1
+        assert any(k.startswith("rae/kuhn/") or k.startswith("rae/tictactoe/") for k in m)
+    versions = {
+        json.loads(line)["version"]
+        for line in (run_dir / "transcripts" / "step_000002.jsonl").read_text().splitlines()
+    }
+    assert versions == {1}  # step 2 was played with the weights pushed after step 1
+
+    ckpt = run_dir / "checkpoints" / "step_000002"
+    before, after = (
+        load_file(str(tiny.path / "model.safetensors")),
+        load_file(str(ckpt / "model.safetensors")),
+    )
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    reloaded = AutoModelForCausalLM.from_pretrained(str(ckpt))
+    assert type(reloaded).__name__ == "LlamaForCausalLM"
+
+
+@pytest.mark.parametrize("engine", ["hf", pytest.param("vllm", marks=pytest.mark.vllm)])
+def test_actor_logprobs_equal_learner_logprobs_after_a_push(engine, tiny, tmp_path, ray_shutdown):
+    if engine == "vllm":
+        pytest.importorskip("vllm")
+    from spiral_games.ray_runtime import init_ray
+    from spiral_games.rollout_pool import RolloutPool
+    from spiral_games.rollout_worker import WorkerConfig
+
+    cfg = run_cfg(
+        tmp_path,
+        f"rollout.engine={engine}",
+        "model.dtype=float32",
+        "learner.bf16=false",
+        "rollout.num_workers=2",
+    )
+    learner = Learner(LearnerSpec.from_run(cfg, tiny.path))
+    init_ray(cfg.ray)
+    pool = RolloutPool(WorkerConfig.from_run(cfg, tiny.path), 2, worker_cpus=1)
+    try:
+        prompts, responses = [[1, 50, 60, 70], [5, 6]], [[80, 90, 100], [7, 8, 9, 10]]
+        samples = tuple(
+            Sample(tuple(p), tuple(r), tuple([-10.0] * len(r)), adv, "kuhn", 0, 0)
+            for p, r, adv in zip(prompts, responses, (1.0, -1.0), strict=True)
+        )
+        initial = learner.logprobs(prompts, responses)
+        learner.update(TrainBatch(samples + samples, step=0))
+        updated = learner.logprobs(prompts, responses)
+        assert updated != initial
+        path = learner.export_weights(tmp_path / "push" / "weights.safetensors")
+        assert pool.push_weights(str(path), version=1) == [1, 1]
+        for actor_scores in pool.score(prompts, responses):
+            for actor, mine in zip(actor_scores, updated, strict=True):
+                assert actor == pytest.approx(mine, abs=2e-3)
+    finally:
+        pool.shutdown()
+
+
+def test_resume_continues_step_counter_and_rae_baselines_exactly(tiny, tmp_path, ray_shutdown):
+    from spiral_games.trainer import train
+
+    common = ["rollout.engine=hf", "train.checkpoint_every=1", "train.transcripts_per_step=1000"]
+    train(run_cfg(tmp_path, *common, "train.steps=2"))
+    import ray
+
+    ray.shutdown()
+    train(run_cfg(tmp_path, *common, "train.steps=3", "train.resume=true"))
+    assert [m["step"] for m in read_metrics(tmp_path)] == [1, 2, 3]
+
+    ckpts = tmp_path / "checkpoints"
+    state2 = json.loads((ckpts / "step_000002" / "trainer_state.json").read_text())
+    state3 = json.loads((ckpts / "step_000003" / "trainer_state.json").read_text())
+    assert state3["step"] == 3 and state3["version"] == 3
+    expected = RoleBaselines.from_state_dict(state2["baselines"])
+    step3 = (tmp_path / "transcripts" / "step_000003.jsonl").read_text().splitlines()
+    for row in map(json.loads, step3):
+        for role in row["trained_roles"]:
+            expected.advantage(row["game"], role, row["returns"][role])
+    assert RoleBaselines.from_state_dict(state3["baselines"]) == expected
+
+
+BAD = [
+    ("+games=[chess]", "Unknown games option 'chess'"),
+    ("learner.batch_size=-2", "learner.batch_size=-2 is out of range"),
+    ("learner.minibatch_size=3", "not divisible"),
+    ("model.name=no-such-model", "Unknown model 'no-such-model'"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD)
+def test_bad_override_is_one_clear_line(override, message):
+    games = [] if override.startswith("+games") else ["+games=[kuhn]"]
+    out = subprocess.run(
+        [sys.executable, "launch/selfplay.py", *games, override],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0]
