@@ -80,6 +80,7 @@ class RolloutConfig:
     worker_cpus: float = 1.0  # Ray CPUs reserved per worker
     worker_gpus: float = 0.0  # Ray GPUs per worker (>= tensor_parallel_size on GPU clusters)
     tensor_parallel_size: int = 1
+    sleep_when_training: bool = False  # GPU: vLLM sleep mode while the collocated learner runs
     placement_strategy: str = "PACK"  # Ray placement group strategy: PACK, SPREAD, STRICT_SPREAD
 
     def __post_init__(self) -> None:
@@ -121,9 +122,12 @@ class LearnerConfig:
     kl_coef: float = 0.0  # no KL by default
     bf16: bool = True  # bf16 autocast on CPU (2.2x faster than fp32 here), bf16 on GPU
     gradient_checkpointing: bool = False
+    lora_rank: int = 0  # > 0: train LoRA adapters (peft) instead of all weights
+    lora_alpha: int = 32
 
     def __post_init__(self) -> None:
         _check_positive("learner.lr", self.lr)
+        _check_positive("learner.lora_rank", self.lora_rank, allow_zero=True)
         _check_positive("learner.batch_size", self.batch_size)
         _check_positive("learner.minibatch_size", self.minibatch_size)
         _check_positive("learner.micro_batch_size", self.micro_batch_size)

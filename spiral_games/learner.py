@@ -13,8 +13,8 @@ import torch
 
 from spiral_games.config import RunConfig
 from spiral_games.logprobs import pack_sequences, token_logprobs
-from spiral_games.loss import policy_loss
-from spiral_games.types import TrainBatch
+from spiral_games.loss import LossOutput, policy_loss
+from spiral_games.types import Sample, TrainBatch
 
 OPTIMIZER_FILE = "optimizer.pt"
 
@@ -36,6 +36,8 @@ class LearnerSpec:
     normalizer: int  # Dr.GRPO constant: the maximum generation length
     bf16: bool  # bf16 autocast (CPU) / bf16 weights (GPU)
     gradient_checkpointing: bool
+    lora_rank: int  # 0: full fine-tuning; > 0: LoRA adapters (peft) on all linear layers
+    lora_alpha: int
     seed: int
 
     @classmethod
@@ -56,6 +58,8 @@ class LearnerSpec:
             normalizer=cfg.rollout.max_tokens,
             bf16=lc.bf16,
             gradient_checkpointing=lc.gradient_checkpointing,
+            lora_rank=lc.lora_rank,
+            lora_alpha=lc.lora_alpha,
             seed=cfg.seed,
         )
 
@@ -100,8 +104,25 @@ class Learner:
         if spec.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         self.tied = bool(getattr(model.config, "tie_word_embeddings", False))
+        self.reference = None
+        if spec.kl_coef > 0:  # a frozen copy of the starting policy for the KL penalty
+            self.reference = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype)
+            self.reference.requires_grad_(False).eval()
+        if spec.lora_rank > 0:
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(
+                model,
+                LoraConfig(
+                    r=spec.lora_rank,
+                    lora_alpha=spec.lora_alpha,
+                    target_modules="all-linear",
+                    task_type="CAUSAL_LM",
+                ),
+            )
         # A client AdamW: DeepSpeed's FusedAdam JIT-builds for ~84 s on CPU; this starts at once.
-        optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=spec.lr, weight_decay=0.0)
         config = {
             "train_micro_batch_size_per_gpu": spec.micro_batch_size,
             "gradient_accumulation_steps": spec.minibatch_size // spec.micro_batch_size,
@@ -129,33 +150,14 @@ class Learner:
         """`epochs` passes over the batch in shuffled minibatches; one optimizer step each."""
         spec = self.spec
         self.engine.train()
-        losses, clips, kls, norms = [], [], [], []
+        losses, clips, kls, ref_kls, norms = [], [], [], [], []
         tokens, start = 0, time.perf_counter()
         samples = list(batch.samples)
         for _ in range(spec.epochs):
             self.rng.shuffle(samples)
             for lo in range(0, len(samples), spec.micro_batch_size):
                 micro = samples[lo : lo + spec.micro_batch_size]
-                ids, attention, mask = pack_sequences(
-                    [s.prompt_ids for s in micro], [s.response_ids for s in micro], self.pad_id
-                )
-                device = self.engine.device
-                ids, attention, mask = ids.to(device), attention.to(device), mask.to(device)
-                old = torch.zeros_like(mask)
-                for row, s in enumerate(micro):
-                    start_at = len(s.prompt_ids) - 1
-                    old[row, start_at : start_at + len(s.logprobs)] = torch.tensor(s.logprobs)
-                with self._autocast():
-                    lp = token_logprobs(self.engine, ids, attention)
-                out = policy_loss(
-                    lp,
-                    old,
-                    torch.tensor([s.advantage for s in micro], device=device),
-                    mask,
-                    normalizer=spec.normalizer,
-                    mode=spec.loss,
-                    clip=spec.clip,
-                )
+                out, n_tokens = self._loss(micro)
                 self.engine.backward(out.loss)
                 boundary = self.engine.is_gradient_accumulation_boundary()
                 local_norm = self._grad_norm() if boundary else None
@@ -166,18 +168,52 @@ class Learner:
                 losses.append(out.loss.item())
                 clips.append(out.clip_fraction)
                 kls.append(out.approx_kl)
-                tokens += int(attention.sum())
+                ref_kls.append(out.kl_to_ref)
+                tokens += n_tokens
         seconds = time.perf_counter() - start
         return {
             "train/loss": sum(losses) / len(losses),
             "train/clip_fraction": sum(clips) / len(clips),
             "train/approx_kl": sum(kls) / len(kls),
+            "train/kl_to_ref": sum(ref_kls) / len(ref_kls),
             "train/grad_norm": sum(norms) / len(norms) if norms else float("nan"),
             "train/optimizer_steps": float(len(norms)),
             "train/tokens": float(tokens),
             "train/tokens_per_s": tokens / seconds if seconds else 0.0,
             "train/seconds": seconds,
         }
+
+    def _loss(self, micro: list[Sample]) -> tuple[LossOutput, int]:
+        """The loss of one micro-batch (forward under bf16 autocast) and its token count."""
+        spec = self.spec
+        ids, attention, mask = pack_sequences(
+            [s.prompt_ids for s in micro], [s.response_ids for s in micro], self.pad_id
+        )
+        device = self.engine.device
+        ids, attention, mask = ids.to(device), attention.to(device), mask.to(device)
+        old = torch.zeros_like(mask)
+        for row, s in enumerate(micro):
+            start_at = len(s.prompt_ids) - 1
+            old[row, start_at : start_at + len(s.logprobs)] = torch.tensor(s.logprobs)
+        with self._autocast():
+            lp = token_logprobs(self.engine, ids, attention)
+            ref = None
+            if self.reference is not None:
+                with torch.no_grad():
+                    ref = token_logprobs(self.reference.to(device), ids, attention)
+        advantages = torch.tensor([s.advantage for s in micro], device=device)
+        out = policy_loss(
+            lp,
+            old,
+            advantages,
+            mask,
+            normalizer=spec.normalizer,
+            mode=spec.loss,
+            clip=spec.clip,
+            ref_logprobs=ref,
+            kl_coef=spec.kl_coef,
+        )
+        return out, int(attention.sum())
 
     def _grad_norm(self) -> float | None:
         """Pre-clip gradient norm from local grads (None when ZeRO partitions them)."""
@@ -186,9 +222,18 @@ class Learner:
             return None
         return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
 
+    def full_model(self) -> torch.nn.Module:
+        """The plain HF model: with LoRA, the base model with the adapters merged in a copy."""
+        if self.spec.lora_rank <= 0:
+            return self.model
+        import copy
+
+        return copy.deepcopy(self.model).merge_and_unload()
+
     def state_dict_for_push(self) -> dict[str, torch.Tensor]:
         """Full weights as contiguous CPU tensors; the tied lm_head is left out, as HF saves."""
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.model.state_dict().items()}
+        model = self.full_model()
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
         if self.tied:
             state.pop("lm_head.weight", None)
         return state
@@ -204,8 +249,10 @@ class Learner:
         return path
 
     def save(self, directory: Path) -> None:
-        """An HF checkpoint (safetensors) plus the optimizer state in `directory`."""
-        self.model.save_pretrained(str(directory), safe_serialization=True)
+        """An HF checkpoint (safetensors; LoRA merged) plus the optimizer state in `directory`."""
+        self.full_model().save_pretrained(str(directory), safe_serialization=True)
+        if self.spec.lora_rank > 0:
+            self.model.save_pretrained(str(directory / "adapter"))
         torch.save(self.optimizer.state_dict(), directory / OPTIMIZER_FILE)
 
     def load_optimizer(self, directory: Path) -> None:

@@ -30,6 +30,8 @@ class WorkerConfig:
     max_model_len: int
     cpu_threads: int
     kv_cache_gib: int
+    tensor_parallel_size: int
+    sleep_mode: bool
     concurrent_games: int
     sampling: SamplingParams
     games: dict[str, GameConfig]
@@ -47,6 +49,8 @@ class WorkerConfig:
             max_model_len=r.max_model_len,
             cpu_threads=r.cpu_threads,
             kv_cache_gib=r.kv_cache_gib,
+            tensor_parallel_size=r.tensor_parallel_size,
+            sleep_mode=r.sleep_when_training,
             concurrent_games=r.concurrent_games,
             sampling=SamplingParams(
                 temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens
@@ -71,6 +75,8 @@ class RolloutWorker:
             seed=cfg.seed + index,
             cpu_threads=cfg.cpu_threads,
             kv_cache_gib=cfg.kv_cache_gib,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            sleep_mode=cfg.sleep_mode,
         )
         self.policy = LLMPolicy(
             self.engine,
@@ -101,8 +107,13 @@ class RolloutWorker:
         )
         return play_games(jobs, concurrency=self.cfg.concurrent_games)
 
+    def sleep(self) -> None:
+        """Free accelerator memory for a collocated learner (GPU vLLM; no-op elsewhere)."""
+        self.engine.sleep()
+
     def load_weights(self, safetensors_path: str, version: int) -> int:
         """Serve the weights in `safetensors_path` from now on; returns the new version."""
+        self.engine.wake()
         self.engine.load_weights(Path(safetensors_path), version)
         return self.engine.version
 

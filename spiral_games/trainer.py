@@ -118,11 +118,13 @@ def train(cfg: RunConfig) -> Path:
             t_rollout = time.perf_counter() - t0
 
             # ---- update ------------------------------------------------------------------
+            if cfg.rollout.sleep_when_training:
+                pool.sleep()
             train_metrics = learner.update(batch)
 
             # ---- push new weights to every rollout worker --------------------------------
             t1 = time.perf_counter()
-            if (step + 1) % cfg.train.push_every == 0:
+            if (step + 1) % cfg.train.push_every == 0 or cfg.rollout.sleep_when_training:
                 version = step + 1
                 path = learner.export_weights(push_dir / "weights.safetensors")
                 pool.push_weights(str(path), version)

@@ -25,6 +25,10 @@ class Engine(Protocol):
 
     def load_weights(self, safetensors_path: Path, version: int) -> None: ...
 
+    def sleep(self) -> None: ...
+
+    def wake(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -36,6 +40,8 @@ def build_engine(
     seed: int = 0,
     cpu_threads: int = 2,
     kv_cache_gib: int = 1,
+    tensor_parallel_size: int = 1,
+    sleep_mode: bool = False,
 ) -> Engine:
     """Build the `vllm` or `hf` engine over an HF model directory.
 
@@ -56,5 +62,7 @@ def build_engine(
             seed=seed,
             cpu_threads=cpu_threads,
             kv_cache_gib=kv_cache_gib,
+            tensor_parallel_size=tensor_parallel_size,
+            sleep_mode=sleep_mode,
         )
     raise EngineError(f"Unknown engine {kind!r}. Set rollout.engine to 'vllm' or 'hf'.")

@@ -127,6 +127,12 @@ class HFEngine:
             )
         self.version = version
 
+    def sleep(self) -> None:
+        """Nothing to release: the transformers engine keeps its weights."""
+
+    def wake(self) -> None:
+        """Nothing to restore."""
+
     def close(self) -> None:
         """Release the model (nothing runs in the background)."""
         self.model = None

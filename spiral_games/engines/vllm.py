@@ -46,6 +46,8 @@ class VLLMEngine:
         seed: int = 0,
         cpu_threads: int = 2,
         kv_cache_gib: int = 1,
+        tensor_parallel_size: int = 1,
+        sleep_mode: bool = False,
     ) -> None:
         import torch
 
@@ -68,9 +70,12 @@ class VLLMEngine:
             seed=seed,
             enforce_eager=not on_gpu,  # CUDA graphs on GPU; eager measured fastest on CPU
             enable_prefix_caching=on_gpu,
+            tensor_parallel_size=tensor_parallel_size,
+            enable_sleep_mode=sleep_mode and on_gpu,  # frees GPU memory while the learner runs
             worker_extension_cls="spiral_games.engines.vllm_worker.WeightReloader",
         )
         self._vllm = vllm
+        self.sleep_mode = sleep_mode and on_gpu
 
     def generate(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams
@@ -134,6 +139,16 @@ class VLLMEngine:
         self.llm.collective_rpc("reload_from_safetensors", args=(str(safetensors_path),))
         self.llm.reset_prefix_cache()
         self.version = version
+
+    def sleep(self) -> None:
+        """Release weights and KV cache from GPU memory (collocated learner); no-op on CPU."""
+        if self.sleep_mode:
+            self.llm.sleep(level=1)
+
+    def wake(self) -> None:
+        """Undo `sleep` before generating or loading weights; no-op on CPU."""
+        if self.sleep_mode:
+            self.llm.wake_up()
 
     def close(self) -> None:
         """Stop vLLM's engine-core process now rather than at interpreter exit."""

@@ -1,0 +1,91 @@
+"""The DeepSpeed learner on the CPU: updates, LoRA mode, KL to a reference, checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from spiral_games.compose import compose_run_config
+from spiral_games.learner import Learner, LearnerSpec
+from spiral_games.types import Sample, TrainBatch
+
+from .conftest import REPO
+
+
+def spec(tiny, *overrides):
+    cfg = compose_run_config(
+        REPO / "conf",
+        [
+            "+games=[kuhn]",
+            "model=tiny-random",
+            "learner.lr=1e-2",
+            "learner.batch_size=4",
+            "learner.minibatch_size=2",
+            "learner.micro_batch_size=1",
+            *overrides,
+        ],
+    )
+    return LearnerSpec.from_run(cfg, tiny.path)
+
+
+def batch():
+    samples = tuple(
+        Sample((1, 2, 3), (4, 5), (-10.8, -10.8), adv, "kuhn", 0, 0)
+        for adv in (1.0, -1.0, 0.5, 2.0)
+    )
+    return TrainBatch(samples, step=0)
+
+
+def test_update_takes_one_optimizer_step_per_minibatch_and_moves_weights(tiny):
+    learner = Learner(spec(tiny))
+    before = {k: v.clone() for k, v in learner.model.state_dict().items()}
+    metrics = learner.update(batch())
+    assert metrics["train/optimizer_steps"] == 2.0  # 4 samples / minibatch 2
+    assert metrics["train/grad_norm"] > 0
+    assert any(not torch.equal(before[k], v) for k, v in learner.model.state_dict().items())
+
+
+def test_lora_trains_only_adapters_and_exports_merged_weights(tiny, tmp_path):
+    learner = Learner(spec(tiny, "learner.lora_rank=4"))
+    trainable = [n for n, p in learner.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    base = load_file(str(tiny.path / "model.safetensors"))
+    learner.update(batch())
+    pushed = load_file(str(learner.export_weights(tmp_path / "w.safetensors")))
+    assert set(pushed) == set(base)  # plain HF names: what the engines load
+    assert any(not torch.equal(base[k], pushed[k]) for k in base)
+    learner.save(tmp_path / "ckpt")
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(str(tmp_path / "ckpt"))
+    assert (tmp_path / "ckpt" / "adapter").is_dir()
+
+
+def test_kl_to_the_frozen_reference_grows_as_the_policy_moves(tiny):
+    learner = Learner(spec(tiny, "learner.kl_coef=0.1", "learner.epochs=2"))
+    metrics = learner.update(batch())
+    assert metrics["train/kl_to_ref"] > 0
+    assert learner.reference is not None
+    assert all(not p.requires_grad for p in learner.reference.parameters())
+
+
+def test_optimizer_state_round_trips_with_weights_only_loading(tiny, tmp_path):
+    learner = Learner(spec(tiny))
+    learner.update(batch())
+    learner.save(tmp_path)
+    other = Learner(spec(tiny))
+    other.load_optimizer(tmp_path)
+    a, b = learner.optimizer.state_dict(), other.optimizer.state_dict()
+    assert a["state"].keys() == b["state"].keys()
+    first = next(iter(a["state"]))
+    assert torch.equal(a["state"][first]["exp_avg"], b["state"][first]["exp_avg"])
+
+
+def test_reinforce_mode_and_bad_loss_name(tiny):
+    learner = Learner(spec(tiny, "learner.loss=reinforce"))
+    assert learner.update(batch())["train/clip_fraction"] == 0.0
+    from spiral_games.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"learner\.loss='a2c'"):
+        spec(tiny, "learner.loss=a2c")
