@@ -57,3 +57,13 @@ def test_bad_override_gives_one_clear_error(overrides, message):
         compose_run_config(CONF, overrides)
     assert message in str(info.value)
     assert "\n" not in str(info.value).strip()
+
+
+def test_named_experiment_reproduces_the_spiral_recipe():
+    cfg = compose_run_config(CONF, ["experiment=spiral_qwen3_4b"])
+    assert cfg.model.name == "Qwen/Qwen3-4B-Base"
+    assert set(cfg.games) == {"kuhn", "tictactoe", "negotiation"}
+    assert cfg.learner.batch_size == 128 and cfg.learner.lr == 1e-6 and cfg.learner.epochs == 2
+    assert cfg.learner.clip == 0.2 and cfg.rollout.temperature == 1.0
+    assert cfg.rollout.max_tokens == 4096 and cfg.train.steps == 400
+    assert cfg.rollout.num_workers * cfg.rollout.worker_gpus <= 8

@@ -32,6 +32,16 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
+def check_context(prompts: Sequence[Sequence[int]], max_tokens: int, max_model_len: int) -> None:
+    """Raise EngineError if the longest prompt plus the token budget exceeds the context."""
+    longest = max(len(p) for p in prompts)
+    if longest + max_tokens > max_model_len:
+        raise EngineError(
+            f"A prompt of {longest} tokens plus max_tokens={max_tokens} exceeds "
+            f"max_model_len={max_model_len}. Lower max_tokens or shorten the prompt."
+        )
+
+
 def build_engine(
     kind: str,
     model_path: Path,

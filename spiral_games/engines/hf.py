@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from spiral_games.engines.base import check_context
 from spiral_games.errors import EngineError
 from spiral_games.types import Generation, SamplingParams
 
@@ -38,12 +39,8 @@ class HFEngine:
         """Sample one completion per prompt; logprobs are of the unscaled model distribution."""
         if not prompts:
             return []
+        check_context(prompts, params.max_tokens, self.max_model_len)
         longest = max(len(p) for p in prompts)
-        if longest + params.max_tokens > self.max_model_len:
-            raise EngineError(
-                f"A prompt of {longest} tokens plus max_tokens={params.max_tokens} exceeds "
-                f"max_model_len={self.max_model_len}. Lower max_tokens or shorten the prompt."
-            )
         pad = self.tokenizer.pad_token_id
         ids = torch.full((len(prompts), longest), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)

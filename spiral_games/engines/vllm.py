@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from spiral_games.engines.base import check_context
 from spiral_games.errors import EngineError
 from spiral_games.types import Generation, SamplingParams
 
@@ -83,12 +84,7 @@ class VLLMEngine:
         """Sample one completion per prompt in a single batched call."""
         if not prompts:
             return []
-        longest = max(len(p) for p in prompts)
-        if longest + params.max_tokens > self.max_model_len:
-            raise EngineError(
-                f"A prompt of {longest} tokens plus max_tokens={params.max_tokens} exceeds "
-                f"max_model_len={self.max_model_len}. Lower max_tokens or shorten the prompt."
-            )
+        check_context(prompts, params.max_tokens, self.max_model_len)
         sampling = self._vllm.SamplingParams(
             temperature=params.temperature,
             top_p=params.top_p,
