@@ -182,6 +182,24 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    """In-training evaluation against fixed opponents."""
+
+    every: int = 0  # evaluate every k steps; 0 turns evaluation off
+    games: int = 8  # games per (game, opponent); the model's seat alternates
+    opponents: list[str] = field(default_factory=lambda: ["random", "expert"])
+    temperature: float = 0.6
+    top_p: float = 0.95
+
+    def __post_init__(self) -> None:
+        _check_positive("eval.every", self.every, allow_zero=True)
+        _check_positive("eval.games", self.games)
+        _check_positive("eval.temperature", self.temperature, allow_zero=True)
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"eval.top_p={self.top_p} is out of range: it must be in (0, 1].")
+
+
+@dataclass
 class RayConfig:
     """Where Ray runs: a local instance by default, or an existing cluster."""
 
@@ -202,6 +220,7 @@ class RunConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     seed: int = 0
     output_dir: str = "runs/default"

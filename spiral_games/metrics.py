@@ -72,3 +72,32 @@ def rollout_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
     out["rollout/generated_tokens"] = float(sum(len(t.response_ids) for t in turns))
     out["rollout/game_length"] = sum(len(e.turns) for e in episodes) / max(len(episodes), 1)
     return out
+
+
+def eval_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
+    """`eval/<game>/<opponent>/...`: win, draw, loss and invalid rates, return, game length,
+    and the win rate from each seat, for the model's seat in every episode."""
+    groups: dict[tuple[str, str], list[Episode]] = defaultdict(list)
+    for e in episodes:
+        groups[(e.game, e.opponent)].append(e)
+    out: dict[str, float] = {}
+    for (game, opponent), eps in sorted(groups.items()):
+        prefix = f"eval/{game}/{opponent}"
+        seats = [e.trained_roles[0] for e in eps]
+        mine = [e.returns[s] for e, s in zip(eps, seats, strict=True)]
+        theirs = [e.returns[1 - s] for e, s in zip(eps, seats, strict=True)]
+        wins = [m > t for m, t in zip(mine, theirs, strict=True)]
+        n = len(eps)
+        out[f"{prefix}/win_rate"] = sum(wins) / n
+        out[f"{prefix}/draw_rate"] = sum(m == t for m, t in zip(mine, theirs, strict=True)) / n
+        out[f"{prefix}/loss_rate"] = sum(m < t for m, t in zip(mine, theirs, strict=True)) / n
+        out[f"{prefix}/invalid_rate"] = (
+            sum(e.invalid_role == s for e, s in zip(eps, seats, strict=True)) / n
+        )
+        out[f"{prefix}/mean_return"] = sum(mine) / n
+        out[f"{prefix}/game_length"] = sum(len(e.turns) for e in eps) / n
+        for seat in (0, 1):
+            seat_wins = [w for w, s in zip(wins, seats, strict=True) if s == seat]
+            if seat_wins:
+                out[f"{prefix}/seat{seat}/win_rate"] = sum(seat_wins) / len(seat_wins)
+    return out

@@ -34,6 +34,7 @@ class GameJob:
     seats: tuple[Policy, Policy]
     trained_roles: tuple[int, ...] = (0, 1)
     version: int = 0
+    opponent: str = ""
 
 
 class GameSession:
@@ -130,6 +131,7 @@ class GameSession:
             version=self.job.version,
             invalid_role=invalid_role,
             trained_roles=self.job.trained_roles,
+            opponent=self.job.opponent,
         )
 
 

@@ -17,6 +17,7 @@ def plan_jobs(
     learner: Policy,
     opponents: Mapping[str, Policy] | None = None,
     version: int = 0,
+    opponent_name: str = "",
 ) -> list[GameJob]:
     """Sample `num_episodes` games by weight with fresh seeds, deterministically from `seed`.
 
@@ -36,5 +37,24 @@ def plan_jobs(
             seat = rng.randrange(2)
             seats = (learner, opponents[name]) if seat == 0 else (opponents[name], learner)
             trained = (seat,)
-        jobs.append(GameJob(rules[name], game_seed, seats, trained, version))
+        jobs.append(GameJob(rules[name], game_seed, seats, trained, version, opponent_name))
+    return jobs
+
+
+def evaluation_jobs(
+    rules: Mapping[str, GameRules],
+    opponents: Mapping[tuple[str, str], Policy],
+    games_per_pair: int,
+    seed: int,
+    learner: Policy,
+    version: int = 0,
+) -> list[GameJob]:
+    """`games_per_pair` games per (game, opponent), the learner's seat alternating 0, 1, 0, ..."""
+    rng = random.Random(seed)
+    jobs = []
+    for (game, name), opponent in sorted(opponents.items(), key=lambda kv: kv[0]):
+        for k in range(games_per_pair):
+            seat = k % 2
+            seats = (learner, opponent) if seat == 0 else (opponent, learner)
+            jobs.append(GameJob(rules[game], rng.randrange(2**31), seats, (seat,), version, name))
     return jobs

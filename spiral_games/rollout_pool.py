@@ -65,6 +65,19 @@ class RolloutPool:
         ]
         return [episode for batch in ray.get(futures) for episode in batch]
 
+    def evaluate(self, games_per_pair: int, seed: int) -> list[Episode]:
+        """Evaluation games against fixed opponents, split over the workers."""
+        import ray
+
+        n = len(self.workers)
+        counts = [games_per_pair // n + (i < games_per_pair % n) for i in range(n)]
+        futures = [
+            w.evaluate.remote(c, seed + i)
+            for i, (w, c) in enumerate(zip(self.workers, counts, strict=True))
+            if c
+        ]
+        return [episode for batch in ray.get(futures) for episode in batch]
+
     def push_weights(self, safetensors_path: str, version: int) -> list[int]:
         """Load new weights into every worker; returns each worker's version afterwards."""
         import ray

@@ -16,7 +16,7 @@ from spiral_games.llm_policy import LLMPolicy
 from spiral_games.models import load_tokenizer
 from spiral_games.play import play_games
 from spiral_games.registry import build_opponent, build_rules
-from spiral_games.rollout import plan_jobs
+from spiral_games.rollout import evaluation_jobs, plan_jobs
 from spiral_games.types import Episode, SamplingParams
 
 
@@ -37,6 +37,8 @@ class WorkerConfig:
     games: dict[str, GameConfig]
     opponent: str | None  # None: self-play
     seed: int
+    eval_sampling: SamplingParams
+    eval_opponents: tuple[str, ...]  # used where a game configures them
 
     @classmethod
     def from_run(cls, cfg: RunConfig, model_path: Path) -> WorkerConfig:
@@ -58,6 +60,10 @@ class WorkerConfig:
             games=cfg.games,
             opponent=r.opponent,
             seed=cfg.seed,
+            eval_sampling=SamplingParams(
+                temperature=cfg.eval.temperature, top_p=cfg.eval.top_p, max_tokens=r.max_tokens
+            ),
+            eval_opponents=tuple(cfg.eval.opponents),
         )
 
 
@@ -93,6 +99,19 @@ class RolloutWorker:
                 name: build_opponent(name, game, cfg.opponent, seed=cfg.seed + index)
                 for name, game in cfg.games.items()
             }
+        self.eval_policy = LLMPolicy(
+            self.engine,
+            self.policy.tokenizer,
+            cfg.eval_sampling,
+            self.policy.prompt_styles,
+            cfg.max_model_len,
+        )
+        self.eval_opponents = {
+            (name, opponent): build_opponent(name, game, opponent, seed=cfg.seed + index)
+            for name, game in cfg.games.items()
+            for opponent in cfg.eval_opponents
+            if opponent in game.opponents
+        }
 
     def collect(self, num_episodes: int, seed: int) -> list[Episode]:
         """Play `num_episodes` finished episodes with the current weights."""
@@ -103,6 +122,19 @@ class RolloutWorker:
             seed,
             self.policy,
             self.opponents,
+            self.engine.version,
+            self.cfg.opponent or "",
+        )
+        return play_games(jobs, concurrency=self.cfg.concurrent_games)
+
+    def evaluate(self, games_per_pair: int, seed: int) -> list[Episode]:
+        """Eval-sampled games against every configured fixed opponent, seats alternating."""
+        jobs = evaluation_jobs(
+            self.rules,
+            self.eval_opponents,
+            games_per_pair,
+            seed,
+            self.eval_policy,
             self.engine.version,
         )
         return play_games(jobs, concurrency=self.cfg.concurrent_games)

@@ -19,7 +19,7 @@ from spiral_games.checkpoint import latest_checkpoint, save_checkpoint
 from spiral_games.config import RunConfig
 from spiral_games.errors import ConfigError
 from spiral_games.learner import Learner, LearnerSpec
-from spiral_games.metrics import MetricsLogger, rollout_metrics
+from spiral_games.metrics import MetricsLogger, eval_metrics, rollout_metrics
 from spiral_games.models import resolve_model
 from spiral_games.ray_runtime import init_ray
 from spiral_games.rollout_pool import RolloutPool
@@ -130,6 +130,17 @@ def train(cfg: RunConfig) -> Path:
                 pool.push_weights(str(path), version)
             t_sync = time.perf_counter() - t1
 
+            # ---- evaluate against fixed opponents --------------------------------------
+            eval_results: dict[str, float] = {}
+            if cfg.eval.every and (step + 1) % cfg.eval.every == 0:
+                t3 = time.perf_counter()
+                eval_episodes = pool.evaluate(cfg.eval.games, seed=cfg.seed + step)
+                eval_results = {
+                    **eval_metrics(eval_episodes),
+                    "eval/seconds": time.perf_counter() - t3,
+                }
+                write_transcripts(eval_episodes, run_dir / "eval" / f"step_{step + 1:06d}.jsonl")
+
             # ---- log, transcripts, checkpoint --------------------------------------------
             metrics = {
                 **rollout_metrics(episodes),
@@ -145,6 +156,7 @@ def train(cfg: RunConfig) -> Path:
                 **{
                     f"rae/{g}/baseline_role{r}": v for (g, r), v in sorted(baselines.values.items())
                 },
+                **eval_results,
             }
             logger.log(step + 1, metrics)
             write_transcripts(

@@ -94,6 +94,7 @@ class Episode:
     version: int = 0  # weights version that played it
     invalid_role: int | None = None  # the role whose invalid move ended the game, if any
     trained_roles: tuple[int, ...] = (0, 1)  # seats played by the learning policy
+    opponent: str = ""  # name of the fixed opponent in the other seat ("" in self-play)
 
     def to_json(self) -> dict:
         """A JSON-serialisable transcript (token ids omitted: they are training data)."""
@@ -105,6 +106,7 @@ class Episode:
             "reason": self.reason,
             "invalid_role": self.invalid_role,
             "trained_roles": list(self.trained_roles),
+            "opponent": self.opponent,
             "turns": [
                 {
                     "role": t.role,

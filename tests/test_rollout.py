@@ -121,3 +121,31 @@ def test_missing_vllm_is_a_clear_engine_error(tiny, monkeypatch):
 
     with pytest.raises(EngineError, match=r"rollout\.engine=hf"):
         build_engine("vllm", tiny.path)
+
+
+def test_llm_opponent_from_a_model_name_sits_in_the_fixed_seat(tiny):
+    from spiral_games.config import GameConfig
+    from spiral_games.play import GameJob, play_games
+    from spiral_games.registry import build_opponent, build_rules
+
+    cfg = compose_run_config(REPO / "conf", ["+games=[kuhn]"]).games["kuhn"]
+    game = GameConfig(
+        **{
+            **cfg.__dict__,
+            "opponents": {
+                "past": {
+                    "_target_": "spiral_games.llm_policy.llm_opponent",
+                    "model": str(tiny.path),
+                    "max_tokens": 8,
+                    "dtype": "float32",
+                }
+            },
+        }
+    )
+    opponent = build_opponent("kuhn", game, "past", seed=0)
+    rand = build_opponent("kuhn", cfg, "random", seed=0)
+    episodes = play_games(
+        [GameJob(build_rules("kuhn", game), s, (opponent, rand)) for s in range(3)]
+    )
+    llm_turns = [t for e in episodes for t in e.turns if t.role == 0]
+    assert llm_turns and all(len(t.response_ids) <= 8 and t.logprobs for t in llm_turns)

@@ -129,7 +129,23 @@ def test_resume_continues_step_counter_and_rae_baselines_exactly(tiny, tmp_path,
     from spiral_games.trainer import train
 
     common = ["rollout.engine=hf", "train.checkpoint_every=1", "train.transcripts_per_step=1000"]
-    train(run_cfg(tmp_path, *common, "train.steps=2"))
+    train(
+        run_cfg(
+            tmp_path,
+            *common,
+            "train.steps=2",
+            "eval.every=1",
+            "eval.games=2",
+            "train.wandb_mode=offline",
+        )
+    )
+    for m in read_metrics(tmp_path):  # every (game, opponent) is evaluated at every step
+        for game in ("kuhn", "tictactoe"):
+            for opponent in ("random", "expert"):
+                assert 0 <= m[f"eval/{game}/{opponent}/win_rate"] <= 1
+                assert m[f"eval/{game}/{opponent}/seat0/win_rate"] is not None
+    assert (tmp_path / "eval" / "step_000002.jsonl").is_file()
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
     import ray
 
     ray.shutdown()
