@@ -5,15 +5,17 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+from typing import Any
 
 from spiral_games.config import RunConfig, register_configs
 from spiral_games.errors import ConfigError
 
 
 def compose_run_config(
-    config_dir: Path, overrides: list[str], config_name: str = "config"
-) -> RunConfig:
-    """Compose `config_dir/config_name.yaml` with command-line `overrides` into a `RunConfig`.
+    config_dir: Path, overrides: list[str], config_name: str = "config", root: type = RunConfig
+) -> Any:
+    """Compose `config_dir/config_name.yaml` with command-line `overrides` into `root`
+    (a `RunConfig` by default).
 
     Raises:
         ConfigError: naming the offending key and the fix (valid keys, available options).
@@ -32,14 +34,14 @@ def compose_run_config(
     except ConfigError:
         raise
     except Exception as exc:  # Hydra/OmegaConf raise many types; translate them all
-        raise _translate(exc, config_dir) from None
+        raise _translate(exc, config_dir, root) from None
     finally:
         GlobalHydra.instance().clear()
-    assert isinstance(run, RunConfig)
+    assert isinstance(run, root)
     return run
 
 
-def _translate(exc: Exception, config_dir: Path) -> ConfigError:
+def _translate(exc: Exception, config_dir: Path, root: type) -> ConfigError:
     message = str(exc)
     cause = exc.__cause__
     if isinstance(cause, ConfigError):
@@ -53,11 +55,14 @@ def _translate(exc: Exception, config_dir: Path) -> ConfigError:
             f"Unknown {group} option {name!r}. Available in conf/{group}/: "
             f"{', '.join(options)}.{hint}"
         )
+    nested = re.search(r"full_key: (\S+)", str(cause)) if cause else None
+    if nested and "not in struct" in str(cause):
+        return ConfigError(_unknown_key_message(nested.group(1), root))
     key = re.search(r"Could not override '([^']+)'", message) or re.search(
         r"Key '([^']+)' not in '", message
     )
     if key and ("not in" in message or "Could not override" in message):
-        return ConfigError(_unknown_key_message(key.group(1)))
+        return ConfigError(_unknown_key_message(key.group(1), root))
     value = re.search(r"Error merging override (\S+?)=(\S*)", message)
     if value:
         detail = str(cause) if cause else message
@@ -67,9 +72,9 @@ def _translate(exc: Exception, config_dir: Path) -> ConfigError:
     return ConfigError(f"Invalid config: {first}")
 
 
-def _unknown_key_message(dotted: str) -> str:
+def _unknown_key_message(dotted: str, root: type) -> str:
     parent, _, leaf = dotted.rpartition(".")
-    schema = _schema_for(parent)
+    schema = _schema_for(parent, root)
     if schema is None:
         return f"Unknown config key {dotted!r}. Check the spelling against conf/ and the README."
     valid = ", ".join(f.name for f in dataclasses.fields(schema))
@@ -77,14 +82,14 @@ def _unknown_key_message(dotted: str) -> str:
     return f"Unknown config key {leaf!r} in {where}. Valid keys: {valid}."
 
 
-def _schema_for(parent: str) -> type | None:
+def _schema_for(parent: str, root: type) -> type | None:
     from spiral_games.config import GameConfig
 
     if not parent:
-        return RunConfig
-    if re.fullmatch(r"games\.[^.]+", parent):
+        return root
+    if root is RunConfig and re.fullmatch(r"games\.[^.]+", parent):
         return GameConfig
-    node: type | None = RunConfig
+    node: type | None = root
     for part in parent.split("."):
         fields = {f.name: f for f in dataclasses.fields(node)} if node else {}
         factory = fields[part].default_factory if part in fields else None

@@ -246,7 +246,10 @@ def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
+    from spiral_games.eval_harness import HarnessConfig
+
     store.store(name="run_schema", node=RunConfig)
+    store.store(name="evaluate_schema", node=HarnessConfig)
     store.store(group="model", name="model_schema", node=ModelConfig)
     store.store(group="rollout", name="rollout_schema", node=RolloutConfig)
     store.store(group="learner", name="learner_schema", node=LearnerConfig)

@@ -1,0 +1,87 @@
+"""launch/evaluate.py end to end: 10 MATH500 problems plus the GPQA fixture, smollm2 on CPU."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO
+
+SHARED = REPO.parent / "shared" / "data" / "eval"
+
+
+@pytest.mark.slow
+def test_evaluate_writes_results_report_and_chart(smollm2, tmp_path):
+    if not (SHARED / "math500.jsonl").is_file():
+        pytest.skip(f"benchmark data not found at {SHARED}")
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(SHARED / "math500.jsonl", data)
+    shutil.copy(REPO / "tests" / "fixtures" / "gpqa_diamond.csv", data)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "launch/evaluate.py",
+            "--compare",
+            "base=smollm2-135m",
+            f"again={smollm2.path}",
+            f"data_dir={data}",
+            "limit=10",
+            "n_samples=2",
+            "max_tokens=128",
+            "benchmarks=[math500,gpqa_diamond]",
+            f"output_dir={tmp_path}/out",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(results["summary"]) == {"base", "again"}
+    assert results["summary"]["base"]["math500"]["problems"] == 10
+    assert results["summary"]["base"]["gpqa_diamond"]["problems"] == 5
+    records = results["records"]
+    assert len(records) == 2 * 2 * (10 + 5)  # models x samples x problems
+    assert set(records[0]) >= {"prompt", "response", "extracted", "gold", "correct"}
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| math500 |" in report and "Δ again − base" in report
+    assert (tmp_path / "out" / "chart.png").stat().st_size > 1000
+
+
+def test_missing_dataset_says_where_to_put_the_file(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "launch/evaluate.py",
+            "--compare",
+            "base=tiny-random",
+            f"data_dir={tmp_path}",
+            "benchmarks=[aime24]",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"put aime24.jsonl (or .csv) in {tmp_path}" in out.stderr
+
+
+def test_gpqa_choices_are_shuffled_with_a_fixed_seed_per_question():
+    from spiral_games.eval_data import load_benchmark
+
+    fixture = REPO / "tests" / "fixtures"
+    first = load_benchmark("gpqa_diamond", fixture, seed=0)
+    again = load_benchmark("gpqa_diamond", fixture, seed=0)
+    assert first == again
+    assert len({p.gold for p in first}) > 1  # the correct answer is not always (A)
+    for p in first:
+        line = next(x for x in p.question.splitlines() if x.startswith(f"({p.gold})"))
+        assert line  # the gold letter labels one of the four choices
+    assert "(A) 20 m/s" in first[0].question or f"({first[0].gold}) 20 m/s" in first[0].question
