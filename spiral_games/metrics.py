@@ -75,29 +75,32 @@ def rollout_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
 
 
 def eval_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
-    """`eval/<game>/<opponent>/...`: win, draw, loss and invalid rates, return, game length,
-    and the win rate from each seat, for the model's seat in every episode."""
+    """`eval/<game>/<opponent>/[seat<k>/]...`: win, draw, loss and invalid rates, mean return and
+    game length of the model's seat, over all games and per seat."""
     groups: dict[tuple[str, str], list[Episode]] = defaultdict(list)
     for e in episodes:
         groups[(e.game, e.opponent)].append(e)
     out: dict[str, float] = {}
     for (game, opponent), eps in sorted(groups.items()):
         prefix = f"eval/{game}/{opponent}"
-        seats = [e.trained_roles[0] for e in eps]
-        mine = [e.returns[s] for e, s in zip(eps, seats, strict=True)]
-        theirs = [e.returns[1 - s] for e, s in zip(eps, seats, strict=True)]
-        wins = [m > t for m, t in zip(mine, theirs, strict=True)]
-        n = len(eps)
-        out[f"{prefix}/win_rate"] = sum(wins) / n
-        out[f"{prefix}/draw_rate"] = sum(m == t for m, t in zip(mine, theirs, strict=True)) / n
-        out[f"{prefix}/loss_rate"] = sum(m < t for m, t in zip(mine, theirs, strict=True)) / n
-        out[f"{prefix}/invalid_rate"] = (
-            sum(e.invalid_role == s for e, s in zip(eps, seats, strict=True)) / n
-        )
-        out[f"{prefix}/mean_return"] = sum(mine) / n
-        out[f"{prefix}/game_length"] = sum(len(e.turns) for e in eps) / n
+        out.update(_outcome_rates(prefix, eps))
         for seat in (0, 1):
-            seat_wins = [w for w, s in zip(wins, seats, strict=True) if s == seat]
-            if seat_wins:
-                out[f"{prefix}/seat{seat}/win_rate"] = sum(seat_wins) / len(seat_wins)
+            seated = [e for e in eps if e.trained_roles[0] == seat]
+            if seated:
+                out.update(_outcome_rates(f"{prefix}/seat{seat}", seated))
     return out
+
+
+def _outcome_rates(prefix: str, episodes: Sequence[Episode]) -> dict[str, float]:
+    n = len(episodes)
+    mine = [e.returns[e.trained_roles[0]] for e in episodes]
+    theirs = [e.returns[1 - e.trained_roles[0]] for e in episodes]
+    pairs = list(zip(mine, theirs, strict=True))
+    return {
+        f"{prefix}/win_rate": sum(m > t for m, t in pairs) / n,
+        f"{prefix}/draw_rate": sum(m == t for m, t in pairs) / n,
+        f"{prefix}/loss_rate": sum(m < t for m, t in pairs) / n,
+        f"{prefix}/invalid_rate": sum(e.invalid_role == e.trained_roles[0] for e in episodes) / n,
+        f"{prefix}/mean_return": sum(mine) / n,
+        f"{prefix}/game_length": sum(len(e.turns) for e in episodes) / n,
+    }

@@ -1,0 +1,28 @@
+"""Renders a run's saved transcripts as one static HTML page: python launch/view.py <run_dir>."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from spiral_games.viewer import render_run  # noqa: E402
+
+
+def main(argv: list[str]) -> int:
+    """Write <run_dir>/replay.html; returns the exit code."""
+    if len(argv) != 1 or not Path(argv[0]).is_dir():
+        print(
+            "usage: python launch/view.py <run_dir>  (a directory with transcripts/)",
+            file=sys.stderr,
+        )
+        return 2
+    print(render_run(Path(argv[0])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
