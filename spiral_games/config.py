@@ -82,6 +82,7 @@ class RolloutConfig:
     tensor_parallel_size: int = 1
     sleep_when_training: bool = False  # GPU: vLLM sleep mode while the collocated learner runs
     placement_strategy: str = "PACK"  # Ray placement group strategy: PACK, SPREAD, STRICT_SPREAD
+    max_worker_failures: int = 3  # worker deaths tolerated (Ray restarts them) before stopping
 
     def __post_init__(self) -> None:
         _check_choice("rollout.engine", self.engine, ENGINES)
@@ -103,6 +104,7 @@ class RolloutConfig:
         _check_positive("rollout.worker_cpus", self.worker_cpus, allow_zero=True)
         _check_positive("rollout.worker_gpus", self.worker_gpus, allow_zero=True)
         _check_positive("rollout.tensor_parallel_size", self.tensor_parallel_size)
+        _check_positive("rollout.max_worker_failures", self.max_worker_failures, allow_zero=True)
         _check_choice("rollout.placement_strategy", self.placement_strategy, PLACEMENT_STRATEGIES)
 
 

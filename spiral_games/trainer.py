@@ -22,7 +22,7 @@ from spiral_games.learner import Learner, LearnerSpec
 from spiral_games.metrics import MetricsLogger, eval_metrics, rollout_metrics
 from spiral_games.models import resolve_model
 from spiral_games.ray_runtime import init_ray
-from spiral_games.rollout_pool import RolloutPool
+from spiral_games.rollout_pool import RolloutError, RolloutPool
 from spiral_games.rollout_worker import WorkerConfig
 from spiral_games.transcripts import write_transcripts
 from spiral_games.types import Episode, Sample, TrainBatch
@@ -89,6 +89,7 @@ def train(cfg: RunConfig) -> Path:
         cfg.rollout.worker_cpus,
         cfg.rollout.worker_gpus,
         cfg.rollout.placement_strategy,
+        cfg.rollout.max_worker_failures,
     )
     push_dir = Path(tempfile.mkdtemp(prefix="spiral-weights-", dir=_shm_or_tmp()))
     if resumed:
@@ -97,6 +98,18 @@ def train(cfg: RunConfig) -> Path:
         run_dir, cfg.train.wandb_mode, cfg.train.wandb_project, dataclasses.asdict(cfg)
     )
     display = _Display(cfg.train.steps, start_step)
+    state: dict = {"step": start_step}
+    saved = {"step": start_step}
+
+    def checkpoint(snapshot: dict) -> None:
+        save_checkpoint(
+            run_dir,
+            snapshot["step"],
+            lambda d: _write_model(learner, model, d),
+            snapshot,
+            cfg.train.keep_checkpoints,
+        )
+        saved["step"] = snapshot["step"]
 
     try:
         for step in range(start_step, cfg.train.steps):
@@ -163,25 +176,23 @@ def train(cfg: RunConfig) -> Path:
                 episodes[: cfg.train.transcripts_per_step],
                 run_dir / "transcripts" / f"step_{step + 1:06d}.jsonl",
             )
+            state = {
+                "step": step + 1,
+                "version": version,
+                "baselines": baselines.state_dict(),
+                "rng": rng.getstate(),
+                "learner_rng": learner.rng.getstate(),
+                "torch_rng": torch.get_rng_state().tolist(),
+            }
             if (step + 1) % cfg.train.checkpoint_every == 0 or step + 1 == cfg.train.steps:
                 t2 = time.perf_counter()
-                trainer_state = {
-                    "step": step + 1,
-                    "version": version,
-                    "baselines": baselines.state_dict(),
-                    "rng": rng.getstate(),
-                    "learner_rng": learner.rng.getstate(),
-                    "torch_rng": torch.get_rng_state().tolist(),
-                }
-                save_checkpoint(
-                    run_dir,
-                    step + 1,
-                    lambda d: _write_model(learner, model, d),
-                    trainer_state,
-                    cfg.train.keep_checkpoints,
-                )
+                checkpoint(state)
                 metrics["checkpoint/seconds"] = time.perf_counter() - t2
             display.update(step + 1, metrics)
+    except RolloutError:
+        if state["step"] > saved["step"]:  # keep every completed step before stopping
+            checkpoint(state)
+        raise
     finally:
         display.close()
         logger.close()
