@@ -73,6 +73,8 @@ def train(cfg: RunConfig) -> Path:
     if "rng" in state:
         rng.setstate(_to_tuple(state["rng"]))
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+    if resuming:
+        _truncate_metrics(run_dir / "metrics.jsonl", start_step)
     if resumed:
         log.info(
             "Resuming %s from %s (step %d, version %d)", run_dir, weights_path, start_step, version
@@ -201,6 +203,20 @@ def train(cfg: RunConfig) -> Path:
             leftover.unlink()
         push_dir.rmdir()
     return run_dir
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop metric lines of steps after the checkpoint being resumed (they are replayed)."""
+    if not path.is_file():
+        return
+    keep = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line).get("step", 0) <= last_step
+    ]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(f"{line}\n" for line in keep))
+    os.replace(tmp, path)
 
 
 def _write_model(learner: Learner, model: object, directory: Path) -> None:

@@ -98,3 +98,52 @@ def test_workers_dying_past_the_limit_stop_with_a_clear_error(pool_factory, tiny
     with pytest.raises(RolloutError, match=r"max_worker_failures=0.*train.resume=true"):
         pool.collect(24, seed=4)
     timer.join()
+
+
+@pytest.mark.slow
+def test_trainer_killed_at_random_points_resumes_from_the_last_complete_checkpoint(tiny, tmp_path):
+    import json
+    import random
+    import subprocess
+    import sys
+
+    args = [
+        sys.executable,
+        "launch/selfplay.py",
+        "+games=[kuhn]",
+        "model=tiny-random",
+        "rollout.engine=hf",
+        "rollout.max_tokens=16",
+        "train.steps=6",
+        "train.checkpoint_every=1",
+        "train.wandb_mode=disabled",
+        "ray.num_cpus=2",
+        f"output_dir={tmp_path}",
+    ]
+    rng = random.Random(0)
+    kills = 0
+    for attempt in range(4):
+        extra = ["train.resume=true"] if attempt else []
+        proc = subprocess.Popen(
+            [*args, *extra],
+            cwd=REPO,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            proc.wait(timeout=rng.uniform(25, 60) if attempt < 3 else 600)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the whole job: driver, Ray, workers
+            proc.wait()
+            kills += 1
+        if proc.returncode == 0:
+            break
+    assert proc.returncode == 0
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").open()]
+    assert steps == [1, 2, 3, 4, 5, 6]  # replayed steps are not logged twice
+    state = json.loads(
+        (tmp_path / "checkpoints" / "step_000006" / "trainer_state.json").read_text()
+    )
+    assert state["step"] == 6 and state["version"] == 6
+    assert kills >= 1
