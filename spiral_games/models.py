@@ -69,6 +69,11 @@ def resolve_model(name: str, cache_dir: Path | None = None, seed: int = 0) -> Re
                 f"Model directory {path} has no config.json. Point model.name at a directory "
                 "written by save_pretrained (or by this project's checkpoints)."
             )
+    elif name.startswith(("/", ".", "~")):
+        raise ModelError(
+            f"Model directory {name} does not exist. Point model.name at a directory written by "
+            "save_pretrained, a hub id (org/name), or one of: " + ", ".join(BUILTIN_MODELS) + "."
+        )
     elif _looks_like_hub_id(name):
         path = _download_from_hub(name)
     else:

@@ -48,7 +48,15 @@ def train(cfg: RunConfig) -> Path:
     """Run self-play RL as configured; returns the run directory."""
     resuming = resume_dir(cfg)
     run_dir = resuming or Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / ".write-test").write_text("ok")
+        (run_dir / ".write-test").unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"output_dir {run_dir} is not writable ({exc.strerror}). Set output_dir to a "
+            "directory you can write to."
+        ) from None
     (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
 
     # ---- state: fresh, or the last complete checkpoint -------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from spiral_games.compose import compose_run_config
@@ -67,3 +69,61 @@ def test_named_experiment_reproduces_the_spiral_recipe():
     assert cfg.learner.clip == 0.2 and cfg.rollout.temperature == 1.0
     assert cfg.rollout.max_tokens == 4096 and cfg.train.steps == 400
     assert cfg.rollout.num_workers * cfg.rollout.worker_gpus <= 8
+
+
+MORE_BAD = [
+    (["+games=[kuhn]", "seed=abc"], "Bad value for seed"),
+    (["+games=[kuhn]", "rollout.temperature=-1"], "rollout.temperature=-1"),
+    (["+games=[kuhn]", "rollout.concurrent_games=0"], "rollout.concurrent_games=0"),
+    (["+games=[kuhn]", "rollout.episodes_per_step=0"], "rollout.episodes_per_step=0"),
+    (["+games=[kuhn]", "rollout.placement_strategy=RANDOM"], "placement_strategy='RANDOM'"),
+    (["+games=[kuhn]", "rollout.worker_gpus=-1"], "rollout.worker_gpus=-1"),
+    (["+games=[kuhn]", "learner.lr=0"], "learner.lr=0"),
+    (["+games=[kuhn]", "learner.micro_batch_size=3"], "micro_batch_size=3"),
+    (["+games=[kuhn]", "learner.loss=a2c"], "learner.loss='a2c'"),
+    (["+games=[kuhn]", "learner.kl_coef=-0.1"], "learner.kl_coef=-0.1"),
+    (["+games=[kuhn]", "learner.bf16=maybe"], "Bad value for learner.bf16"),
+    (["+games=[kuhn]", "train.steps=0"], "train.steps=0"),
+    (["+games=[kuhn]", "train.rae_decay=1.5"], "train.rae_decay=1.5"),
+    (["+games=[kuhn]", "train.gamma=0"], "train.gamma=0"),
+    (["+games=[kuhn]", "train.wandb_mode=cloud"], "train.wandb_mode='cloud'"),
+    (["+games=[kuhn]", "eval.games=0"], "eval.games=0"),
+    (["+games=[kuhn]", "eval.top_p=0"], "eval.top_p=0"),
+    (["+games=[kuhn]", "ray.num_cpus=0"], "ray.num_cpus=0"),
+    (["+games=[kuhn]", "games.kuhn.weight=0"], "weight=0"),
+    (["+games=[kuhn]", "games.kuhn.env._target_=os.system"], None),  # fails when built
+    (["+games=[kuhn]", "rollout.max_worker_failures=-1"], "max_worker_failures=-1"),
+    (["+games=[kuhn]", "experiment=nope"], "Unknown experiment option 'nope'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [b for b in MORE_BAD if b[1]],
+    ids=[" ".join(b[0]) for b in MORE_BAD if b[1]],
+)
+def test_more_bad_overrides_name_the_key(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        compose_run_config(CONF, overrides)
+    assert message in str(info.value)
+
+
+def test_untrusted_target_and_missing_model_dir_and_unwritable_output(tmp_path):
+    from spiral_games.errors import ModelError
+    from spiral_games.models import resolve_model
+    from spiral_games.registry import build_rules
+    from spiral_games.trainer import train
+
+    cfg = compose_run_config(CONF, ["+games=[kuhn]", "games.kuhn.env._target_=os.system"])
+    with pytest.raises(ConfigError, match="not allowed"):
+        build_rules("kuhn", cfg.games["kuhn"])
+    with pytest.raises(ModelError, match="does not exist"):
+        resolve_model(str(tmp_path / "no-such-checkpoint"))
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    cfg = compose_run_config(CONF, ["+games=[kuhn]", f"output_dir={locked}/run"])
+    if os.geteuid() == 0:  # root writes anywhere; use a path below a regular file instead
+        (tmp_path / "file").write_text("x")
+        cfg = compose_run_config(CONF, ["+games=[kuhn]", f"output_dir={tmp_path}/file/run"])
+    with pytest.raises(ConfigError, match="is not writable"):
+        train(cfg)
