@@ -106,6 +106,17 @@ class RolloutConfig:
         _check_positive("rollout.tensor_parallel_size", self.tensor_parallel_size)
         _check_positive("rollout.max_worker_failures", self.max_worker_failures, allow_zero=True)
         _check_choice("rollout.placement_strategy", self.placement_strategy, PLACEMENT_STRATEGIES)
+        if self.engine == "hf" and (self.tensor_parallel_size > 1 or self.sleep_when_training):
+            raise ConfigError(
+                "rollout.tensor_parallel_size>1 and rollout.sleep_when_training need "
+                "rollout.engine=vllm; the hf engine runs one device per worker and cannot sleep."
+            )
+        if self.worker_gpus and self.worker_gpus < self.tensor_parallel_size:
+            raise ConfigError(
+                f"rollout.worker_gpus={self.worker_gpus} is less than "
+                f"rollout.tensor_parallel_size={self.tensor_parallel_size}: each worker needs "
+                "one GPU per tensor-parallel rank."
+            )
 
 
 @dataclass

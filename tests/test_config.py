@@ -94,6 +94,18 @@ MORE_BAD = [
     (["+games=[kuhn]", "games.kuhn.env._target_=os.system"], None),  # fails when built
     (["+games=[kuhn]", "rollout.max_worker_failures=-1"], "max_worker_failures=-1"),
     (["+games=[kuhn]", "experiment=nope"], "Unknown experiment option 'nope'"),
+    (
+        ["+games=[kuhn]", "rollout.engine=hf", "rollout.sleep_when_training=true"],
+        "need rollout.engine=vllm",
+    ),
+    (
+        ["+games=[kuhn]", "rollout.engine=hf", "rollout.tensor_parallel_size=2"],
+        "need rollout.engine=vllm",
+    ),
+    (
+        ["+games=[kuhn]", "rollout.worker_gpus=1", "rollout.tensor_parallel_size=2"],
+        "one GPU per tensor-parallel rank",
+    ),
 ]
 
 
