@@ -83,6 +83,7 @@ class RolloutConfig:
     sleep_when_training: bool = False  # GPU: vLLM sleep mode while the collocated learner runs
     placement_strategy: str = "PACK"  # Ray placement group strategy: PACK, SPREAD, STRICT_SPREAD
     max_worker_failures: int = 3  # worker deaths tolerated (Ray restarts them) before stopping
+    on_context_overflow: str = "draw"  # a prompt beyond the context: draw, or truncate history
 
     def __post_init__(self) -> None:
         _check_choice("rollout.engine", self.engine, ENGINES)
@@ -106,6 +107,7 @@ class RolloutConfig:
         _check_positive("rollout.tensor_parallel_size", self.tensor_parallel_size)
         _check_positive("rollout.max_worker_failures", self.max_worker_failures, allow_zero=True)
         _check_choice("rollout.placement_strategy", self.placement_strategy, PLACEMENT_STRATEGIES)
+        _check_choice("rollout.on_context_overflow", self.on_context_overflow, ("draw", "truncate"))
         if self.engine == "hf" and (self.tensor_parallel_size > 1 or self.sleep_when_training):
             raise ConfigError(
                 "rollout.tensor_parallel_size>1 and rollout.sleep_when_training need "

@@ -23,8 +23,10 @@ class LLMPolicy:
         prompt_styles: Mapping[str, str] | None = None,
         max_model_len: int = 2048,
         default_style: str = "chat",
+        on_context_overflow: str = "draw",
     ) -> None:
         self.engine = engine
+        self.on_context_overflow = on_context_overflow  # draw: end the game; truncate: history
         self.tokenizer = tokenizer
         self.params = params
         self.prompt_styles = dict(prompt_styles or {})
@@ -32,13 +34,16 @@ class LLMPolicy:
         self.default_style = default_style
 
     def act(self, observations: Sequence[Observation]) -> list[PolicyOutput]:
-        prompts = [
-            encode_prompt(
-                self.tokenizer, obs.text, self.prompt_styles.get(obs.game, self.default_style)
-            )
-            for obs in observations
-        ]
         budget = self.max_model_len - self.params.max_tokens
+        prompts, cut = [], []
+        for obs in observations:
+            style = self.prompt_styles.get(obs.game, self.default_style)
+            ids = encode_prompt(self.tokenizer, obs.text, style)
+            shortened = len(ids) > budget and self.on_context_overflow == "truncate"
+            if shortened:
+                ids = self._truncated(obs.text, style, budget)
+            prompts.append(ids)
+            cut.append(shortened)
         fits = [i for i, p in enumerate(prompts) if len(p) <= budget]
         generations = self.engine.generate([prompts[i] for i in fits], self.params)
         outputs = [PolicyOutput(text="", context_overflow=True) for _ in prompts]
@@ -49,8 +54,28 @@ class LLMPolicy:
                 token_ids=gen.token_ids,
                 logprobs=gen.logprobs,
                 truncated=gen.truncated,
+                context_truncated=cut[i],
             )
         return outputs
+
+    def _truncated(self, text: str, style: str, budget: int) -> list[int]:
+        """The prompt with the middle of the observation removed until it fits `budget`.
+
+        The head keeps the game's rules, the tail the latest moves.
+        """
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        keep = len(ids)
+        prompt = encode_prompt(self.tokenizer, text, style)
+        while len(prompt) > budget and keep > 0:
+            keep = max(0, keep - (len(prompt) - budget) - 16)
+            head, tail = keep // 3, keep - keep // 3
+            shortened = (
+                self.tokenizer.decode(ids[:head])
+                + "\n[... earlier game history truncated to fit the context ...]\n"
+                + (self.tokenizer.decode(ids[-tail:]) if tail else "")
+            )
+            prompt = encode_prompt(self.tokenizer, shortened, style)
+        return prompt
 
 
 def llm_opponent(

@@ -70,6 +70,12 @@ def rollout_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
         sum(len(t.response_ids) for t in turns) / len(turns) if turns else 0.0
     )
     out["rollout/generated_tokens"] = float(sum(len(t.response_ids) for t in turns))
+    out["rollout/context_truncation_rate"] = (
+        sum(t.context_truncated for t in turns) / len(turns) if turns else 0.0
+    )
+    out["rollout/context_overflow_draws"] = float(
+        sum("outgrew the model context" in e.reason for e in episodes)
+    )
     out["rollout/game_length"] = sum(len(e.turns) for e in episodes) / max(len(episodes), 1)
     return out
 

@@ -96,6 +96,7 @@ class GameSession:
                 response_ids=output.token_ids,
                 logprobs=output.logprobs,
                 truncated=output.truncated,
+                context_truncated=output.context_truncated,
             )
         )
         if not reason:

@@ -37,6 +37,7 @@ class WorkerConfig:
     games: dict[str, GameConfig]
     opponent: str | None  # None: self-play
     seed: int
+    on_context_overflow: str
     eval_sampling: SamplingParams
     eval_opponents: tuple[str, ...]  # used where a game configures them
 
@@ -60,6 +61,7 @@ class WorkerConfig:
             games=cfg.games,
             opponent=r.opponent,
             seed=cfg.seed,
+            on_context_overflow=r.on_context_overflow,
             eval_sampling=SamplingParams(
                 temperature=cfg.eval.temperature, top_p=cfg.eval.top_p, max_tokens=r.max_tokens
             ),
@@ -90,6 +92,7 @@ class RolloutWorker:
             cfg.sampling,
             {name: game.prompt_style for name, game in cfg.games.items()},
             cfg.max_model_len,
+            on_context_overflow=cfg.on_context_overflow,
         )
         self.rules = {name: build_rules(name, game) for name, game in cfg.games.items()}
         self.weights = {name: game.weight for name, game in cfg.games.items()}
@@ -105,6 +108,7 @@ class RolloutWorker:
             cfg.eval_sampling,
             self.policy.prompt_styles,
             cfg.max_model_len,
+            on_context_overflow=cfg.on_context_overflow,
         )
         self.eval_opponents = {
             (name, opponent): build_opponent(name, game, opponent, seed=cfg.seed + index)

@@ -48,6 +48,7 @@ class PolicyOutput:
     logprobs: tuple[float, ...] = ()  # [T] behaviour log-probs
     truncated: bool = False
     context_overflow: bool = False  # the prompt no longer fits the model: the game is a draw
+    context_truncated: bool = False  # the observation's middle was cut to fit the context
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class Turn:
     response_ids: tuple[int, ...] = ()  # [T]
     logprobs: tuple[float, ...] = ()  # [T]
     truncated: bool = False
+    context_truncated: bool = False
 
 
 @dataclass(frozen=True)

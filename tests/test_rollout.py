@@ -149,3 +149,30 @@ def test_llm_opponent_from_a_model_name_sits_in_the_fixed_seat(tiny):
     )
     llm_turns = [t for e in episodes for t in e.turns if t.role == 0]
     assert llm_turns and all(len(t.response_ids) <= 8 and t.logprobs for t in llm_turns)
+
+
+@pytest.mark.parametrize("mode", ["draw", "truncate"])
+def test_history_beyond_the_context_is_truncated_or_drawn_by_config(mode, tiny):
+    from spiral_games.engines.hf import HFEngine
+    from spiral_games.llm_policy import LLMPolicy
+    from spiral_games.types import Observation, SamplingParams
+
+    engine = HFEngine(tiny.path, dtype="float32", max_model_len=400)
+    policy = LLMPolicy(
+        engine,
+        tiny.tokenizer,
+        SamplingParams(max_tokens=16),
+        max_model_len=400,
+        on_context_overflow=mode,
+    )
+    history = "RULES: bet or check.\n" + "Player 0 chose [check].\n" * 200 + "LATEST: your turn."
+    short, long = (Observation("kuhn", 0, t, None) for t in ("Your turn.", history))
+    fine, over = policy.act([short, long])
+    assert fine.token_ids and not fine.context_overflow and not fine.context_truncated
+    if mode == "draw":
+        assert over.context_overflow and not over.token_ids
+    else:
+        assert over.context_truncated and over.token_ids
+        assert len(over.prompt_ids) <= 400 - 16
+        text = tiny.tokenizer.decode(over.prompt_ids)
+        assert "RULES" in text and "LATEST: your turn." in text and "truncated" in text
