@@ -139,6 +139,9 @@ class LearnerConfig:
     gradient_checkpointing: bool = False
     lora_rank: int = 0  # > 0: train LoRA adapters (peft) instead of all weights
     lora_alpha: int = 32
+    num_ranks: int = 1  # > 1: data-parallel DeepSpeed ranks as Ray actors
+    cpus_per_rank: float = 1.0
+    gpus_per_rank: float = 0.0
 
     def __post_init__(self) -> None:
         _check_positive("learner.lr", self.lr)
@@ -151,6 +154,13 @@ class LearnerConfig:
                 f"learner.batch_size={self.batch_size} is not divisible by "
                 f"learner.minibatch_size={self.minibatch_size}. Pick a minibatch size that "
                 "divides the batch size."
+            )
+        _check_positive("learner.num_ranks", self.num_ranks)
+        if self.minibatch_size % (self.micro_batch_size * self.num_ranks):
+            raise ConfigError(
+                f"learner.minibatch_size={self.minibatch_size} is not divisible by "
+                f"learner.micro_batch_size x learner.num_ranks = "
+                f"{self.micro_batch_size * self.num_ranks}: every rank needs whole micro batches."
             )
         if self.minibatch_size % self.micro_batch_size:
             raise ConfigError(

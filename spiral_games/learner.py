@@ -64,40 +64,55 @@ class LearnerSpec:
         )
 
 
-def _init_single_process_group() -> None:
+def _init_process_group(rank: int, world_size: int, master_addr: str, master_port: int | None):
     """DeepSpeed needs torch.distributed even for one rank: gloo on CPU, NCCL on GPU."""
     import deepspeed
 
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return
-    if "MASTER_PORT" not in os.environ:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
-    for key, value in {
-        "MASTER_ADDR": "127.0.0.1",
-        "RANK": "0",
-        "LOCAL_RANK": "0",
-        "WORLD_SIZE": "1",
-    }.items():
-        os.environ.setdefault(key, value)
+    if master_port is None:
+        master_port = free_port()
+    os.environ.update(
+        {
+            "MASTER_ADDR": master_addr,
+            "MASTER_PORT": str(master_port),
+            "RANK": str(rank),
+            "LOCAL_RANK": "0",  # every rank is its own process with its own (Ray-assigned) device
+            "WORLD_SIZE": str(world_size),
+        }
+    )
     backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "gloo" and os.environ["WORLD_SIZE"] == "1":
-        # DeepSpeed JIT-builds a shared-memory allreduce kernel (~80 s on 2 cores) that only
-        # multi-rank CPU jobs use; one rank never communicates, so skip the build.
+    if backend == "gloo":
+        # DeepSpeed JIT-builds a shared-memory allreduce kernel (~80 s on 2 cores) for CPU
+        # jobs; one rank never communicates and several fall back to gloo's allreduce.
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     deepspeed.init_distributed(dist_backend=backend, verbose=False)
+
+
+def free_port() -> int:
+    """A TCP port that is free on this host now."""
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
 
 
 class Learner:
     """Holds the trainable model, its optimizer and the DeepSpeed engine."""
 
-    def __init__(self, spec: LearnerSpec) -> None:
+    def __init__(
+        self,
+        spec: LearnerSpec,
+        rank: int = 0,
+        world_size: int = 1,
+        master_addr: str = "127.0.0.1",
+        master_port: int | None = None,
+    ) -> None:
         import deepspeed
         from transformers import AutoModelForCausalLM
 
-        _init_single_process_group()
+        _init_process_group(rank, world_size, master_addr, master_port)
         self.spec = spec
+        self.rank = rank
         self.on_gpu = torch.cuda.is_available()
         dtype = torch.bfloat16 if (spec.bf16 and self.on_gpu) else torch.float32
         model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype)
@@ -125,7 +140,8 @@ class Learner:
         optimizer = torch.optim.AdamW(trainable, lr=spec.lr, weight_decay=0.0)
         config = {
             "train_micro_batch_size_per_gpu": spec.micro_batch_size,
-            "gradient_accumulation_steps": spec.minibatch_size // spec.micro_batch_size,
+            "gradient_accumulation_steps": spec.minibatch_size
+            // (spec.micro_batch_size * world_size),
             "gradient_clipping": spec.grad_clip,
             "zero_optimization": {"stage": spec.zero_stage},
             "bf16": {"enabled": spec.bf16 and self.on_gpu},
@@ -135,7 +151,7 @@ class Learner:
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=model, optimizer=optimizer, config=config
         )
-        self.rng = random.Random(spec.seed)
+        self.rng = random.Random(spec.seed + rank)
         self.pad_id = int(model.config.pad_token_id or 0)
 
     @property
@@ -249,16 +265,35 @@ class Learner:
         return path
 
     def save(self, directory: Path) -> None:
-        """An HF checkpoint (safetensors; LoRA merged) plus the optimizer state in `directory`."""
-        self.full_model().save_pretrained(str(directory), safe_serialization=True)
-        if self.spec.lora_rank > 0:
-            self.model.save_pretrained(str(directory / "adapter"))
-        torch.save(self.optimizer.state_dict(), directory / OPTIMIZER_FILE)
+        """An HF checkpoint (safetensors; LoRA merged) plus the optimizer state in `directory`.
+
+        Rank 0 writes the model; every rank writes its own optimizer state (ZeRO shards it).
+        """
+        if self.rank == 0:
+            self.full_model().save_pretrained(str(directory), safe_serialization=True)
+            if self.spec.lora_rank > 0:
+                self.model.save_pretrained(str(directory / "adapter"))
+        torch.save(self.optimizer.state_dict(), directory / self._optimizer_file())
+
+    def _optimizer_file(self) -> str:
+        return OPTIMIZER_FILE if self.rank == 0 else f"optimizer_rank{self.rank}.pt"
 
     def load_optimizer(self, directory: Path) -> None:
         """Restore the optimizer state saved by `save` (tensors only: weights_only=True)."""
-        state = torch.load(directory / OPTIMIZER_FILE, weights_only=True, map_location="cpu")
+        state = torch.load(
+            directory / self._optimizer_file(), weights_only=True, map_location="cpu"
+        )
         self.optimizer.load_state_dict(state)
+
+    def shutdown(self) -> None:
+        """Nothing runs in the background of a single in-process rank."""
+
+    def rng_state(self) -> object:
+        """The minibatch-shuffling RNG state (saved in checkpoints)."""
+        return self.rng.getstate()
+
+    def set_rng_state(self, state: object) -> None:
+        self.rng.setstate(state)  # type: ignore[arg-type]
 
     def logprobs(self, prompts: list[list[int]], responses: list[list[int]]) -> list[list[float]]:
         """Teacher-forced response log-probs under the current weights (for sync checks)."""

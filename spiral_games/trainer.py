@@ -19,6 +19,7 @@ from spiral_games.checkpoint import latest_checkpoint, save_checkpoint
 from spiral_games.config import RunConfig
 from spiral_games.errors import ConfigError
 from spiral_games.learner import Learner, LearnerSpec
+from spiral_games.learner_group import LearnerGroup
 from spiral_games.metrics import MetricsLogger, eval_metrics, rollout_metrics
 from spiral_games.models import resolve_model
 from spiral_games.ray_runtime import init_ray
@@ -88,11 +89,17 @@ def train(cfg: RunConfig) -> Path:
             "Resuming %s from %s (step %d, version %d)", run_dir, weights_path, start_step, version
         )
 
-    learner = Learner(LearnerSpec.from_run(cfg, weights_path))
+    init_ray(cfg.ray)
+    spec = LearnerSpec.from_run(cfg, weights_path)
+    lc = cfg.learner
+    learner: Learner | LearnerGroup = (
+        LearnerGroup(spec, lc.num_ranks, lc.cpus_per_rank, lc.gpus_per_rank)
+        if lc.num_ranks > 1
+        else Learner(spec)
+    )
     if resumed:
         learner.load_optimizer(weights_path)
-        learner.rng.setstate(_to_tuple(state["learner_rng"]))
-    init_ray(cfg.ray)
+        learner.set_rng_state(_to_tuple(state["learner_rng"]))
     pool = RolloutPool(
         WorkerConfig.from_run(cfg, weights_path),
         cfg.rollout.num_workers,
@@ -191,7 +198,7 @@ def train(cfg: RunConfig) -> Path:
                 "version": version,
                 "baselines": baselines.state_dict(),
                 "rng": rng.getstate(),
-                "learner_rng": learner.rng.getstate(),
+                "learner_rng": learner.rng_state(),
                 "torch_rng": torch.get_rng_state().tolist(),
             }
             if (step + 1) % cfg.train.checkpoint_every == 0 or step + 1 == cfg.train.steps:
@@ -207,6 +214,7 @@ def train(cfg: RunConfig) -> Path:
         display.close()
         logger.close()
         pool.shutdown()
+        learner.shutdown()
         for leftover in push_dir.glob("*"):
             leftover.unlink()
         push_dir.rmdir()
@@ -227,7 +235,7 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     os.replace(tmp, path)
 
 
-def _write_model(learner: Learner, model: object, directory: Path) -> None:
+def _write_model(learner: Learner | LearnerGroup, model: object, directory: Path) -> None:
     learner.save(directory)
     model.tokenizer.save_pretrained(str(directory))  # type: ignore[attr-defined]
 
