@@ -50,6 +50,7 @@ class RolloutPool:
         self.max_failures = max_failures
         self.failures = 0
         self.weights: tuple[str, int] | None = None  # last push, re-sent to restarted workers
+        self._shipped: tuple[tuple[str, int], Any] | None = None  # object-store copy of a push
         actor = ray.remote(RolloutWorker)
         self.workers = [
             actor.options(
@@ -63,6 +64,8 @@ class RolloutPool:
             for i in range(num_workers)
         ]
         ray.get([w.version.remote() for w in self.workers], timeout=READY_TIMEOUT_S)
+        here = ray.get_runtime_context().get_node_id()
+        self.remote = [loc["node_id"] != here for loc in self.locations()]
 
     def collect(self, num_episodes: int, seed: int) -> list[Episode]:
         """`num_episodes` finished episodes, split evenly over the workers.
@@ -124,7 +127,7 @@ class RolloutPool:
                     raise
                 time.sleep(1.0)
         if self.weights is not None:
-            ray.get(worker.load_weights.remote(*self.weights))
+            ray.get(self._load(index, *self.weights))
             log.warning(
                 "Restarted worker %d now serves weights version %d.", index, self.weights[1]
             )
@@ -141,7 +144,19 @@ class RolloutPool:
         import ray
 
         self.weights = (safetensors_path, version)
-        return ray.get([w.load_weights.remote(safetensors_path, version) for w in self.workers])
+        return ray.get([self._load(i, safetensors_path, version) for i in range(len(self.workers))])
+
+    def _load(self, index: int, path: str, version: int) -> Any:
+        """Same-node workers read the file; others get its bytes through the object store."""
+        import ray
+
+        worker = self.workers[index]
+        if not self.remote[index]:
+            return worker.load_weights.remote(path, version)
+        if self._shipped is None or self._shipped[0] != (path, version):
+            with open(path, "rb") as fh:
+                self._shipped = ((path, version), ray.put(fh.read()))
+        return worker.load_weights_bytes.remote(self._shipped[1], version)
 
     def score(
         self, prompts: list[list[int]], responses: list[list[int]]

@@ -147,6 +147,17 @@ class RolloutWorker:
         """Free accelerator memory for a collocated learner (GPU vLLM; no-op elsewhere)."""
         self.engine.sleep()
 
+    def load_weights_bytes(self, data: bytes, version: int) -> int:
+        """Like `load_weights`, for a worker on another node: the file's bytes came through
+        Ray's object store and are written to this node's /dev/shm first."""
+        import tempfile
+
+        shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+        with tempfile.NamedTemporaryFile(suffix=".safetensors", dir=shm) as fh:
+            fh.write(data)
+            fh.flush()
+            return self.load_weights(fh.name, version)
+
     def load_weights(self, safetensors_path: str, version: int) -> int:
         """Serve the weights in `safetensors_path` from now on; returns the new version."""
         self.engine.wake()

@@ -62,7 +62,7 @@ def test_pool_that_cannot_be_placed_is_a_clear_error(tiny, local_ray):
         RolloutPool(tiny_worker_config(tiny), num_workers=3, worker_cpus=1)
 
 
-def test_two_node_cluster_places_workers_on_both_nodes(tiny):
+def test_two_node_cluster_places_workers_on_both_nodes(tiny, tmp_path):
     import ray
     from ray.cluster_utils import Cluster
 
@@ -78,8 +78,16 @@ def test_two_node_cluster_places_workers_on_both_nodes(tiny):
         try:
             nodes = {loc["node_id"] for loc in pool.locations()}
             assert len(nodes) == 2
+            assert sum(pool.remote) == 1  # one worker is on the node without the driver
+            state = load_file(str(tiny.path / "model.safetensors"))
+            path = tmp_path / "w.safetensors"
+            save_file({k: v * 1.01 for k, v in state.items()}, str(path))
+            assert pool.push_weights(str(path), version=2) == [2, 2]  # file, and object store
+            scores = pool.score([[1, 2, 3]], [[4, 5]])
+            assert scores[0][0] == pytest.approx(scores[1][0], abs=1e-5)
             episodes = pool.collect(4, seed=5)
             assert len(episodes) == 4 and all(e.turns for e in episodes)
+            assert {e.version for e in episodes} == {2}
         finally:
             pool.shutdown()
     finally:
