@@ -20,6 +20,7 @@ def init_ray(cfg: RayConfig) -> None:
         ray.init(address=cfg.address, runtime_env=runtime_env, log_to_driver=True)
     else:
         ray.init(
+            address="local",  # always a fresh instance: never join a stray local cluster
             num_cpus=cfg.num_cpus,
             include_dashboard=False,
             _node_ip_address="127.0.0.1",  # nothing listens beyond loopback unless asked
