@@ -19,6 +19,11 @@ def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{key}={value!r} is not valid. Choose one of: {', '.join(choices)}.")
 
 
+def _check_divides(key: str, value: int, by_key: str, by: int, fix: str) -> None:
+    if value % by:
+        raise ConfigError(f"{key}={value} is not divisible by {by_key}={by}. {fix}")
+
+
 def _check_positive(key: str, value: float, allow_zero: bool = False) -> None:
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
@@ -149,25 +154,28 @@ class LearnerConfig:
         _check_positive("learner.batch_size", self.batch_size)
         _check_positive("learner.minibatch_size", self.minibatch_size)
         _check_positive("learner.micro_batch_size", self.micro_batch_size)
-        if self.batch_size % self.minibatch_size:
-            raise ConfigError(
-                f"learner.batch_size={self.batch_size} is not divisible by "
-                f"learner.minibatch_size={self.minibatch_size}. Pick a minibatch size that "
-                "divides the batch size."
-            )
         _check_positive("learner.num_ranks", self.num_ranks)
-        if self.minibatch_size % (self.micro_batch_size * self.num_ranks):
-            raise ConfigError(
-                f"learner.minibatch_size={self.minibatch_size} is not divisible by "
-                f"learner.micro_batch_size x learner.num_ranks = "
-                f"{self.micro_batch_size * self.num_ranks}: every rank needs whole micro batches."
-            )
-        if self.minibatch_size % self.micro_batch_size:
-            raise ConfigError(
-                f"learner.minibatch_size={self.minibatch_size} is not divisible by "
-                f"learner.micro_batch_size={self.micro_batch_size}. Pick a micro batch size "
-                "that divides the minibatch size."
-            )
+        _check_divides(
+            "learner.batch_size",
+            self.batch_size,
+            "learner.minibatch_size",
+            self.minibatch_size,
+            "Pick a minibatch size that divides the batch size.",
+        )
+        _check_divides(
+            "learner.minibatch_size",
+            self.minibatch_size,
+            "learner.micro_batch_size",
+            self.micro_batch_size,
+            "Pick a micro batch size that divides it.",
+        )
+        _check_divides(
+            "learner.minibatch_size",
+            self.minibatch_size,
+            "learner.micro_batch_size x learner.num_ranks",
+            self.micro_batch_size * self.num_ranks,
+            "Every rank needs whole micro batches.",
+        )
         _check_positive("learner.epochs", self.epochs)
         _check_choice("learner.zero_stage", str(self.zero_stage), ("0", "1", "2", "3"))
         _check_positive("learner.grad_clip", self.grad_clip)

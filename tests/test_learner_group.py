@@ -63,7 +63,7 @@ def test_two_ranks_make_the_same_update_as_one(tiny, local_ray):
 def test_minibatch_must_split_into_whole_micro_batches_per_rank():
     from spiral_games.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="every rank needs whole micro batches"):
+    with pytest.raises(ConfigError, match="Every rank needs whole micro batches"):
         compose_run_config(REPO / "conf", ["+games=[kuhn]", "learner.num_ranks=3"])
 
 
