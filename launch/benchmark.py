@@ -1,10 +1,12 @@
-"""Benchmarks: `python launch/benchmark.py rollout [overrides...]` prints a table and writes JSON.
+"""Benchmarks: `python launch/benchmark.py {rollout,learner} [overrides]` prints a table and JSON.
 
 Every comparison is a ratio of figures measured in the same run, on the same model and settings.
 
 rollout: (a) raw engine throughput at the worker's concurrency, on the prompts the games produced,
          (b) the self-play RolloutWorker (tokens/s, turns/s, games/s),
          (c) a naive one-game-at-a-time transformers loop; and the ratios b/a and b/c.
+learner: tokens/s of a DeepSpeed update step against plain PyTorch on the same model, batch,
+         optimizer and loss, in fp32 and with bf16 autocast; and their ratio.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ if str(REPO) not in sys.path:
 from spiral_games.compose import compose_run_config  # noqa: E402
 from spiral_games.config import RunConfig  # noqa: E402
 from spiral_games.errors import SpiralError  # noqa: E402
+from spiral_games.learner import LearnerSpec  # noqa: E402
+from spiral_games.models import ResolvedModel, resolve_model  # noqa: E402
+from spiral_games.types import TrainBatch  # noqa: E402
 
-BENCHMARKS = ("rollout",)
+BENCHMARKS = ("rollout", "learner")
 USAGE = f"usage: python launch/benchmark.py {{{','.join(BENCHMARKS)}}} [+games=[kuhn]] [overrides]"
 
 
@@ -40,14 +45,17 @@ def main(argv: list[str]) -> int:
         overrides = ["+games=[kuhn]", *overrides]
     try:
         cfg = compose_run_config(REPO / "conf", ["rollout.concurrent_games=64", *overrides])
-        result = bench_rollout(cfg, episodes_flag(overrides))
+        if name == "rollout":
+            result = bench_rollout(cfg, episodes_flag(overrides))
+        else:
+            result = bench_learner(cfg)
     except SpiralError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(cfg.output_dir) / f"benchmark_{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print_table(result)
+    (print_table if name == "rollout" else print_learner_table)(result)
     print(f"json: {out}")
     return 0
 
@@ -68,16 +76,13 @@ def bench_rollout(cfg: RunConfig, episodes: int | None) -> dict:
     """Measure (a), (b) and (c) in one process on `cfg`'s model, games and sampling."""
     from spiral_games.engines.base import build_engine
     from spiral_games.llm_policy import LLMPolicy
-    from spiral_games.models import resolve_model
     from spiral_games.play import GameJob, play_games
     from spiral_games.registry import build_rules
     from spiral_games.rollout_worker import RolloutWorker, WorkerConfig
 
     concurrency = cfg.rollout.concurrent_games
     episodes = episodes or concurrency
-    model = resolve_model(
-        cfg.model.name, Path(cfg.model.cache_dir) if cfg.model.cache_dir else None
-    )
+    model = resolve(cfg)
     worker = RolloutWorker(WorkerConfig.from_run(cfg, model.path))
     worker.collect(min(4, episodes), seed=cfg.seed + 1)  # warm-up: first calls pay one-off costs
 
@@ -166,6 +171,129 @@ def print_table(result: dict) -> None:
         print(
             f"ratio {key.replace('_over_', '/'):<6} {value:6.2f}  (target >= {target}: {verdict})"
         )
+
+
+def _synthetic_batch(cfg: RunConfig, vocab: int) -> TrainBatch:
+    """`learner.batch_size` samples of 128 prompt and min(128, max_tokens) response tokens."""
+    import torch
+
+    from spiral_games.types import Sample, TrainBatch
+
+    g = torch.Generator().manual_seed(cfg.seed)
+    length = min(128, cfg.rollout.max_tokens)
+    samples = tuple(
+        Sample(
+            tuple(torch.randint(0, vocab, (128,), generator=g).tolist()),
+            tuple(torch.randint(0, vocab, (length,), generator=g).tolist()),
+            (-10.0,) * length,
+            1.0 if i % 2 else -1.0,
+            "bench",
+            0,
+            0,
+        )
+        for i in range(cfg.learner.batch_size)
+    )
+    return TrainBatch(samples, step=0)
+
+
+def _plain_torch_update(spec: LearnerSpec, batch: TrainBatch, bf16: bool) -> tuple[int, float]:
+    """The learner's update without DeepSpeed: same loss, AdamW, clipping and batch shape."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from spiral_games.logprobs import pack_sequences, token_logprobs
+    from spiral_games.loss import policy_loss
+
+    model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=torch.float32)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)
+    accumulate = spec.minibatch_size // spec.micro_batch_size
+    tokens, start = 0, time.perf_counter()
+    for i, lo in enumerate(range(0, len(batch.samples), spec.micro_batch_size)):
+        micro = batch.samples[lo : lo + spec.micro_batch_size]
+        ids, attention, mask = pack_sequences(
+            [s.prompt_ids for s in micro], [s.response_ids for s in micro], 0
+        )
+        old = torch.full_like(mask, -10.0)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            lp = token_logprobs(model, ids, attention)
+        out = policy_loss(
+            lp,
+            old,
+            torch.tensor([s.advantage for s in micro]),
+            mask,
+            normalizer=spec.normalizer,
+            mode=spec.loss,
+            clip=spec.clip,
+        )
+        (out.loss / accumulate).backward()
+        if (i + 1) % accumulate == 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad()
+        tokens += int(attention.sum())
+    return tokens, time.perf_counter() - start
+
+
+def bench_learner(cfg: RunConfig) -> dict:
+    """DeepSpeed Learner.update against plain torch, fp32 and bf16 autocast, one process."""
+    import dataclasses
+
+    from spiral_games.learner import Learner
+
+    model = resolve(cfg)
+    batch = _synthetic_batch(cfg, len(model.tokenizer))
+    rows = {}
+    for precision in ("fp32", "bf16"):
+        spec = dataclasses.replace(LearnerSpec.from_run(cfg, model.path), bf16=precision == "bf16")
+        learner = Learner(spec)
+        learner.update(batch)  # warm-up
+        metrics = learner.update(batch)
+        _plain_torch_update(spec, batch, spec.bf16)  # warm-up
+        tokens, seconds = _plain_torch_update(spec, batch, spec.bf16)
+        rows[precision] = {
+            "deepspeed_tokens_per_s": metrics["train/tokens_per_s"],
+            "torch_tokens_per_s": tokens / seconds,
+            "ratio": metrics["train/tokens_per_s"] / (tokens / seconds),
+        }
+    return {
+        "benchmark": "learner",
+        "model": cfg.model.name,
+        "samples": len(batch.samples),
+        "micro_batch_size": cfg.learner.micro_batch_size,
+        "rows": rows,
+        "bf16_over_fp32": rows["bf16"]["deepspeed_tokens_per_s"]
+        / rows["fp32"]["deepspeed_tokens_per_s"],
+        "target_ratio": 0.95,
+    }
+
+
+def resolve(cfg: RunConfig) -> ResolvedModel:
+    """The configured model, resolved once per benchmark."""
+    return resolve_model(
+        cfg.model.name,
+        Path(cfg.model.cache_dir) if cfg.model.cache_dir else None,
+        seed=cfg.model.seed,
+    )
+
+
+def print_learner_table(result: dict) -> None:
+    """A plain-text table of a learner benchmark result."""
+    print(
+        f"\nlearner benchmark: {result['model']}, {result['samples']} samples, micro batch "
+        f"{result['micro_batch_size']}"
+    )
+    print(f"{'precision':<10}{'deepspeed tok/s':>17}{'torch tok/s':>13}{'ratio':>8}")
+    for precision, row in result["rows"].items():
+        verdict = (
+            "ok"
+            if row["ratio"] >= result["target_ratio"]
+            else (f"MISSED by {result['target_ratio'] - row['ratio']:.2f}")
+        )
+        print(
+            f"{precision:<10}{row['deepspeed_tokens_per_s']:>17.1f}"
+            f"{row['torch_tokens_per_s']:>13.1f}{row['ratio']:>8.2f}  ({verdict})"
+        )
+    print(f"bf16 autocast over fp32 (DeepSpeed): {result['bf16_over_fp32']:.2f}x")
 
 
 if __name__ == "__main__":

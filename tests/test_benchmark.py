@@ -44,3 +44,29 @@ def test_unknown_benchmark_prints_usage():
         timeout=120,
     )
     assert out.returncode == 2 and "usage" in out.stderr
+
+
+def test_learner_benchmark_compares_deepspeed_with_plain_torch(tiny, tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "launch/benchmark.py",
+            "learner",
+            "model=tiny-random",
+            "learner.batch_size=4",
+            "learner.minibatch_size=4",
+            "learner.micro_batch_size=2",
+            "rollout.max_tokens=32",
+            f"output_dir={tmp_path}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "deepspeed tok/s" in out.stdout
+    result = json.loads((tmp_path / "benchmark_learner.json").read_text())
+    for precision in ("fp32", "bf16"):
+        row = result["rows"][precision]
+        assert row["deepspeed_tokens_per_s"] > 0 and row["torch_tokens_per_s"] > 0
