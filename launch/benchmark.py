@@ -28,7 +28,7 @@ from spiral_games.compose import compose_run_config  # noqa: E402
 from spiral_games.config import RunConfig  # noqa: E402
 from spiral_games.errors import SpiralError  # noqa: E402
 from spiral_games.learner import LearnerSpec  # noqa: E402
-from spiral_games.models import ResolvedModel, resolve_model  # noqa: E402
+from spiral_games.models import resolve_configured  # noqa: E402
 from spiral_games.types import TrainBatch  # noqa: E402
 
 BENCHMARKS = ("rollout", "learner")
@@ -82,7 +82,7 @@ def bench_rollout(cfg: RunConfig, episodes: int | None) -> dict:
 
     concurrency = cfg.rollout.concurrent_games
     episodes = episodes or concurrency
-    model = resolve(cfg)
+    model = resolve_configured(cfg.model)
     worker = RolloutWorker(WorkerConfig.from_run(cfg, model.path))
     worker.collect(min(4, episodes), seed=cfg.seed + 1)  # warm-up: first calls pay one-off costs
 
@@ -240,7 +240,7 @@ def bench_learner(cfg: RunConfig) -> dict:
 
     from spiral_games.learner import Learner
 
-    model = resolve(cfg)
+    model = resolve_configured(cfg.model)
     batch = _synthetic_batch(cfg, len(model.tokenizer))
     rows = {}
     for precision in ("fp32", "bf16"):
@@ -265,15 +265,6 @@ def bench_learner(cfg: RunConfig) -> dict:
         / rows["fp32"]["deepspeed_tokens_per_s"],
         "target_ratio": 0.95,
     }
-
-
-def resolve(cfg: RunConfig) -> ResolvedModel:
-    """The configured model, resolved once per benchmark."""
-    return resolve_model(
-        cfg.model.name,
-        Path(cfg.model.cache_dir) if cfg.model.cache_dir else None,
-        seed=cfg.model.seed,
-    )
 
 
 def print_learner_table(result: dict) -> None:

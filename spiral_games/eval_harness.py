@@ -15,6 +15,7 @@ from spiral_games.errors import ConfigError, EngineError
 from spiral_games.eval_data import CHOICE_BENCHMARKS, Problem, load_benchmark
 from spiral_games.grading import grade_choice, grade_math
 from spiral_games.models import resolve_model
+from spiral_games.prompting import encode_user_message
 from spiral_games.types import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -60,13 +61,7 @@ class HarnessConfig:
 
 def _prompt_ids(tokenizer: Any, problem: Problem) -> list[int]:
     suffix = CHOICE_SUFFIX if problem.benchmark in CHOICE_BENCHMARKS else MATH_SUFFIX
-    text = f"{problem.question}\n\n{suffix}"
-    if tokenizer.chat_template:
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
-        )
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    return list(tokenizer(text)["input_ids"])
+    return encode_user_message(tokenizer, f"{problem.question}\n\n{suffix}")
 
 
 def _engine(cfg: HarnessConfig, path: Path) -> Engine:

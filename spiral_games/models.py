@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spiral_games.config import ModelConfig
 from spiral_games.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,11 @@ def resolve_model(name: str, cache_dir: Path | None = None, seed: int = 0) -> Re
             "directory, or a Hugging Face hub id of the form 'org/name'."
         )
     return ResolvedModel(name=name, path=path, tokenizer=load_tokenizer(path))
+
+
+def resolve_configured(cfg: ModelConfig) -> ResolvedModel:
+    """`resolve_model` for a `model:` config section (name, cache_dir, seed)."""
+    return resolve_model(cfg.name, Path(cfg.cache_dir) if cfg.cache_dir else None, seed=cfg.seed)
 
 
 def load_tokenizer(path: Path) -> Any:

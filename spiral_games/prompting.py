@@ -27,10 +27,22 @@ def build_prompt_text(tokenizer: Any, observation: str, style: str) -> str:
                 "prompt_style=chat needs a tokenizer with a chat template, and this model has "
                 "none. Set games.<name>.prompt_style=raw for base models."
             )
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": user}], add_generation_prompt=True, tokenize=False
-        )
+        return chat_text(tokenizer, user)
     raise ConfigError(f"Unknown prompt style {style!r}. Choose 'chat' or 'raw'.")
+
+
+def chat_text(tokenizer: Any, user: str) -> str:
+    """One user turn rendered with the tokenizer's chat template, ready for the reply."""
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": user}], add_generation_prompt=True, tokenize=False
+    )
+
+
+def encode_user_message(tokenizer: Any, user: str) -> list[int]:
+    """Token ids of one user turn: through the chat template when the model has one."""
+    if tokenizer.chat_template:
+        return list(tokenizer(chat_text(tokenizer, user), add_special_tokens=False)["input_ids"])
+    return list(tokenizer(user)["input_ids"])
 
 
 def encode_prompt(tokenizer: Any, observation: str, style: str) -> list[int]:

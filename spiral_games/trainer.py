@@ -21,7 +21,7 @@ from spiral_games.errors import ConfigError
 from spiral_games.learner import Learner, LearnerSpec
 from spiral_games.learner_group import LearnerGroup
 from spiral_games.metrics import MetricsLogger, eval_metrics, rollout_metrics
-from spiral_games.models import resolve_model
+from spiral_games.models import resolve_configured
 from spiral_games.ray_runtime import init_ray
 from spiral_games.rollout_pool import RolloutError, RolloutPool
 from spiral_games.rollout_worker import WorkerConfig
@@ -61,27 +61,23 @@ def train(cfg: RunConfig) -> Path:
     (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
 
     # ---- state: fresh, or the last complete checkpoint -------------------------------------
-    model = resolve_model(
-        cfg.model.name,
-        Path(cfg.model.cache_dir) if cfg.model.cache_dir else None,
-        seed=cfg.model.seed,
-    )
+    model = resolve_configured(cfg.model)
     resumed = latest_checkpoint(run_dir) if resuming else None
     if resuming and resumed is None:
         log.warning("No complete checkpoint in %s: starting from step 0.", run_dir)
     weights_path = resumed[0] if resumed else model.path
-    state = resumed[1] if resumed else {}
-    start_step = int(state.get("step", 0))
-    version = int(state.get("version", 0))
+    restored = resumed[1] if resumed else {}
+    start_step = int(restored.get("step", 0))
+    version = int(restored.get("version", 0))
     baselines = (
-        RoleBaselines.from_state_dict(state["baselines"])
-        if "baselines" in state
+        RoleBaselines.from_state_dict(restored["baselines"])
+        if "baselines" in restored
         else RoleBaselines(decay=cfg.train.rae_decay)
     )
     rng = random.Random(cfg.seed)
-    if "rng" in state:
-        rng.setstate(_to_tuple(state["rng"]))
-        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+    if "rng" in restored:
+        rng.setstate(_to_tuple(restored["rng"]))
+        torch.set_rng_state(torch.tensor(restored["torch_rng"], dtype=torch.uint8))
     if resuming:
         _truncate_metrics(run_dir / "metrics.jsonl", start_step)
     if resumed:
@@ -99,7 +95,7 @@ def train(cfg: RunConfig) -> Path:
     )
     if resumed:
         learner.load_optimizer(weights_path)
-        learner.set_rng_state(_to_tuple(state["learner_rng"]))
+        learner.set_rng_state(_to_tuple(restored["learner_rng"]))
     pool = RolloutPool(
         WorkerConfig.from_run(cfg, weights_path),
         cfg.rollout.num_workers,
@@ -115,18 +111,19 @@ def train(cfg: RunConfig) -> Path:
         run_dir, cfg.train.wandb_mode, cfg.train.wandb_project, dataclasses.asdict(cfg)
     )
     display = _Display(cfg.train.steps, start_step)
-    state: dict = {"step": start_step}
-    saved = {"step": start_step}
+    snapshot: dict = {"step": start_step}  # loop state after the last completed step
+    saved_step = start_step
 
-    def checkpoint(snapshot: dict) -> None:
+    def checkpoint(loop_state: dict) -> None:
+        nonlocal saved_step
         save_checkpoint(
             run_dir,
-            snapshot["step"],
+            loop_state["step"],
             lambda d: _write_model(learner, model, d),
-            snapshot,
+            loop_state,
             cfg.train.keep_checkpoints,
         )
-        saved["step"] = snapshot["step"]
+        saved_step = loop_state["step"]
 
     try:
         for step in range(start_step, cfg.train.steps):
@@ -193,7 +190,7 @@ def train(cfg: RunConfig) -> Path:
                 episodes[: cfg.train.transcripts_per_step],
                 run_dir / "transcripts" / f"step_{step + 1:06d}.jsonl",
             )
-            state = {
+            snapshot = {
                 "step": step + 1,
                 "version": version,
                 "baselines": baselines.state_dict(),
@@ -203,12 +200,12 @@ def train(cfg: RunConfig) -> Path:
             }
             if (step + 1) % cfg.train.checkpoint_every == 0 or step + 1 == cfg.train.steps:
                 t2 = time.perf_counter()
-                checkpoint(state)
+                checkpoint(snapshot)
                 metrics["checkpoint/seconds"] = time.perf_counter() - t2
             display.update(step + 1, metrics)
     except RolloutError:
-        if state["step"] > saved["step"]:  # keep every completed step before stopping
-            checkpoint(state)
+        if snapshot["step"] > saved_step:  # keep every completed step before stopping
+            checkpoint(snapshot)
         raise
     finally:
         display.close()

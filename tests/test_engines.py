@@ -8,7 +8,7 @@ import pytest
 
 from spiral_games.engines.base import build_engine
 from spiral_games.errors import EngineError
-from spiral_games.prompting import encode_prompt
+from spiral_games.prompting import encode_prompt, encode_user_message
 from spiral_games.types import SamplingParams
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=16)
@@ -29,15 +29,8 @@ def smol_vllm(smollm2):
     engine.close()
 
 
-def _chat(tokenizer, text):
-    ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
-    )
-    return list(tokenizer(ids, add_special_tokens=False)["input_ids"])
-
-
 def test_vllm_and_transformers_agree_greedily_on_smollm2(smollm2, smol_hf, smol_vllm):
-    prompt = _chat(smollm2.tokenizer, "What is the capital of France?")
+    prompt = encode_user_message(smollm2.tokenizer, "What is the capital of France?")
     hf = smol_hf.generate([prompt], GREEDY)[0]
     vl = smol_vllm.generate([prompt], GREEDY)[0]
     assert len(hf.token_ids) >= 8 and len(vl.token_ids) >= 8
@@ -60,7 +53,7 @@ def test_engine_reports_finite_logprobs_and_truncation(engine_fixture, smollm2, 
 @pytest.mark.parametrize("engine_fixture", ["smol_hf", "smol_vllm"])
 def test_engine_stops_at_a_stop_string(engine_fixture, smollm2, request):
     engine = request.getfixturevalue(engine_fixture)
-    prompt = _chat(smollm2.tokenizer, "Count from 1 to 20, separated by commas.")
+    prompt = encode_user_message(smollm2.tokenizer, "Count from 1 to 20, separated by commas.")
     out = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=64, stop=("5",)))
     assert not out[0].truncated
     assert "5" not in out[0].text and "4" in out[0].text
