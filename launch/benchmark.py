@@ -1,4 +1,5 @@
-"""Benchmarks: `python launch/benchmark.py {rollout,learner} [overrides]` prints a table and JSON.
+"""Benchmarks: `python launch/benchmark.py {rollout,learner,sync,iteration} [overrides]` prints a
+table and writes JSON to output_dir.
 
 Every comparison is a ratio of figures measured in the same run, on the same model and settings.
 
@@ -7,6 +8,11 @@ rollout: (a) raw engine throughput at the worker's concurrency, on the prompts t
          (c) a naive one-game-at-a-time transformers loop; and the ratios b/a and b/c.
 learner: tokens/s of a DeepSpeed update step against plain PyTorch on the same model, batch,
          optimizer and loss, in fp32 and with bf16 autocast; and their ratio.
+sync:    the trainer's weight push (export to /dev/shm + load into `rollout.num_workers` Ray
+         actors) against an in-process copy of the same tensors; and their ratio.
+iteration: a short real training run (`train.steps`, default 3, eval and checkpoint every step);
+         each phase's share of a step: rollout, advantage, update, push, eval, checkpoint and
+         the rest (orchestration, metrics, transcripts), averaged over the steps after the first.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from spiral_games.learner import LearnerSpec  # noqa: E402
 from spiral_games.models import resolve_configured  # noqa: E402
 from spiral_games.types import TrainBatch  # noqa: E402
 
-BENCHMARKS = ("rollout", "learner")
+BENCHMARKS = ("rollout", "learner", "sync", "iteration")
 USAGE = f"usage: python launch/benchmark.py {{{','.join(BENCHMARKS)}}} [+games=[kuhn]] [overrides]"
 
 
@@ -47,15 +53,25 @@ def main(argv: list[str]) -> int:
         cfg = compose_run_config(REPO / "conf", ["rollout.concurrent_games=64", *overrides])
         if name == "rollout":
             result = bench_rollout(cfg, episodes_flag(overrides))
-        else:
+        elif name == "learner":
             result = bench_learner(cfg)
+        elif name == "sync":
+            result = bench_sync(cfg)
+        else:
+            result = bench_iteration(cfg, overrides)
     except SpiralError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(cfg.output_dir) / f"benchmark_{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    (print_table if name == "rollout" else print_learner_table)(result)
+    printers = {
+        "rollout": print_table,
+        "learner": print_learner_table,
+        "sync": print_sync_table,
+        "iteration": print_iteration_table,
+    }
+    printers[name](result)
     print(f"json: {out}")
     return 0
 
@@ -215,7 +231,7 @@ def _plain_torch_update(spec: LearnerSpec, batch: TrainBatch, bf16: bool) -> tup
         )
         old = torch.full_like(mask, -10.0)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            lp = token_logprobs(model, ids, attention)
+            lp = token_logprobs(model, ids, attention, mask)
         out = policy_loss(
             lp,
             old,
@@ -285,6 +301,144 @@ def print_learner_table(result: dict) -> None:
             f"{row['torch_tokens_per_s']:>13.1f}{row['ratio']:>8.2f}  ({verdict})"
         )
     print(f"bf16 autocast over fp32 (DeepSpeed): {result['bf16_over_fp32']:.2f}x")
+
+
+def bench_sync(cfg: RunConfig, repeats: int = 3) -> dict:
+    """Median of `repeats` trainer-style pushes vs. median in-process copies of the same tensors."""
+    import statistics
+    import tempfile
+
+    import torch
+
+    from spiral_games.learner import Learner
+    from spiral_games.ray_runtime import init_ray
+    from spiral_games.rollout_pool import RolloutPool
+    from spiral_games.rollout_worker import WorkerConfig
+
+    model = resolve_configured(cfg.model)
+    init_ray(cfg.ray)
+    learner = Learner(LearnerSpec.from_run(cfg, model.path))
+    r = cfg.rollout
+    pool = RolloutPool(
+        WorkerConfig.from_run(cfg, model.path),
+        r.num_workers,
+        r.worker_cpus,
+        r.worker_gpus,
+        r.placement_strategy,
+    )
+    shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    push_dir = Path(tempfile.mkdtemp(prefix="spiral-bench-", dir=shm))
+    try:
+        exports, pushes = [], []
+        for version in range(1, repeats + 2):  # the first round is a warm-up
+            t0 = time.perf_counter()
+            path = learner.export_weights(push_dir / "weights.safetensors")
+            t1 = time.perf_counter()
+            pool.push_weights(str(path), version)
+            t2 = time.perf_counter()
+            if version > 1:
+                exports.append(t1 - t0)
+                pushes.append(t2 - t0)
+        tensors = learner.state_dict_for_push()
+        copies = {k: torch.empty_like(v) for k, v in tensors.items()}
+        copy_times = []
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            for k, v in tensors.items():
+                copies[k].copy_(v)
+            copy_times.append(time.perf_counter() - t0)
+        nbytes = sum(v.numel() * v.element_size() for v in tensors.values())
+    finally:
+        pool.shutdown()
+        learner.shutdown()
+        for leftover in push_dir.glob("*"):
+            leftover.unlink()
+        push_dir.rmdir()
+    push_s, copy_s = statistics.median(pushes), statistics.median(copy_times[1:])
+    return {
+        "benchmark": "sync",
+        "model": cfg.model.name,
+        "engine": r.engine,
+        "workers": r.num_workers,
+        "megabytes": nbytes / 1e6,
+        "push_seconds": push_s,
+        "export_seconds": statistics.median(exports),
+        "load_seconds": push_s - statistics.median(exports),
+        "copy_seconds": copy_s,
+        "ratio_push_over_copy": push_s / copy_s,
+        "target_ratio": 2.0,
+    }
+
+
+def print_sync_table(result: dict) -> None:
+    """A plain-text table of a sync benchmark result."""
+    print(
+        f"\nsync benchmark: {result['model']} ({result['megabytes']:.0f} MB) to "
+        f"{result['workers']} {result['engine']} worker(s)"
+    )
+    print(f"{'measure':<34}{'seconds':>10}")
+    for label, key in (
+        ("push (export + load), median", "push_seconds"),
+        ("  export to /dev/shm", "export_seconds"),
+        ("  load into the workers", "load_seconds"),
+        ("in-process copy, median", "copy_seconds"),
+    ):
+        print(f"{label:<34}{result[key]:>10.4f}")
+    ratio, target = result["ratio_push_over_copy"], result["target_ratio"]
+    verdict = "ok" if ratio <= target else f"MISSED by {ratio / target:.1f}x"
+    print(f"ratio push/copy {ratio:.1f}  (target <= {target}: {verdict})")
+
+
+def bench_iteration(cfg: RunConfig, overrides: list[str]) -> dict:
+    """Run the real trainer briefly and split each step's wall time into its phases."""
+    import dataclasses
+    import shutil
+
+    from spiral_games.trainer import PhaseClock, train
+
+    train_cfg = dataclasses.replace(
+        cfg.train,
+        steps=cfg.train.steps if any(o.startswith("train.steps=") for o in overrides) else 3,
+        checkpoint_every=1,
+        wandb_mode="disabled",
+    )
+    eval_cfg = dataclasses.replace(cfg.eval, every=1, games=cfg.eval.games)
+    run_dir = Path(cfg.output_dir) / "iteration_run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run = dataclasses.replace(cfg, train=train_cfg, eval=eval_cfg, output_dir=str(run_dir))
+    train(run)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+    steps = [r for r in rows if r["step"] >= 1]
+    measured = steps[1:] or steps  # the first step pays one-off warm-up costs
+    phases = [*PhaseClock.PHASES, "other"]
+    seconds = {p: sum(r[f"time/{p}"] for r in measured) / len(measured) for p in phases}
+    step_s = sum(r["time/step"] for r in measured) / len(measured)
+    shares = {p: s / step_s for p, s in seconds.items()}
+    return {
+        "benchmark": "iteration",
+        "model": cfg.model.name,
+        "engine": cfg.rollout.engine,
+        "steps_measured": len(measured),
+        "step_seconds": step_s,
+        "seconds": seconds,
+        "shares": shares,
+        "overhead_share": shares["push"] + shares["other"],
+        "target_overhead_share": 0.10,
+    }
+
+
+def print_iteration_table(result: dict) -> None:
+    """A plain-text table of an iteration benchmark result."""
+    print(
+        f"\niteration benchmark: {result['model']} on {result['engine']}, "
+        f"{result['step_seconds']:.1f} s per step (mean of {result['steps_measured']})"
+    )
+    print(f"{'phase':<12}{'seconds':>10}{'share':>9}")
+    for phase, seconds in result["seconds"].items():
+        print(f"{phase:<12}{seconds:>10.2f}{result['shares'][phase]:>9.1%}")
+    share, target = result["overhead_share"], result["target_overhead_share"]
+    verdict = "ok" if share <= target else f"MISSED by {share - target:.1%}"
+    print(f"push + orchestration + logging: {share:.1%}  (target <= {target:.0%}: {verdict})")
 
 
 if __name__ == "__main__":

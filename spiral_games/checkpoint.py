@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from spiral_games.faults import kill_point
 from spiral_games.models import verify_manifest, write_manifest
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}.tmp-", dir=root))
     try:
         write(tmp)
+        kill_point("checkpoint_write")
         (tmp / STATE_FILE).write_text(json.dumps(trainer_state))
         write_manifest(tmp)
         if final.exists():
@@ -43,6 +45,8 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+    for torn in root.glob("step_*.tmp-*"):  # writes killed before their rename
+        shutil.rmtree(torn, ignore_errors=True)
     return final
 
 
@@ -58,8 +62,16 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def latest_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     """The newest checkpoint whose files match its manifest, with its trainer state.
 
-    A torn or corrupted checkpoint is reported and skipped, never loaded.
+    A torn or corrupted checkpoint is reported and skipped, never loaded; so is a write that
+    was killed before its rename (a `step_N.tmp-*` directory; the next save removes it).
     """
+    root = run_dir / "checkpoints"
+    for torn in sorted(root.glob("step_*.tmp-*")) if root.is_dir() else []:
+        log.warning(
+            "Ignoring %s: a checkpoint write that never finished (the run was killed while "
+            "writing it).",
+            torn,
+        )
     for candidate in reversed(list_checkpoints(run_dir)):
         problem = verify_manifest(candidate)
         if problem is None:

@@ -9,7 +9,8 @@ from spiral_games.errors import ConfigError
 
 ENGINES = ("vllm", "hf")
 DTYPES = ("bfloat16", "float32", "float16")
-PROMPT_STYLES = ("chat", "raw")
+PROMPT_STYLES = ("chat", "raw", "short")
+ACTION_FORMATS = ("boxed", "lenient")
 INVALID_MOVE_POLICIES = ("penalty", "retry")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK")
 
@@ -51,7 +52,12 @@ class GameConfig:
     # name -> {_target_: ..., kwargs}: fixed opponents (scripted policies) for this game
     opponents: dict[str, Any] = field(default_factory=dict)
     weight: float = 1.0  # relative sampling weight in multi-game runs
-    prompt_style: str = "chat"  # chat: the model's chat template; raw: SPIRAL's base-model prompt
+    # chat: SPIRAL's instructions in the model's chat template; raw: SPIRAL's base-model prompt;
+    # short: the observation and a one-line "reply with \boxed{...}" (for small models)
+    prompt_style: str = "chat"
+    # boxed: only a \boxed{} answer counts (SPIRAL); lenient: without a box, the legal move
+    # named last in the reply is played (small models that name moves but do not box them)
+    action_format: str = "boxed"
     invalid_move: str = "penalty"  # penalty: SPIRAL's end-game -1.5/+0.5; retry: TextArena's
     invalid_penalty: float = -1.5
     invalid_opponent_reward: float = 0.5
@@ -65,6 +71,7 @@ class GameConfig:
         _check_positive("games.<name>.weight", self.weight)
         _check_choice("games.<name>.prompt_style", self.prompt_style, PROMPT_STYLES)
         _check_choice("games.<name>.invalid_move", self.invalid_move, INVALID_MOVE_POLICIES)
+        _check_choice("games.<name>.action_format", self.action_format, ACTION_FORMATS)
 
 
 @dataclass
@@ -89,6 +96,8 @@ class RolloutConfig:
     placement_strategy: str = "PACK"  # Ray placement group strategy: PACK, SPREAD, STRICT_SPREAD
     max_worker_failures: int = 3  # worker deaths tolerated (Ray restarts them) before stopping
     on_context_overflow: str = "draw"  # a prompt beyond the context: draw, or truncate history
+    # a worker's node leaves the cluster: continue with the other workers, or stop (checkpoint)
+    on_node_loss: str = "continue"
 
     def __post_init__(self) -> None:
         _check_choice("rollout.engine", self.engine, ENGINES)
@@ -113,6 +122,7 @@ class RolloutConfig:
         _check_positive("rollout.max_worker_failures", self.max_worker_failures, allow_zero=True)
         _check_choice("rollout.placement_strategy", self.placement_strategy, PLACEMENT_STRATEGIES)
         _check_choice("rollout.on_context_overflow", self.on_context_overflow, ("draw", "truncate"))
+        _check_choice("rollout.on_node_loss", self.on_node_loss, ("continue", "stop"))
         if self.engine == "hf" and (self.tensor_parallel_size > 1 or self.sleep_when_training):
             raise ConfigError(
                 "rollout.tensor_parallel_size>1 and rollout.sleep_when_training need "
@@ -178,6 +188,13 @@ class LearnerConfig:
         )
         _check_positive("learner.epochs", self.epochs)
         _check_choice("learner.zero_stage", str(self.zero_stage), ("0", "1", "2", "3"))
+        if self.zero_stage == 3:
+            raise ConfigError(
+                "learner.zero_stage=3 partitions the parameters, and gathering them for the "
+                "weight push and for checkpoints is not implemented yet (the workers would get "
+                "empty tensors). Use learner.zero_stage=2 (sharded optimizer state and "
+                "gradients), or learner.lora_rank>0 to shrink the optimizer state."
+            )
         _check_positive("learner.grad_clip", self.grad_clip)
         _check_choice("learner.loss", self.loss, ("ppo", "reinforce"))
         _check_positive("learner.clip", self.clip)

@@ -38,9 +38,27 @@ def _rows(path: Path) -> list[dict[str, Any]]:
         if path.suffix == ".csv":
             with path.open(newline="", encoding="utf-8") as fh:
                 return list(csv.DictReader(fh))
+        rows = []
         with path.open(encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as exc:
+                    raise ConfigError(
+                        f"{path} line {number} is not valid JSON ({exc.args[0][:60]}); the file "
+                        "may be truncated. Each line must be one JSON object."
+                    ) from None
+                if not isinstance(row, dict):
+                    raise ConfigError(
+                        f"{path} line {number} is a {type(row).__name__}, not a JSON object. "
+                        "Use JSON Lines: one object per line, e.g. "
+                        '{"problem": "...", "answer": "..."}.'
+                    )
+                rows.append(row)
+        return rows
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"Cannot read benchmark file {path}: {exc}") from exc
 
 

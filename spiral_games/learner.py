@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from spiral_games.config import RunConfig
+from spiral_games.faults import kill_point
 from spiral_games.logprobs import pack_sequences, token_logprobs
 from spiral_games.loss import LossOutput, policy_loss
 from spiral_games.types import Sample, TrainBatch
@@ -175,6 +176,7 @@ class Learner:
                 micro = samples[lo : lo + spec.micro_batch_size]
                 out, n_tokens = self._loss(micro)
                 self.engine.backward(out.loss)
+                kill_point("update")
                 boundary = self.engine.is_gradient_accumulation_boundary()
                 local_norm = self._grad_norm() if boundary else None
                 self.engine.step()
@@ -212,11 +214,11 @@ class Learner:
             start_at = len(s.prompt_ids) - 1
             old[row, start_at : start_at + len(s.logprobs)] = torch.tensor(s.logprobs)
         with self._autocast():
-            lp = token_logprobs(self.engine, ids, attention)
+            lp = token_logprobs(self.engine, ids, attention, mask)
             ref = None
             if self.reference is not None:
                 with torch.no_grad():
-                    ref = token_logprobs(self.reference.to(device), ids, attention)
+                    ref = token_logprobs(self.reference.to(device), ids, attention, mask)
         advantages = torch.tensor([s.advantage for s in micro], device=device)
         out = policy_loss(
             lp,

@@ -38,10 +38,10 @@ class LLMPolicy:
         prompts, cut = [], []
         for obs in observations:
             style = self.prompt_styles.get(obs.game, self.default_style)
-            ids = encode_prompt(self.tokenizer, obs.text, style)
+            ids = encode_prompt(self.tokenizer, obs.text, style, obs.legal_actions)
             shortened = len(ids) > budget and self.on_context_overflow == "truncate"
             if shortened:
-                ids = self._truncated(obs.text, style, budget)
+                ids = self._truncated(obs.text, style, budget, obs.legal_actions)
             prompts.append(ids)
             cut.append(shortened)
         fits = [i for i, p in enumerate(prompts) if len(p) <= budget]
@@ -58,14 +58,16 @@ class LLMPolicy:
             )
         return outputs
 
-    def _truncated(self, text: str, style: str, budget: int) -> list[int]:
+    def _truncated(
+        self, text: str, style: str, budget: int, legal: Sequence[str] | None = None
+    ) -> list[int]:
         """The prompt with the middle of the observation removed until it fits `budget`.
 
         The head keeps the game's rules, the tail the latest moves.
         """
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         keep = len(ids)
-        prompt = encode_prompt(self.tokenizer, text, style)
+        prompt = encode_prompt(self.tokenizer, text, style, legal)
         while len(prompt) > budget and keep > 0:
             keep = max(0, keep - (len(prompt) - budget) - 16)
             head, tail = keep // 3, keep - keep // 3
@@ -74,7 +76,7 @@ class LLMPolicy:
                 + "\n[... earlier game history truncated to fit the context ...]\n"
                 + (self.tokenizer.decode(ids[-tail:]) if tail else "")
             )
-            prompt = encode_prompt(self.tokenizer, shortened, style)
+            prompt = encode_prompt(self.tokenizer, shortened, style, legal)
         return prompt
 
 

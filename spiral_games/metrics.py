@@ -65,6 +65,9 @@ def rollout_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
     out["rollout/invalid_move_rate"] = (
         sum(not t.valid for t in model_turns) / len(model_turns) if model_turns else 0.0
     )
+    out["rollout/lenient_rate"] = (
+        sum(t.lenient for t in model_turns) / len(model_turns) if model_turns else 0.0
+    )
     out["rollout/truncation_rate"] = sum(t.truncated for t in turns) / len(turns) if turns else 0.0
     out["rollout/response_length"] = (
         sum(len(t.response_ids) for t in turns) / len(turns) if turns else 0.0

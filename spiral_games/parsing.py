@@ -83,3 +83,30 @@ def parse_boxed_action(response: str, legal: Sequence[str] | None) -> ParsedActi
         shown = boxed if len(boxed) <= 40 else boxed[:37] + "..."
         return ParsedAction(None, f"{shown!r} is not a legal action; legal: {', '.join(legal)}")
     return ParsedAction(action)
+
+
+def parse_mentioned_action(response: str, legal: Sequence[str]) -> ParsedAction:
+    """The legal action mentioned last in `response` (bracketed mentions first, then bare words).
+
+    The fallback of `action_format: lenient`, for small models that name a move but do not box
+    it. Only the response's last MAX_ACTION_CHARS characters are searched.
+    """
+    tail = normalize(response[-MAX_ACTION_CHARS:])
+    best: tuple[int, int, str] | None = None  # (bracketed, end position, action)
+    for action in legal:
+        key = _key(action)
+        if not key:
+            continue
+        for bracketed, pattern in (
+            (1, r"\[\s*" + re.escape(key) + r"\s*\]"),
+            (0, r"(?<![\w\[])" + re.escape(key) + r"(?![\w\]])"),
+        ):
+            for found in re.finditer(pattern, tail):
+                candidate = (bracketed, found.end(), action)
+                if best is None or candidate[:2] > best[:2]:
+                    best = candidate
+    if best is None:
+        return ParsedAction(
+            None, f"no \\boxed{{...}} answer and no legal action named; legal: {', '.join(legal)}"
+        )
+    return ParsedAction(best[2], lenient=True)

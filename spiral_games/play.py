@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from spiral_games.errors import GameError
 from spiral_games.game import GameEnv
+from spiral_games.parsing import extract_boxed, parse_mentioned_action
 from spiral_games.policy import Policy
 from spiral_games.types import Episode, Observation, PolicyOutput, Turn
 
@@ -19,6 +20,7 @@ class GameRules:
     name: str
     make_env: Callable[[], GameEnv]
     invalid_move: str = "penalty"  # penalty: end the game now; retry: one more try, then lose
+    action_format: str = "boxed"  # boxed: SPIRAL's \boxed{}; lenient: else the last named move
     invalid_penalty: float = -1.5  # SPIRAL's values for the offender and the opponent
     invalid_opponent_reward: float = 0.5
     retry_allowance: int = 1  # TextArena's error_allowance
@@ -80,6 +82,14 @@ class GameSession:
             self._ended = ((0.0, 0.0), "draw: the game history outgrew the model context", None)
             return
         parsed = self.env.parse_action(output.text, role)
+        legal = observation.legal_actions
+        if (
+            parsed.action is None
+            and self.job.rules.action_format == "lenient"
+            and legal
+            and extract_boxed(output.text) is None
+        ):
+            parsed = parse_mentioned_action(output.text, legal)
         reason = parsed.reason
         if parsed.action is not None:
             result = self.env.step(parsed.action)
@@ -97,6 +107,7 @@ class GameSession:
                 logprobs=output.logprobs,
                 truncated=output.truncated,
                 context_truncated=output.context_truncated,
+                lenient=parsed.lenient,
             )
         )
         if not reason:

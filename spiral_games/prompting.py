@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from spiral_games.errors import ConfigError
@@ -10,25 +11,32 @@ RAW_PREFIX = "You are playing a two-player zero-sum game. Make valid actions to 
 RAW_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
-def build_prompt_text(tokenizer: Any, observation: str, style: str) -> str:
+def build_prompt_text(
+    tokenizer: Any, observation: str, style: str, legal: Sequence[str] | None = None
+) -> str:
     """Render one observation as the text the policy sees.
 
     Args:
-        tokenizer: an HF tokenizer; its chat template is used for `style="chat"`.
+        tokenizer: an HF tokenizer; its chat template is used for `chat` and `short`.
         observation: the game's observation for the acting role.
-        style: `chat` (instruct models) or `raw` (SPIRAL's base-model prompt, arXiv 2506.24119).
+        style: `chat` (instruct models), `raw` (SPIRAL's base-model prompt, arXiv 2506.24119),
+            or `short` (the observation and a one-line instruction, for small models).
+        legal: the legal actions, listed by the `short` style when known.
     """
     user = f"{RAW_PREFIX}\n\n{observation}\n\n{RAW_SUFFIX}"
     if style == "raw":
         return f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
-    if style == "chat":
+    if style == "short":
+        choices = f"Choose one of: {', '.join(legal)}. " if legal else ""
+        user = f"{observation}\n\n{choices}Reply with \\boxed{{your action}}."
+    if style in ("chat", "short"):
         if not tokenizer.chat_template:
             raise ConfigError(
-                "prompt_style=chat needs a tokenizer with a chat template, and this model has "
+                f"prompt_style={style} needs a tokenizer with a chat template, and this model has "
                 "none. Set games.<name>.prompt_style=raw for base models."
             )
         return chat_text(tokenizer, user)
-    raise ConfigError(f"Unknown prompt style {style!r}. Choose 'chat' or 'raw'.")
+    raise ConfigError(f"Unknown prompt style {style!r}. Choose 'chat', 'raw' or 'short'.")
 
 
 def chat_text(tokenizer: Any, user: str) -> str:
@@ -45,7 +53,9 @@ def encode_user_message(tokenizer: Any, user: str) -> list[int]:
     return list(tokenizer(user)["input_ids"])
 
 
-def encode_prompt(tokenizer: Any, observation: str, style: str) -> list[int]:
+def encode_prompt(
+    tokenizer: Any, observation: str, style: str, legal: Sequence[str] | None = None
+) -> list[int]:
     """Token ids of `build_prompt_text`; special tokens come from the template, not re-added."""
-    text = build_prompt_text(tokenizer, observation, style)
+    text = build_prompt_text(tokenizer, observation, style, legal)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -79,6 +79,7 @@ def build_rules(name: str, cfg: GameConfig, extra_prefixes: Sequence[str] = ()) 
         name=name,
         make_env=make_env,
         invalid_move=cfg.invalid_move,
+        action_format=cfg.action_format,
         invalid_penalty=cfg.invalid_penalty,
         invalid_opponent_reward=cfg.invalid_opponent_reward,
     )

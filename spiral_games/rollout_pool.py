@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from spiral_games.errors import ConfigError, SpiralError
+from spiral_games.faults import kill_point
 from spiral_games.rollout_worker import RolloutWorker, WorkerConfig
 from spiral_games.types import Episode
 
@@ -30,6 +31,7 @@ class RolloutPool:
         worker_gpus: float = 0.0,
         strategy: str = "PACK",
         max_failures: int = 3,
+        on_node_loss: str = "stop",
     ) -> None:
         import ray
         from ray.util.placement_group import placement_group
@@ -48,6 +50,7 @@ class RolloutPool:
                 "rollout.worker_cpus/worker_gpus, or add nodes."
             )
         self.max_failures = max_failures
+        self.on_node_loss = on_node_loss  # stop: raise RolloutError; continue: drop the worker
         self.failures = 0
         self.weights: tuple[str, int] | None = None  # last push, re-sent to restarted workers
         self._shipped: tuple[tuple[str, int], Any] | None = None  # object-store copy of a push
@@ -63,9 +66,15 @@ class RolloutPool:
             ).remote(cfg, i)
             for i in range(num_workers)
         ]
+        self.alive = [True] * num_workers  # False once a worker's node has left the cluster
         ray.get([w.version.remote() for w in self.workers], timeout=READY_TIMEOUT_S)
         here = ray.get_runtime_context().get_node_id()
-        self.remote = [loc["node_id"] != here for loc in self.locations()]
+        self.nodes = [loc["node_id"] for loc in self.locations()]
+        self.remote = [node != here for node in self.nodes]
+
+    def live(self) -> list[int]:
+        """Indices of the workers still in service."""
+        return [i for i, ok in enumerate(self.alive) if ok]
 
     def collect(self, num_episodes: int, seed: int) -> list[Episode]:
         """`num_episodes` finished episodes, split evenly over the workers.
@@ -74,32 +83,78 @@ class RolloutPool:
         gets the current weights again, and it plays its share anew with the same seed, so no
         episode is counted twice and no half-finished episode is returned.
         """
-        n = len(self.workers)
-        counts = [num_episodes // n + (i < num_episodes % n) for i in range(n)]
+        live = self.live()
+        n = len(live)
+        counts = [num_episodes // n + (k < num_episodes % n) for k in range(n)]
         rng = random.Random(seed)
         seeds = [rng.randrange(2**31) for _ in range(n)]
-        shares = [(i, c, s) for i, (c, s) in enumerate(zip(counts, seeds, strict=True)) if c]
+        shares = [(i, c, s) for i, c, s in zip(live, counts, seeds, strict=True) if c]
         return self._gather(lambda i, c, s: self.workers[i].collect.remote(c, s), shares)
 
     def _gather(self, call: Any, shares: list[tuple[int, int, int]]) -> list[Episode]:
+        """Run every share; a share whose worker dies is played again (same seed) by the
+        restarted worker or, once its node is gone, by a surviving worker."""
         import ray
         from ray.exceptions import ActorUnavailableError, RayActorError
 
         results: dict[int, list[Episode]] = {}
-        pending = {call(*share): share for share in shares}
+        pending = {call(*share): (k, share) for k, share in enumerate(shares)}
+        kill_point("rollout")
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
-            share = pending.pop(ready[0])
+            k, share = pending.pop(ready[0])
             try:
-                results[share[0]] = ray.get(ready[0])
+                results[k] = ray.get(ready[0])
             except (RayActorError, ActorUnavailableError) as exc:
-                self._recover(share[0], exc)
-                pending[call(*share)] = share
-        return [episode for i in sorted(results) for episode in results[i]]
+                index = self._recover(share[0], exc)
+                share = (index, *share[1:])
+                pending[call(*share)] = (k, share)
+        return [episode for k in sorted(results) for episode in results[k]]
 
-    def _recover(self, index: int, exc: Exception) -> None:
+    def _node_alive(self, index: int) -> bool:
+        import ray
+
+        return any(n["NodeID"] == self.nodes[index] and n["Alive"] for n in ray.nodes())
+
+    def _lose_node(self, index: int) -> int:
+        """Worker `index`'s node left the cluster: stop, or go on without it. Returns the index
+        of the worker that takes over its share."""
+        import ray
+
+        node = self.nodes[index][:12]
+        if self.on_node_loss == "stop":
+            raise RolloutError(
+                f"Node {node}... running rollout worker {index} left the cluster "
+                "(rollout.on_node_loss=stop). Completed steps are checkpointed; resume with "
+                "train.resume=true once the cluster is whole, or set "
+                "rollout.on_node_loss=continue to go on with the remaining workers."
+            )
+        self.alive[index] = False
+        ray.kill(self.workers[index], no_restart=True)
+        live = self.live()
+        if not live:
+            raise RolloutError(
+                "Every rollout worker's node has left the cluster. Add nodes and resume with "
+                "train.resume=true."
+            )
+        log.warning(
+            "Node %s... of rollout worker %d left the cluster; continuing with %d worker(s) "
+            "(rollout.on_node_loss=continue). Its unfinished share is played by worker %d.",
+            node,
+            index,
+            len(live),
+            live[0],
+        )
+        return live[0]
+
+    def _recover(self, index: int, exc: Exception) -> int:
+        """Bring a dead worker back (or hand its share on, if its node is gone); returns the
+        index of the worker that plays the share again."""
         import ray
         from ray.exceptions import ActorUnavailableError
+
+        if not self._node_alive(index):
+            return self._lose_node(index)
 
         self.failures += 1
         if self.failures > self.max_failures:
@@ -120,9 +175,12 @@ class RolloutPool:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:  # the restarted actor answers once its __init__ has run again
             try:
-                ray.get(worker.version.remote(), timeout=READY_TIMEOUT_S)
+                ray.get(worker.version.remote(), timeout=10)
                 break
-            except ActorUnavailableError:
+            except (ActorUnavailableError, ray.exceptions.GetTimeoutError):
+                if not self._node_alive(index):  # the node went down after all
+                    self.failures -= 1
+                    return self._lose_node(index)
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(1.0)
@@ -131,12 +189,14 @@ class RolloutPool:
             log.warning(
                 "Restarted worker %d now serves weights version %d.", index, self.weights[1]
             )
+        return index
 
     def evaluate(self, games_per_pair: int, seed: int) -> list[Episode]:
         """Evaluation games against fixed opponents, split over the workers."""
-        n = len(self.workers)
-        counts = [games_per_pair // n + (i < games_per_pair % n) for i in range(n)]
-        shares = [(i, c, seed + i) for i, c in enumerate(counts) if c]
+        live = self.live()
+        n = len(live)
+        counts = [games_per_pair // n + (k < games_per_pair % n) for k in range(n)]
+        shares = [(i, c, seed + k) for k, (i, c) in enumerate(zip(live, counts, strict=True)) if c]
         return self._gather(lambda i, c, s: self.workers[i].evaluate.remote(c, s), shares)
 
     def push_weights(self, safetensors_path: str, version: int) -> list[int]:
@@ -144,7 +204,9 @@ class RolloutPool:
         import ray
 
         self.weights = (safetensors_path, version)
-        return ray.get([self._load(i, safetensors_path, version) for i in range(len(self.workers))])
+        loading = [self._load(i, safetensors_path, version) for i in self.live()]
+        kill_point("push")
+        return ray.get(loading)
 
     def _load(self, index: int, path: str, version: int) -> Any:
         """Same-node workers read the file; others get its bytes through the object store."""
@@ -164,20 +226,20 @@ class RolloutPool:
         """Each worker's log-probs of the same fixed sequences."""
         import ray
 
-        return ray.get([w.score.remote(prompts, responses) for w in self.workers])
+        return ray.get([self.workers[i].score.remote(prompts, responses) for i in self.live()])
 
     def locations(self) -> list[dict[str, Any]]:
         """Node and process of each worker."""
         import ray
 
-        return ray.get([w.location.remote() for w in self.workers])
+        return ray.get([self.workers[i].location.remote() for i in self.live()])
 
     def shutdown(self) -> None:
         """Stop the engines, the actors and the placement group."""
         import ray
 
         try:
-            ray.get([w.close.remote() for w in self.workers], timeout=60)
+            ray.get([self.workers[i].close.remote() for i in self.live()], timeout=60)
         finally:
             for w in self.workers:
                 ray.kill(w)

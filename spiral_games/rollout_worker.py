@@ -119,6 +119,7 @@ class RolloutWorker:
 
     def collect(self, num_episodes: int, seed: int) -> list[Episode]:
         """Play `num_episodes` finished episodes with the current weights."""
+        self.engine.reseed(seed)
         jobs = plan_jobs(
             self.rules,
             self.weights,
@@ -133,6 +134,7 @@ class RolloutWorker:
 
     def evaluate(self, games_per_pair: int, seed: int) -> list[Episode]:
         """Eval-sampled games against every configured fixed opponent, seats alternating."""
+        self.engine.reseed(seed)
         jobs = evaluation_jobs(
             self.rules,
             self.eval_opponents,

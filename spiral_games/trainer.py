@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -9,6 +10,7 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -75,9 +77,9 @@ def train(cfg: RunConfig) -> Path:
         else RoleBaselines(decay=cfg.train.rae_decay)
     )
     rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)  # torch starts from a random seed in every process otherwise
     if "rng" in restored:
         rng.setstate(_to_tuple(restored["rng"]))
-        torch.set_rng_state(torch.tensor(restored["torch_rng"], dtype=torch.uint8))
     if resuming:
         _truncate_metrics(run_dir / "metrics.jsonl", start_step)
     if resumed:
@@ -103,6 +105,7 @@ def train(cfg: RunConfig) -> Path:
         cfg.rollout.worker_gpus,
         cfg.rollout.placement_strategy,
         cfg.rollout.max_worker_failures,
+        cfg.rollout.on_node_loss,
     )
     push_dir = Path(tempfile.mkdtemp(prefix="spiral-weights-", dir=_shm_or_tmp()))
     if resumed:
@@ -125,71 +128,56 @@ def train(cfg: RunConfig) -> Path:
         )
         saved_step = loop_state["step"]
 
+    def evaluate(done_steps: int) -> dict[str, float]:
+        t = time.perf_counter()
+        eval_episodes = pool.evaluate(cfg.eval.games, seed=cfg.seed + done_steps - 1)
+        write_transcripts(eval_episodes, run_dir / "eval" / f"step_{done_steps:06d}.jsonl")
+        return {**eval_metrics(eval_episodes), "eval/seconds": time.perf_counter() - t}
+
+    if "torch_rng" in restored:  # last: building the learner and workers draws from it
+        torch.set_rng_state(torch.tensor(restored["torch_rng"], dtype=torch.uint8))
     try:
+        if cfg.eval.every and start_step == 0:  # the baseline every later eval is compared to
+            logger.log(0, evaluate(0))
         for step in range(start_step, cfg.train.steps):
+            clock = PhaseClock()
             # ---- collect: play until the batch is full -------------------------------------
-            t0 = time.perf_counter()
             episodes: list[Episode] = []
             samples: list[Sample] = []
             while len(samples) < cfg.learner.batch_size:
-                new = pool.collect(cfg.rollout.episodes_per_step, seed=rng.randrange(2**31))
+                with clock("rollout"):
+                    new = pool.collect(cfg.rollout.episodes_per_step, seed=rng.randrange(2**31))
                 episodes += new
                 # ---- advantages: RAE, one baseline update per episode and role ------------
-                samples += episode_samples(
-                    new,
-                    baselines if cfg.train.rae else None,
-                    cfg.train.gamma,
-                    cfg.train.drop_zero_advantage,
-                )
+                with clock("advantage"):
+                    samples += episode_samples(
+                        new,
+                        baselines if cfg.train.rae else None,
+                        cfg.train.gamma,
+                        cfg.train.drop_zero_advantage,
+                    )
             batch = TrainBatch(tuple(samples[: cfg.learner.batch_size]), step)
-            t_rollout = time.perf_counter() - t0
 
             # ---- update ------------------------------------------------------------------
-            if cfg.rollout.sleep_when_training:
-                pool.sleep()
-            train_metrics = learner.update(batch)
+            with clock("update"):
+                if cfg.rollout.sleep_when_training:
+                    pool.sleep()
+                train_metrics = learner.update(batch)
 
             # ---- push new weights to every rollout worker --------------------------------
-            t1 = time.perf_counter()
-            if (step + 1) % cfg.train.push_every == 0 or cfg.rollout.sleep_when_training:
-                version = step + 1
-                path = learner.export_weights(push_dir / "weights.safetensors")
-                pool.push_weights(str(path), version)
-            t_sync = time.perf_counter() - t1
+            with clock("push"):
+                if (step + 1) % cfg.train.push_every == 0 or cfg.rollout.sleep_when_training:
+                    version = step + 1
+                    path = learner.export_weights(push_dir / "weights.safetensors")
+                    pool.push_weights(str(path), version)
 
             # ---- evaluate against fixed opponents --------------------------------------
             eval_results: dict[str, float] = {}
             if cfg.eval.every and (step + 1) % cfg.eval.every == 0:
-                t3 = time.perf_counter()
-                eval_episodes = pool.evaluate(cfg.eval.games, seed=cfg.seed + step)
-                eval_results = {
-                    **eval_metrics(eval_episodes),
-                    "eval/seconds": time.perf_counter() - t3,
-                }
-                write_transcripts(eval_episodes, run_dir / "eval" / f"step_{step + 1:06d}.jsonl")
+                with clock("eval"):
+                    eval_results = evaluate(step + 1)
 
-            # ---- log, transcripts, checkpoint --------------------------------------------
-            metrics = {
-                **rollout_metrics(episodes),
-                **train_metrics,
-                "rollout/seconds": t_rollout,
-                "rollout/tokens_per_s": sum(len(s.response_ids) for s in samples) / t_rollout,
-                "rollout/samples": float(len(samples)),
-                "rollout/samples_dropped": float(len(samples) - len(batch.samples)),
-                "train/advantage_mean": sum(s.advantage for s in batch.samples)
-                / len(batch.samples),
-                "sync/seconds": t_sync,
-                "sync/version": float(version),
-                **{
-                    f"rae/{g}/baseline_role{r}": v for (g, r), v in sorted(baselines.values.items())
-                },
-                **eval_results,
-            }
-            logger.log(step + 1, metrics)
-            write_transcripts(
-                episodes[: cfg.train.transcripts_per_step],
-                run_dir / "transcripts" / f"step_{step + 1:06d}.jsonl",
-            )
+            # ---- checkpoint, then log (a logged step is never newer than its checkpoint) ---
             snapshot = {
                 "step": step + 1,
                 "version": version,
@@ -199,9 +187,31 @@ def train(cfg: RunConfig) -> Path:
                 "torch_rng": torch.get_rng_state().tolist(),
             }
             if (step + 1) % cfg.train.checkpoint_every == 0 or step + 1 == cfg.train.steps:
-                t2 = time.perf_counter()
-                checkpoint(snapshot)
-                metrics["checkpoint/seconds"] = time.perf_counter() - t2
+                with clock("checkpoint"):
+                    checkpoint(snapshot)
+            write_transcripts(
+                episodes[: cfg.train.transcripts_per_step],
+                run_dir / "transcripts" / f"step_{step + 1:06d}.jsonl",
+            )
+            rollout_s = clock.seconds["rollout"]
+            metrics = {
+                **rollout_metrics(episodes),
+                **train_metrics,
+                "rollout/seconds": rollout_s,
+                "rollout/tokens_per_s": sum(len(s.response_ids) for s in samples) / rollout_s,
+                "rollout/samples": float(len(samples)),
+                "rollout/samples_dropped": float(len(samples) - len(batch.samples)),
+                "train/advantage_mean": sum(s.advantage for s in batch.samples)
+                / len(batch.samples),
+                "sync/seconds": clock.seconds["push"],
+                "sync/version": float(version),
+                **{
+                    f"rae/{g}/baseline_role{r}": v for (g, r), v in sorted(baselines.values.items())
+                },
+                **eval_results,
+                **clock.metrics(),
+            }
+            logger.log(step + 1, metrics)
             display.update(step + 1, metrics)
     except RolloutError:
         if snapshot["step"] > saved_step:  # keep every completed step before stopping
@@ -216,6 +226,31 @@ def train(cfg: RunConfig) -> Path:
             leftover.unlink()
         push_dir.rmdir()
     return run_dir
+
+
+class PhaseClock:
+    """Wall time of each phase of one iteration; the rest of the step is `time/other`
+    (orchestration, metrics, transcripts)."""
+
+    PHASES = ("rollout", "advantage", "update", "push", "eval", "checkpoint")
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.seconds = dict.fromkeys(self.PHASES, 0.0)
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - t
+
+    def metrics(self) -> dict[str, float]:
+        """`time/<phase>`, `time/step` and `time/other` in seconds, up to now."""
+        step = time.perf_counter() - self.start
+        out = {f"time/{phase}": s for phase, s in self.seconds.items()}
+        return {**out, "time/step": step, "time/other": step - sum(self.seconds.values())}
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:

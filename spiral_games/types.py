@@ -57,6 +57,7 @@ class ParsedAction:
 
     action: str | None
     reason: str = ""  # why the response is invalid, when `action` is None
+    lenient: bool = False  # taken from a mention, not a \boxed{} answer (action_format=lenient)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class Turn:
     logprobs: tuple[float, ...] = ()  # [T]
     truncated: bool = False
     context_truncated: bool = False
+    lenient: bool = False  # the action was read from a mention, not a \boxed{} answer
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ class Episode:
                     "response": t.response,
                     "action": t.action,
                     "valid": t.valid,
+                    "lenient": t.lenient,
                     "invalid_reason": t.invalid_reason,
                     "truncated": t.truncated,
                 }

@@ -29,3 +29,36 @@ def tiny():
     from spiral_games.models import resolve_model
 
     return resolve_model("tiny-random", seed=0)
+
+
+# ---- RELIABILITY.md: each fault test records what it tried; the table is written at the end ----
+RELIABILITY_RECORDS: list[dict] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.call_report = report
+
+
+@pytest.fixture
+def reliability(request):
+    """A dict the test fills with `fault`, `tries` and `outcome`; its pass/fail is added after."""
+    entry: dict = {}
+    yield entry
+    if entry:
+        report = getattr(request.node, "call_report", None)
+        passed = report is not None and report.passed
+        RELIABILITY_RECORDS.append({**entry, "passed": passed, "test": request.node.name})
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Write the reliability table to $SPIRAL_RELIABILITY_REPORT (if set) from this session."""
+    target = os.environ.get("SPIRAL_RELIABILITY_REPORT")
+    if not target or not RELIABILITY_RECORDS:
+        return
+    from .reliability_report import render
+
+    Path(target).write_text(render(RELIABILITY_RECORDS))

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import REPO
 
 
@@ -70,3 +72,50 @@ def test_learner_benchmark_compares_deepspeed_with_plain_torch(tiny, tmp_path):
     for precision in ("fp32", "bf16"):
         row = result["rows"][precision]
         assert row["deepspeed_tokens_per_s"] > 0 and row["torch_tokens_per_s"] > 0
+
+
+def run_benchmark(name, tmp_path, *overrides):
+    out = subprocess.run(
+        [sys.executable, "launch/benchmark.py", name, *overrides, f"output_dir={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout, json.loads((tmp_path / f"benchmark_{name}.json").read_text())
+
+
+def test_sync_benchmark_compares_the_push_with_an_in_process_copy(tiny, tmp_path):
+    stdout, result = run_benchmark(
+        "sync", tmp_path, "model=tiny-random", "rollout.engine=hf", "ray.num_cpus=2"
+    )
+    assert "ratio push/copy" in stdout
+    assert result["push_seconds"] >= result["export_seconds"] > 0 and result["copy_seconds"] > 0
+    assert result["megabytes"] > 0 and result["workers"] == 1
+
+
+def test_iteration_benchmark_splits_a_real_step_into_phases(tiny, tmp_path):
+    stdout, result = run_benchmark(
+        "iteration",
+        tmp_path,
+        "model=tiny-random",
+        "rollout.engine=hf",
+        "rollout.max_tokens=16",
+        "train.steps=2",
+        "eval.games=2",
+        "ray.num_cpus=2",
+    )
+    assert "push + orchestration + logging" in stdout
+    assert result["steps_measured"] == 1
+    assert set(result["shares"]) == {
+        "rollout",
+        "advantage",
+        "update",
+        "push",
+        "eval",
+        "checkpoint",
+        "other",
+    }
+    assert sum(result["shares"].values()) == pytest.approx(1.0)
+    assert all(result["seconds"][p] > 0 for p in ("rollout", "update", "eval", "checkpoint"))

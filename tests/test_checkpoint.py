@@ -22,7 +22,7 @@ def test_latest_complete_checkpoint_wins_and_old_ones_are_pruned(tmp_path):
     assert path.name == "step_000003" and state == {"step": 3}
 
 
-def test_a_write_killed_midway_leaves_only_an_ignored_temp_dir(tmp_path):
+def test_a_write_killed_midway_leaves_only_an_ignored_temp_dir(tmp_path, caplog):
     save_checkpoint(tmp_path, 1, write_files, {"step": 1}, keep=3)
 
     def dies_midway(directory):
@@ -34,10 +34,16 @@ def test_a_write_killed_midway_leaves_only_an_ignored_temp_dir(tmp_path):
     torn = tmp_path / "checkpoints" / "step_000002.tmp-killed"
     torn.mkdir()
     write_files(torn)  # a SIGKILL leaves the temp dir behind, never a step_N dir
-    assert latest_checkpoint(tmp_path)[1] == {"step": 1}
+    with caplog.at_level(logging.WARNING):
+        assert latest_checkpoint(tmp_path)[1] == {"step": 1}
+    assert "never finished" in caplog.text
+    save_checkpoint(tmp_path, 3, write_files, {"step": 3}, keep=3)
+    assert not torn.exists()  # the next complete save cleans it up
 
 
-def test_corrupted_latest_checkpoint_is_reported_and_the_previous_used(tmp_path, caplog):
+def test_corrupted_latest_checkpoint_is_reported_and_the_previous_used(
+    tmp_path, caplog, reliability
+):
     for step in (1, 2):
         save_checkpoint(tmp_path, step, write_files, {"step": step}, keep=3)
     latest = tmp_path / "checkpoints" / "step_000002"
@@ -49,6 +55,12 @@ def test_corrupted_latest_checkpoint_is_reported_and_the_previous_used(tmp_path,
 
     (tmp_path / "checkpoints" / "step_000001" / "spiral_manifest.json").unlink()
     assert latest_checkpoint(tmp_path) is None  # nothing trustworthy left
+    reliability.update(
+        fault="Checkpoint truncated, or its manifest missing",
+        tries=2,
+        outcome="reported and skipped; the previous checkpoint is used (none: start fresh)",
+        order=2,
+    )
 
 
 def test_trainer_state_is_plain_json(tmp_path):

@@ -50,15 +50,38 @@ BAD = [
     (["+games=[kuhn]", "games.kuhn.prompt_style=fancy"], "prompt_style='fancy'"),
     (["+games=[kuhn]", "games.kuhn.invalid_move=ignore"], "invalid_move='ignore'"),
     (["+games=[kuhn]", "learner.zero_stage=4"], "learner.zero_stage='4' is not valid"),
+    (["+games=[kuhn]", "games.kuhn.action_format=loose"], "action_format='loose' is not valid"),
+    (["+games=[kuhn]", "rollout.on_node_loss=retry"], "rollout.on_node_loss='retry' is not valid"),
+    (["+games=[kuhn]", "learner.zero_stage=3"], "Use learner.zero_stage=2"),
 ]
 
 
 @pytest.mark.parametrize(("overrides", "message"), BAD, ids=[" ".join(b[0]) for b in BAD])
-def test_bad_override_gives_one_clear_error(overrides, message):
+def test_bad_override_gives_one_clear_error(overrides, message, reliability):
     with pytest.raises(ConfigError) as info:
         compose_run_config(CONF, overrides)
     assert message in str(info.value)
     assert "\n" not in str(info.value).strip()
+    reliability.update(BAD_CONFIG_RECORD)
+
+
+BAD_CONFIG_RECORD = {
+    "fault": "Bad config or override (unknown key/game/model, type error, out of range, "
+    "incompatible combination, missing file, unwritable output dir)",
+    "tries": 1,
+    "outcome": "one-line ConfigError naming the key and the fix, no traceback",
+    "order": 7,
+}
+
+
+def test_cpu_kuhn_experiment_is_the_small_model_recipe_and_takes_overrides():
+    cfg = compose_run_config(CONF, ["experiment=cpu_kuhn", "train.rae=false"])
+    assert cfg.model.name == "smollm2-135m" and set(cfg.games) == {"kuhn"}
+    kuhn = cfg.games["kuhn"]
+    assert (kuhn.prompt_style, kuhn.action_format) == ("short", "lenient")
+    assert kuhn.env["num_rounds"] == 1
+    assert cfg.eval.every > 0 and cfg.eval.opponents == ["random", "expert"]
+    assert cfg.train.rae is False  # the ablation is one override away
 
 
 def test_named_experiment_reproduces_the_spiral_recipe():
@@ -114,13 +137,14 @@ MORE_BAD = [
     [b for b in MORE_BAD if b[1]],
     ids=[" ".join(b[0]) for b in MORE_BAD if b[1]],
 )
-def test_more_bad_overrides_name_the_key(overrides, message):
+def test_more_bad_overrides_name_the_key(overrides, message, reliability):
     with pytest.raises(ConfigError) as info:
         compose_run_config(CONF, overrides)
     assert message in str(info.value)
+    reliability.update(BAD_CONFIG_RECORD)
 
 
-def test_untrusted_target_and_missing_model_dir_and_unwritable_output(tmp_path):
+def test_untrusted_target_and_missing_model_dir_and_unwritable_output(tmp_path, reliability):
     from spiral_games.errors import ModelError
     from spiral_games.models import resolve_model
     from spiral_games.registry import build_rules
@@ -139,3 +163,4 @@ def test_untrusted_target_and_missing_model_dir_and_unwritable_output(tmp_path):
         cfg = compose_run_config(CONF, ["+games=[kuhn]", f"output_dir={tmp_path}/file/run"])
     with pytest.raises(ConfigError, match="is not writable"):
         train(cfg)
+    reliability.update({**BAD_CONFIG_RECORD, "tries": 3})

@@ -39,7 +39,9 @@ def test_vllm_and_transformers_agree_greedily_on_smollm2(smollm2, smol_hf, smol_
 
 
 @pytest.mark.parametrize("engine_fixture", ["smol_hf", "smol_vllm"])
-def test_engine_reports_finite_logprobs_and_truncation(engine_fixture, smollm2, request):
+def test_engine_reports_finite_logprobs_and_truncation(
+    engine_fixture, smollm2, request, reliability
+):
     engine = request.getfixturevalue(engine_fixture)
     prompt = encode_prompt(smollm2.tokenizer, "Tell me a long story about a dragon.", "chat")
     out = engine.generate([prompt], SamplingParams(temperature=1.0, max_tokens=5, seed=1))[0]
@@ -48,6 +50,12 @@ def test_engine_reports_finite_logprobs_and_truncation(engine_fixture, smollm2, 
     assert all(math.isfinite(lp) and lp <= 0 for lp in out.logprobs)
     short = engine.generate([prompt[:3], prompt], GREEDY)
     assert [g.prompt_ids for g in short] == [tuple(prompt[:3]), tuple(prompt)]
+    reliability.update(
+        fault="Runaway generation (a story with max_tokens=5)",
+        tries=1,
+        outcome="stopped at max_tokens and flagged as truncated",
+        order=5,
+    )
 
 
 @pytest.mark.parametrize("engine_fixture", ["smol_hf", "smol_vllm"])

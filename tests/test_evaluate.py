@@ -54,7 +54,7 @@ def test_evaluate_writes_results_report_and_chart(smollm2, tmp_path):
     assert (tmp_path / "out" / "chart.png").stat().st_size > 1000
 
 
-def test_missing_dataset_says_where_to_put_the_file(tmp_path):
+def test_missing_dataset_says_where_to_put_the_file(tmp_path, reliability):
     out = subprocess.run(
         [
             sys.executable,
@@ -71,6 +71,44 @@ def test_missing_dataset_says_where_to_put_the_file(tmp_path):
     )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"put aime24.jsonl (or .csv) in {tmp_path}" in out.stderr
+    reliability.update(
+        fault="Benchmark file missing, truncated or in the wrong format",
+        tries=1,
+        outcome="ConfigError naming the file, the line or column, and the expected format",
+        order=8,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (
+            "math500.jsonl",
+            '{"problem": "1+1", "answer": "2"}\n{"problem": "2+',
+            "line 2 is not valid",
+        ),
+        ("math500.jsonl", '[{"problem": "1+1", "answer": "2"}]\n', "line 1 is a list"),
+        ("math500.jsonl", '{"question_text": "1+1"}\n', "needs 'problem' and 'answer'"),
+        ("math500.jsonl", b"\xff\xfe binary", "Cannot read benchmark file"),
+        ("gpqa_diamond.csv", "Question,Correct Answer\nWhy?,Because\n", "lacks"),
+    ],
+)
+def test_truncated_or_wrong_format_dataset_is_one_clear_error(
+    name, content, message, tmp_path, reliability
+):
+    from spiral_games.errors import ConfigError
+    from spiral_games.eval_data import load_benchmark
+
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ConfigError, match=message):
+        load_benchmark(name.split(".")[0], tmp_path)
+    reliability.update(
+        fault="Benchmark file missing, truncated or in the wrong format",
+        tries=1,
+        outcome="ConfigError naming the file, the line or column, and the expected format",
+        order=8,
+    )
 
 
 def test_gpqa_choices_are_shuffled_with_a_fixed_seed_per_question():

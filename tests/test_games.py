@@ -117,6 +117,24 @@ def test_retry_policy_allows_one_retry_then_loses(games):
     assert ok.invalid_role is None and ok.turns[1].valid
 
 
+def test_lenient_action_format_plays_a_named_move_and_still_penalises_nonsense(games):
+    cfg = GameConfig(**{**games["kuhn"].__dict__, "action_format": "lenient"})
+    rules = build_rules("kuhn", cfg)
+    ep = play_games([GameJob(rules, 0, (Scripted(["I'll go with [bet]"]), Scripted(["umm"])))])[0]
+    assert ep.turns[0].action == "[bet]" and ep.turns[0].valid and ep.turns[0].lenient
+    assert not ep.turns[1].valid and ep.invalid_role == 1  # nothing named: still invalid
+    assert ep.to_json()["turns"][0]["lenient"] is True
+
+    boxed_wrong = play_games(
+        [GameJob(rules, 0, (Scripted(["[bet] \\boxed{[raise]}"]), Scripted([])))]
+    )
+    assert boxed_wrong[0].turns[0].action is None  # a box is never second-guessed
+
+    strict = build_rules("kuhn", games["kuhn"])  # the default (SPIRAL) format: boxed only
+    ep = play_games([GameJob(strict, 0, (Scripted(["I'll go with [bet]"]), Scripted([])))])[0]
+    assert ep.invalid_role == 0 and not ep.turns[0].lenient
+
+
 def test_kuhn_observation_shows_card_and_legal_moves(games):
     session = GameSession(GameJob(build_rules("kuhn", games["kuhn"]), 5, (None, None)))
     obs = session.pending()

@@ -67,8 +67,15 @@ def rules():
 @given(response=hostile, seed=st.integers(0, 10**6))
 @pytest.mark.parametrize("game", GAMES)
 def test_hostile_output_never_raises_and_follows_the_invalid_move_policy(
-    game, response, seed, rules
+    game, response, seed, rules, reliability
 ):
+    reliability.update(
+        fault="Hostile model output (huge strings, control chars, fake \\boxed nesting, "
+        "injection text, other games' action syntax)",
+        tries=2000,
+        outcome="no exception; every invalid reply ends the game with the -1.5/+0.5 penalty",
+        order=6,
+    )
     session = GameSession(GameJob(rules[game], seed, (None, None)))
     obs = session.pending()
     session.submit(obs, PolicyOutput(text=response))

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spiral_games.parsing import extract_boxed, parse_boxed_action
+from spiral_games.parsing import extract_boxed, parse_boxed_action, parse_mentioned_action
 
 KUHN = ["[check]", "[bet]"]
 TTT = ["[0]", "[4]", "[8]"]
@@ -70,3 +70,34 @@ def test_parser_never_raises_on_random_strings(text):
     for legal in (KUHN, TTT, None):
         parsed = parse_boxed_action(text, legal)
         assert parsed.action is None or legal is None or parsed.action in legal
+
+
+MENTIONS = [
+    ("Your action: [check]", KUHN, "[check]"),
+    ("I could [check], but I will [bet].", KUHN, "[bet]"),
+    ("I will bet now", KUHN, "[bet]"),  # a bare word counts when nothing is bracketed
+    ("[check] is safe. I will bet.", KUHN, "[check]"),  # a bracketed mention beats a bare word
+    ("I am betting better", KUHN, None),  # words that merely contain a move do not count
+    ("[BET]", KUHN, "[bet]"),
+    ("Player 2 chose [check].\nYour available actions: [bet].", KUHN, "[bet]"),
+    ("take the centre [4]", TTT, "[4]"),
+    ("[44] or [5]", TTT, None),
+    ("", KUHN, None),
+    ("x" * 100_000 + " [bet]", KUHN, "[bet]"),  # only the tail is searched, the move is in it
+]
+
+
+@pytest.mark.parametrize(("response", "legal", "expected"), MENTIONS)
+def test_lenient_fallback_reads_the_last_named_legal_move(response, legal, expected):
+    parsed = parse_mentioned_action(response, legal)
+    assert parsed.action == expected
+    assert parsed.lenient == (expected is not None)
+    assert (parsed.reason == "") == (expected is not None)
+
+
+@settings(max_examples=2_000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.text(alphabet=st.sampled_from(list("[]betcheck048 \n\x00é")), max_size=60))
+def test_lenient_fallback_never_raises_and_only_returns_legal_moves(text):
+    for legal in (KUHN, TTT):
+        parsed = parse_mentioned_action(text, legal)
+        assert parsed.action is None or parsed.action in legal

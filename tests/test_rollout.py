@@ -152,7 +152,7 @@ def test_llm_opponent_from_a_model_name_sits_in_the_fixed_seat(tiny):
 
 
 @pytest.mark.parametrize("mode", ["draw", "truncate"])
-def test_history_beyond_the_context_is_truncated_or_drawn_by_config(mode, tiny):
+def test_history_beyond_the_context_is_truncated_or_drawn_by_config(mode, tiny, reliability):
     from spiral_games.engines.hf import HFEngine
     from spiral_games.llm_policy import LLMPolicy
     from spiral_games.types import Observation, SamplingParams
@@ -176,3 +176,22 @@ def test_history_beyond_the_context_is_truncated_or_drawn_by_config(mode, tiny):
         assert len(over.prompt_ids) <= 400 - 16
         text = tiny.tokenizer.decode(over.prompt_ids)
         assert "RULES" in text and "LATEST: your turn." in text and "truncated" in text
+    reliability.update(
+        fault=f"Game history outgrows the model context (on_context_overflow={mode})",
+        tries=1,
+        outcome="game drawn and reported" if mode == "draw" else "history middle truncated",
+        order=5,
+    )
+
+
+def test_short_prompt_style_lists_the_legal_moves_in_the_chat_template(tiny):
+    from spiral_games.prompting import RAW_PREFIX, build_prompt_text
+
+    text = build_prompt_text(tiny.tokenizer, "Your card: K.", "short", ("[check]", "[bet]"))
+    assert (
+        "Your card: K.\n\nChoose one of: [check], [bet]. Reply with \\boxed{your action}." in text
+    )
+    assert text.startswith("<|im_start|>") and text.endswith("<|im_start|>assistant\n")
+    assert RAW_PREFIX not in text
+    free_form = build_prompt_text(tiny.tokenizer, "Make an offer.", "short", None)
+    assert "Choose one of" not in free_form and "\\boxed{your action}" in free_form

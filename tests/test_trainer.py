@@ -139,6 +139,7 @@ def test_resume_continues_step_counter_and_rae_baselines_exactly(tiny, tmp_path,
             "train.wandb_mode=offline",
         )
     )
+    assert [m["step"] for m in read_metrics(tmp_path)] == [0, 1, 2]  # step 0: the baseline eval
     for m in read_metrics(tmp_path):  # every (game, opponent) is evaluated at every step
         for game in ("kuhn", "tictactoe"):
             for opponent in ("random", "expert"):
@@ -150,7 +151,7 @@ def test_resume_continues_step_counter_and_rae_baselines_exactly(tiny, tmp_path,
 
     ray.shutdown()
     train(run_cfg(tmp_path, *common, "train.steps=3", "train.resume=true"))
-    assert [m["step"] for m in read_metrics(tmp_path)] == [1, 2, 3]
+    assert [m["step"] for m in read_metrics(tmp_path)] == [0, 1, 2, 3]
 
     ckpts = tmp_path / "checkpoints"
     state2 = json.loads((ckpts / "step_000002" / "trainer_state.json").read_text())

@@ -22,7 +22,7 @@ class HFEngine:
 
         self.max_model_len = max_model_len
         self.version = 0
-        self._generator_seed = seed
+        torch.manual_seed(seed)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
@@ -123,6 +123,10 @@ class HFEngine:
                 f"unexpected {unexpected[:3]}. Push weights saved from the same architecture."
             )
         self.version = version
+
+    def reseed(self, seed: int) -> None:
+        """Sampling draws from torch's global generator in this process: reseed it."""
+        torch.manual_seed(seed)
 
     def sleep(self) -> None:
         """Nothing to release: the transformers engine keeps its weights."""

@@ -62,6 +62,9 @@ class VLLMEngine:
             import vllm
         except ImportError as exc:
             raise EngineError(f"vLLM is not importable ({exc}). {_INSTALL_HINT}") from exc
+        from spiral_games.engines.vllm_worker import OWNER_ENV, owner_token
+
+        os.environ[OWNER_ENV] = owner_token()  # the engine's processes die with this one
         self.version = 0
         self.max_model_len = max_model_len
         self.llm = vllm.LLM(
@@ -135,6 +138,10 @@ class VLLMEngine:
         self.llm.collective_rpc("reload_from_safetensors", args=(str(safetensors_path),))
         self.llm.reset_prefix_cache()
         self.version = version
+
+    def reseed(self, seed: int) -> None:
+        """No-op: vLLM's sampler is seeded once, in its engine process, at start-up. Rollouts
+        after a resume are therefore statistically, not bitwise, the same as without it."""
 
     def sleep(self) -> None:
         """Release weights and KV cache from GPU memory (collocated learner); no-op on CPU."""

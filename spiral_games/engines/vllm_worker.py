@@ -1,6 +1,59 @@
-"""vLLM worker extension: loads a safetensors file into the running model (new policy weights)."""
+"""vLLM worker extension: loads a safetensors file into the running model (new policy weights).
+
+Importing this module in vLLM's worker process also starts a watchdog on the process that owns
+the engine (a rollout worker): if that process dies - SIGKILL, OOM killer - the engine's own
+processes would otherwise live on as orphans, burning CPU and holding accelerator memory that
+the restarted worker needs. The watchdog ends them within about a second.
+"""
 
 from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+OWNER_ENV = "SPIRAL_ENGINE_OWNER"  # "<pid>:<start time>" of the process that built the engine
+
+
+def process_start_time(pid: int) -> str | None:
+    """The start time (clock ticks since boot) of `pid`, or None if it does not exist."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()  # noqa: SIM115 - one short read
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the name may contain spaces
+
+
+def owner_token() -> str:
+    """This process as an engine owner, for OWNER_ENV (pid reuse is caught by start time)."""
+    return f"{os.getpid()}:{process_start_time(os.getpid())}"
+
+
+def _watch_owner(pid: int, started: str, interval_s: float = 0.5) -> None:
+    while process_start_time(pid) == started:
+        time.sleep(interval_s)
+    parent = os.getppid()  # the engine core, whose child this worker is
+    try:
+        with open(f"/proc/{parent}/comm") as fh:
+            if "VLLM" in fh.read():
+                os.kill(parent, signal.SIGKILL)
+    except OSError:
+        pass
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _start_watchdog() -> None:
+    token = os.environ.get(OWNER_ENV, "")
+    pid, _, started = token.partition(":")
+    if not pid.isdigit() or int(pid) == os.getpid() or not os.path.isdir("/proc"):
+        return
+    threading.Thread(
+        target=_watch_owner, args=(int(pid), started), name="spiral-owner-watchdog", daemon=True
+    ).start()
+
+
+_start_watchdog()
 
 
 class WeightReloader:

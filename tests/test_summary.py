@@ -1,0 +1,68 @@
+"""Run summaries: before/after numbers and the learning-curve PNG from a run's metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from .conftest import REPO
+
+
+def fake_run(run_dir, rae, win_rates):
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"train": {"rae": rae}}))
+    rows = []
+    for step, win in enumerate(win_rates):
+        row = {"step": step, "eval/kuhn/random/win_rate": win, "eval/kuhn/random/invalid_rate": 0.1}
+        if step:
+            row.update(
+                {
+                    "rollout/invalid_move_rate": 1.0 / step,
+                    "rollout/response_length": 10.0 * step,
+                    "time/step": 2.0,
+                }
+            )
+        rows.append(row)
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_summarize_writes_before_after_tables_and_a_png(tmp_path):
+    fake_run(tmp_path / "a", True, [0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9])
+    fake_run(tmp_path / "b", False, [0.2, 0.2, 0.25, 0.3, 0.3, 0.3, 0.35])
+    out = subprocess.run(
+        [
+            sys.executable,
+            "launch/summarize.py",
+            f"rae_on={tmp_path / 'a'}",
+            f"rae_off={tmp_path / 'b'}",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    win = summary["rae_on"]["eval"]["eval/kuhn/random/win_rate"]
+    assert (win["first_step"], win["first"], win["last_step"], win["last"]) == (0, 0.2, 6, 0.9)
+    invalid = summary["rae_on"]["selfplay"]["rollout/invalid_move_rate"]
+    assert invalid["first5"] == sum(1 / s for s in range(1, 6)) / 5
+    assert summary["rae_on"]["steps"] == 6 and summary["rae_on"]["train_seconds"] == 12.0
+    assert summary["rae_off"]["rae"] is False
+    assert "| eval/kuhn/random/win_rate (step 0 → 6) | 0.200 | 0.900 |" in out.stdout
+    png = (tmp_path / "out" / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_summarize_names_a_missing_run(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "launch/summarize.py", str(tmp_path / "nope"), "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and "metrics.jsonl does not exist" in out.stderr
