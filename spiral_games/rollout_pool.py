@@ -122,6 +122,8 @@ class RolloutPool:
         import ray
 
         node = self.nodes[index][:12]
+        self.alive[index] = False
+        ray.kill(self.workers[index], no_restart=True)
         if self.on_node_loss == "stop":
             raise RolloutError(
                 f"Node {node}... running rollout worker {index} left the cluster "
@@ -129,8 +131,6 @@ class RolloutPool:
                 "train.resume=true once the cluster is whole, or set "
                 "rollout.on_node_loss=continue to go on with the remaining workers."
             )
-        self.alive[index] = False
-        ray.kill(self.workers[index], no_restart=True)
         live = self.live()
         if not live:
             raise RolloutError(
@@ -235,12 +235,17 @@ class RolloutPool:
         return ray.get([self.workers[i].location.remote() for i in self.live()])
 
     def shutdown(self) -> None:
-        """Stop the engines, the actors and the placement group."""
+        """Stop the engines, the actors and the placement group. Workers that are dead or
+        restarting are skipped: shutting down must not hide the error that led to it."""
         import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
 
-        try:
-            ray.get([self.workers[i].close.remote() for i in self.live()], timeout=60)
-        finally:
-            for w in self.workers:
-                ray.kill(w)
-            ray.util.remove_placement_group(self.group)
+        closing = [self.workers[i].close.remote() for i in self.live()]
+        for ref in closing:
+            try:
+                ray.get(ref, timeout=60)
+            except (RayActorError, GetTimeoutError) as exc:  # ActorUnavailableError included
+                log.warning("A rollout worker could not close cleanly (%s).", type(exc).__name__)
+        for w in self.workers:
+            ray.kill(w)
+        ray.util.remove_placement_group(self.group)
