@@ -41,7 +41,7 @@ class LLMPolicy:
             ids = encode_prompt(self.tokenizer, obs.text, style, obs.legal_actions)
             shortened = len(ids) > budget and self.on_context_overflow == "truncate"
             if shortened:
-                ids = self._truncated(obs.text, style, budget, obs.legal_actions)
+                ids = self._truncated(obs.text, style, budget, obs.legal_actions, ids)
             prompts.append(ids)
             cut.append(shortened)
         fits = [i for i, p in enumerate(prompts) if len(p) <= budget]
@@ -59,15 +59,18 @@ class LLMPolicy:
         return outputs
 
     def _truncated(
-        self, text: str, style: str, budget: int, legal: Sequence[str] | None = None
+        self,
+        text: str,
+        style: str,
+        budget: int,
+        legal: Sequence[str] | None,
+        prompt: list[int],
     ) -> list[int]:
-        """The prompt with the middle of the observation removed until it fits `budget`.
-
-        The head keeps the game's rules, the tail the latest moves.
+        """`prompt` (the full encoding of `text`) with the middle of the observation removed
+        until it fits `budget`. The head keeps the game's rules, the tail the latest moves.
         """
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         keep = len(ids)
-        prompt = encode_prompt(self.tokenizer, text, style, legal)
         while len(prompt) > budget and keep > 0:
             keep = max(0, keep - (len(prompt) - budget) - 16)
             head, tail = keep // 3, keep - keep // 3

@@ -11,27 +11,29 @@ import pytest
 from .conftest import REPO
 
 
-def test_rollout_benchmark_prints_a_table_and_writes_json(tiny, tmp_path):
+def run_benchmark(name, tmp_path, *overrides):
     out = subprocess.run(
-        [
-            sys.executable,
-            "launch/benchmark.py",
-            "rollout",
-            "model=tiny-random",
-            "rollout.engine=hf",
-            "rollout.concurrent_games=4",
-            "rollout.episodes_per_step=8",
-            "rollout.max_tokens=16",
-            f"output_dir={tmp_path}",
-        ],
+        [sys.executable, "launch/benchmark.py", name, *overrides, f"output_dir={tmp_path}"],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "(b) rollout worker" in out.stdout and "ratio b/a" in out.stdout
-    result = json.loads((tmp_path / "benchmark_rollout.json").read_text())
+    return out.stdout, json.loads((tmp_path / f"benchmark_{name}.json").read_text())
+
+
+def test_rollout_benchmark_prints_a_table_and_writes_json(tiny, tmp_path):
+    stdout, result = run_benchmark(
+        "rollout",
+        tmp_path,
+        "model=tiny-random",
+        "rollout.engine=hf",
+        "rollout.concurrent_games=4",
+        "rollout.episodes_per_step=8",
+        "rollout.max_tokens=16",
+    )
+    assert "(b) rollout worker" in stdout and "ratio b/a" in stdout
     assert result["b_rollout_worker"]["episodes"] == 8
     assert result["a_raw_engine"]["tokens"] > 0 and result["c_naive_hf_loop"]["tokens"] > 0
     assert result["ratio_b_over_a"] > 0
@@ -49,41 +51,19 @@ def test_unknown_benchmark_prints_usage():
 
 
 def test_learner_benchmark_compares_deepspeed_with_plain_torch(tiny, tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "launch/benchmark.py",
-            "learner",
-            "model=tiny-random",
-            "learner.batch_size=4",
-            "learner.minibatch_size=4",
-            "learner.micro_batch_size=2",
-            "rollout.max_tokens=32",
-            f"output_dir={tmp_path}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    stdout, result = run_benchmark(
+        "learner",
+        tmp_path,
+        "model=tiny-random",
+        "learner.batch_size=4",
+        "learner.minibatch_size=4",
+        "learner.micro_batch_size=2",
+        "rollout.max_tokens=32",
     )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "deepspeed tok/s" in out.stdout
-    result = json.loads((tmp_path / "benchmark_learner.json").read_text())
+    assert "deepspeed tok/s" in stdout
     for precision in ("fp32", "bf16"):
         row = result["rows"][precision]
         assert row["deepspeed_tokens_per_s"] > 0 and row["torch_tokens_per_s"] > 0
-
-
-def run_benchmark(name, tmp_path, *overrides):
-    out = subprocess.run(
-        [sys.executable, "launch/benchmark.py", name, *overrides, f"output_dir={tmp_path}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout, json.loads((tmp_path / f"benchmark_{name}.json").read_text())
 
 
 def test_sync_benchmark_compares_the_push_with_an_in_process_copy(tiny, tmp_path):
