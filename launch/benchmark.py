@@ -1,5 +1,6 @@
-"""Benchmarks: `python launch/benchmark.py {rollout,learner,sync,iteration} [overrides]` prints a
-table and writes JSON to output_dir.
+"""Benchmarks: `python launch/benchmark.py {rollout,learner,sync,iteration,precision} [overrides]`
+prints a table and writes JSON to output_dir. Every table and JSON names the hardware it ran on
+and the engine, dtype and learner precision chosen for it (`spiral_games.hardware`).
 
 Every comparison is a ratio of figures measured in the same run, on the same model and settings.
 
@@ -13,6 +14,9 @@ sync:    the trainer's weight push (export to /dev/shm + load into `rollout.num_
 iteration: a short real training run (`train.steps`, default 3, eval and checkpoint every step);
          each phase's share of a step: rollout, advantage, update, push, eval, checkpoint and
          the rest (orchestration, metrics, transcripts), averaged over the steps after the first.
+precision: fp32 against bf16 on this machine, for the rollout engine (generation tokens/s at
+         batch 1, 8 and 32) and for the learner (one update's tokens/s), and whether the `auto`
+         choice picked the faster one.
 """
 
 from __future__ import annotations
@@ -33,11 +37,12 @@ if str(REPO) not in sys.path:
 from spiral_games.compose import compose_run_config  # noqa: E402
 from spiral_games.config import RunConfig  # noqa: E402
 from spiral_games.errors import SpiralError  # noqa: E402
+from spiral_games.hardware import RuntimePlan, plan_runtime  # noqa: E402
 from spiral_games.learner import LearnerSpec  # noqa: E402
 from spiral_games.models import resolve_configured  # noqa: E402
 from spiral_games.types import TrainBatch  # noqa: E402
 
-BENCHMARKS = ("rollout", "learner", "sync", "iteration")
+BENCHMARKS = ("rollout", "learner", "sync", "iteration", "precision")
 USAGE = f"usage: python launch/benchmark.py {{{','.join(BENCHMARKS)}}} [+games=[kuhn]] [overrides]"
 
 
@@ -51,17 +56,21 @@ def main(argv: list[str]) -> int:
         overrides = ["+games=[kuhn]", *overrides]
     try:
         cfg = compose_run_config(REPO / "conf", ["rollout.concurrent_games=64", *overrides])
+        plan = plan_runtime(cfg)
         if name == "rollout":
             result = bench_rollout(cfg, episodes_flag(overrides))
         elif name == "learner":
             result = bench_learner(cfg)
         elif name == "sync":
             result = bench_sync(cfg)
+        elif name == "precision":
+            result = bench_precision(cfg, plan)
         else:
             result = bench_iteration(cfg, overrides)
     except SpiralError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    result = {**result, **machine_record(plan)}
     out = Path(cfg.output_dir) / f"benchmark_{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
@@ -70,10 +79,36 @@ def main(argv: list[str]) -> int:
         "learner": print_learner_table,
         "sync": print_sync_table,
         "iteration": print_iteration_table,
+        "precision": print_precision_table,
     }
     printers[name](result)
+    print(hardware_line(result))
     print(f"json: {out}")
     return 0
+
+
+def machine_record(plan: RuntimePlan) -> dict:
+    """What the figures ran on: the probed hardware and the choices made for it."""
+    return {
+        "hardware": plan.hardware.as_dict(),
+        "runtime": {
+            "engine": plan.engine,
+            "dtype": plan.dtype,
+            "learner_precision": "bf16" if plan.learner_bf16 else "fp32",
+            "rollout_threads": plan.rollout_threads,
+            "learner_threads": plan.learner_threads,
+        },
+    }
+
+
+def hardware_line(result: dict) -> str:
+    """The line under every table: hardware, and the engine/dtype/precision it got."""
+    run = result["runtime"]
+    return (
+        f"hardware: {result['hardware']['summary']}; engine {run['engine']}, dtype "
+        f"{run['dtype']}, learner {run['learner_precision']}, threads "
+        f"{run['rollout_threads']}/{run['learner_threads']} (rollout/learner)"
+    )
 
 
 def episodes_flag(overrides: list[str]) -> int | None:
@@ -122,7 +157,7 @@ def bench_rollout(cfg: RunConfig, episodes: int | None) -> dict:
     worker.close()
 
     hf = build_engine(
-        "hf", model.path, dtype=cfg.model.dtype, max_model_len=cfg.rollout.max_model_len
+        "hf", model.path, dtype=worker.cfg.dtype, max_model_len=cfg.rollout.max_model_len
     )
     name = next(iter(cfg.games))
     naive_policy = LLMPolicy(
@@ -138,8 +173,8 @@ def bench_rollout(cfg: RunConfig, episodes: int | None) -> dict:
     return {
         "benchmark": "rollout",
         "model": cfg.model.name,
-        "engine": cfg.rollout.engine,
-        "dtype": cfg.model.dtype,
+        "engine": worker.engine_kind,
+        "dtype": worker.cfg.dtype,
         "games": list(cfg.games),
         "concurrency": concurrency,
         "max_tokens": params.max_tokens,
@@ -348,6 +383,7 @@ def bench_sync(cfg: RunConfig, repeats: int = 3) -> dict:
                 copies[k].copy_(v)
             copy_times.append(time.perf_counter() - t0)
         nbytes = sum(v.numel() * v.element_size() for v in tensors.values())
+        pool_engine = pool.engine_infos()[0]["engine"]
     finally:
         pool.shutdown()
         learner.shutdown()
@@ -358,7 +394,7 @@ def bench_sync(cfg: RunConfig, repeats: int = 3) -> dict:
     return {
         "benchmark": "sync",
         "model": cfg.model.name,
-        "engine": r.engine,
+        "engine": pool_engine,
         "workers": r.num_workers,
         "megabytes": nbytes / 1e6,
         "push_seconds": push_s,
@@ -417,7 +453,7 @@ def bench_iteration(cfg: RunConfig, overrides: list[str]) -> dict:
     return {
         "benchmark": "iteration",
         "model": cfg.model.name,
-        "engine": cfg.rollout.engine,
+        "engine": json.loads((run_dir / "config.json").read_text())["runtime"]["engine"],
         "steps_measured": len(measured),
         "step_seconds": step_s,
         "seconds": seconds,
@@ -439,6 +475,131 @@ def print_iteration_table(result: dict) -> None:
     share, target = result["overhead_share"], result["target_overhead_share"]
     verdict = "ok" if share <= target else f"MISSED by {share - target:.1%}"
     print(f"push + orchestration + logging: {share:.1%}  (target <= {target:.0%}: {verdict})")
+
+
+PRECISIONS = (("fp32", "float32"), ("bf16", "bfloat16"))
+GENERATE_BATCHES = (1, 8, 32)
+
+
+def _generation_speed(cfg: RunConfig, engine_kind: str, dtype: str, batches: tuple[int, ...]):
+    """Generated tokens/s of the engine in `dtype` at each batch size (after one warm-up)."""
+    from spiral_games.engines.base import build_engine
+    from spiral_games.hardware import set_cpu_threads
+    from spiral_games.prompting import encode_user_message
+    from spiral_games.types import SamplingParams
+
+    model = resolve_configured(cfg.model)
+    plan = plan_runtime(cfg)
+    set_cpu_threads(plan.rollout_threads)
+    engine = build_engine(
+        engine_kind,
+        model.path,
+        dtype=dtype,
+        max_model_len=cfg.rollout.max_model_len,
+        seed=cfg.seed,
+        cpu_threads=plan.rollout_threads,
+        kv_cache_gib=cfg.rollout.kv_cache_gib,
+    )
+    prompt = encode_user_message(model.tokenizer, "Tell me a long story about a poker game.")
+    params = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=cfg.rollout.max_tokens)
+    try:
+        engine.generate([prompt], params)  # warm-up: first calls pay one-off costs
+        rows = {}
+        for batch in batches:
+            generations, seconds = _measure(lambda b=batch: engine.generate([prompt] * b, params))
+            tokens = sum(len(g.token_ids) for g in generations)
+            rows[str(batch)] = {
+                "tokens": tokens,
+                "seconds": seconds,
+                "tokens_per_s": tokens / seconds,
+            }
+    finally:
+        engine.close()
+    return rows
+
+
+def _update_speed(cfg: RunConfig, bf16: bool) -> dict:
+    """Tokens/s of one learner update (fwd + bwd + AdamW) with or without bf16 autocast."""
+    import dataclasses
+
+    from spiral_games.learner import Learner
+
+    model = resolve_configured(cfg.model)
+    spec = dataclasses.replace(LearnerSpec.from_run(cfg, model.path), bf16=bf16)
+    learner = Learner(spec)
+    batch = _synthetic_batch(cfg, len(model.tokenizer))
+    warm = TrainBatch(
+        tuple(
+            dataclasses.replace(
+                s,
+                prompt_ids=s.prompt_ids[:8],
+                response_ids=s.response_ids[:8],
+                logprobs=s.logprobs[:8],
+            )
+            for s in batch.samples
+        ),
+        step=0,
+    )
+    learner.update(warm)  # warm-up on short sequences: allocator and kernel selection
+    metrics = learner.update(batch)
+    return {
+        "tokens": metrics["train/tokens"],
+        "seconds": metrics["train/seconds"],
+        "tokens_per_s": metrics["train/tokens_per_s"],
+    }
+
+
+def bench_precision(cfg: RunConfig, plan: RuntimePlan) -> dict:
+    """fp32 against bf16 for the engine and the learner, on this machine, in one process."""
+    generate = {
+        name: _generation_speed(cfg, plan.engine, dtype, GENERATE_BATCHES)
+        for name, dtype in PRECISIONS
+    }
+    update = {name: _update_speed(cfg, name == "bf16") for name, _ in PRECISIONS}
+    ratios = {
+        f"generate_batch{b}": generate["bf16"][str(b)]["tokens_per_s"]
+        / generate["fp32"][str(b)]["tokens_per_s"]
+        for b in GENERATE_BATCHES
+    }
+    ratios["update"] = update["bf16"]["tokens_per_s"] / update["fp32"]["tokens_per_s"]
+    faster_dtype = "bfloat16" if ratios[f"generate_batch{GENERATE_BATCHES[-1]}"] > 1 else "float32"
+    faster_learner = ratios["update"] > 1
+    return {
+        "benchmark": "precision",
+        "model": cfg.model.name,
+        "engine": plan.engine,
+        "max_tokens": cfg.rollout.max_tokens,
+        "update_samples": len(_synthetic_batch(cfg, 2).samples),
+        "generate": generate,
+        "update": update,
+        "bf16_over_fp32": ratios,
+        "auto_dtype": plan.dtype,
+        "auto_learner_bf16": plan.learner_bf16,
+        "auto_dtype_is_faster": plan.dtype == faster_dtype,
+        "auto_learner_is_faster": plan.learner_bf16 == faster_learner,
+    }
+
+
+def print_precision_table(result: dict) -> None:
+    """A plain-text table of a precision benchmark result."""
+    print(
+        f"\nprecision benchmark: {result['model']} on {result['engine']}, "
+        f"{result['max_tokens']}-token samples; learner update of "
+        f"{result['update_samples']} samples"
+    )
+    print(f"{'measure':<22}{'fp32 tok/s':>12}{'bf16 tok/s':>12}{'bf16/fp32':>11}")
+    for batch in GENERATE_BATCHES:
+        fp32 = result["generate"]["fp32"][str(batch)]["tokens_per_s"]
+        bf16 = result["generate"]["bf16"][str(batch)]["tokens_per_s"]
+        print(f"{f'generate, batch {batch}':<22}{fp32:>12.1f}{bf16:>12.1f}{bf16 / fp32:>11.2f}")
+    fp32, bf16 = (result["update"][p]["tokens_per_s"] for p in ("fp32", "bf16"))
+    print(f"{'learner update':<22}{fp32:>12.1f}{bf16:>12.1f}{bf16 / fp32:>11.2f}")
+    for what, key, chosen in (
+        ("model.dtype", "auto_dtype_is_faster", result["auto_dtype"]),
+        ("learner.bf16", "auto_learner_is_faster", result["auto_learner_bf16"]),
+    ):
+        verdict = "the faster one" if result[key] else "NOT the faster one"
+        print(f"{what}=auto chose {chosen}: {verdict} here")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ from typing import Any
 
 from spiral_games.errors import ConfigError
 
-ENGINES = ("vllm", "hf")
-DTYPES = ("bfloat16", "float32", "float16")
+ENGINES = ("auto", "vllm", "hf")
+DTYPES = ("auto", "bfloat16", "float32", "float16")
+SWITCHES = ("auto", "true", "false")
 PROMPT_STYLES = ("chat", "raw", "short")
 ACTION_FORMATS = ("boxed", "lenient")
 INVALID_MOVE_POLICIES = ("penalty", "retry")
@@ -38,7 +39,9 @@ class ModelConfig:
     name: str = "smollm2-135m"
     cache_dir: str | None = None  # None: $SPIRAL_CACHE_DIR or ~/.cache/spiral_games
     seed: int = 0  # initialisation seed of `tiny-random`
-    dtype: str = "bfloat16"
+    # auto: bfloat16 on a GPU or a CPU with native bf16 (avx512_bf16/amx_bf16, ARM bf16), else
+    # float32 (see spiral_games.hardware)
+    dtype: str = "auto"
 
     def __post_init__(self) -> None:
         _check_choice("model.dtype", self.dtype, DTYPES)
@@ -78,14 +81,14 @@ class GameConfig:
 class RolloutConfig:
     """What rollout workers need: engine, sampling and concurrency."""
 
-    engine: str = "vllm"
+    engine: str = "auto"  # auto: vLLM where it imports and starts, else transformers (hf)
     num_workers: int = 1
     concurrent_games: int = 16
     temperature: float = 1.0
     top_p: float = 1.0
     max_tokens: int = 256
     max_model_len: int = 2048
-    cpu_threads: int = 2  # vLLM-CPU OMP threads per worker (VLLM_CPU_OMP_THREADS_BIND)
+    cpu_threads: int = 0  # CPU threads per worker (torch, OMP, vLLM-CPU); 0: cores / workers
     kv_cache_gib: int = 1  # vLLM-CPU KV cache (VLLM_CPU_KVCACHE_SPACE)
     episodes_per_step: int = 16  # episodes collected (over all workers) per training step
     opponent: str | None = None  # None: self-play; else a name from games.<name>.opponents
@@ -113,7 +116,7 @@ class RolloutConfig:
                 f"rollout.max_model_len={self.max_model_len}. Lower max_tokens or raise "
                 "max_model_len (up to the model's context length)."
             )
-        _check_positive("rollout.cpu_threads", self.cpu_threads)
+        _check_positive("rollout.cpu_threads", self.cpu_threads, allow_zero=True)
         _check_positive("rollout.kv_cache_gib", self.kv_cache_gib)
         _check_positive("rollout.episodes_per_step", self.episodes_per_step)
         _check_positive("rollout.worker_cpus", self.worker_cpus, allow_zero=True)
@@ -150,15 +153,20 @@ class LearnerConfig:
     loss: str = "ppo"  # ppo (clipped ratio to the behaviour policy) or reinforce
     clip: float = 0.2
     kl_coef: float = 0.0  # no KL by default
-    bf16: bool = True  # bf16 autocast on CPU (2.2x faster than fp32 here), bf16 on GPU
+    # auto: bf16 on a GPU (weights) or a CPU with native bf16 (autocast), else fp32; true/false
+    bf16: str = "auto"
     gradient_checkpointing: bool = False
     lora_rank: int = 0  # > 0: train LoRA adapters (peft) instead of all weights
     lora_alpha: int = 32
     num_ranks: int = 1  # > 1: data-parallel DeepSpeed ranks as Ray actors
     cpus_per_rank: float = 1.0
     gpus_per_rank: float = 0.0
+    cpu_threads: int = 0  # CPU threads per rank (torch, OMP); 0: cores / ranks
 
     def __post_init__(self) -> None:
+        self.bf16 = str(self.bf16).lower()  # YAML/CLI booleans arrive as True/False
+        _check_choice("learner.bf16", self.bf16, SWITCHES)
+        _check_positive("learner.cpu_threads", self.cpu_threads, allow_zero=True)
         _check_positive("learner.lr", self.lr)
         _check_positive("learner.lora_rank", self.lora_rank, allow_zero=True)
         _check_positive("learner.batch_size", self.batch_size)

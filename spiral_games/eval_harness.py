@@ -39,8 +39,8 @@ class HarnessConfig:
     top_p: float = 0.95
     max_tokens: int = 512
     max_model_len: int = 4096
-    engine: str = "vllm"  # falls back to hf when vLLM cannot start
-    dtype: str = "bfloat16"
+    engine: str = "auto"  # auto: vLLM where it starts, else transformers; or vllm | hf
+    dtype: str = "auto"  # auto: bfloat16 on GPUs and native-bf16 CPUs, else float32
     seed: int = 0
     output_dir: str = "runs/eval"
 
@@ -65,15 +65,23 @@ def _prompt_ids(tokenizer: Any, problem: Problem) -> list[int]:
 
 
 def _engine(cfg: HarnessConfig, path: Path) -> Engine:
+    """The configured engine, with `auto` resolved for this machine (`spiral_games.hardware`)."""
+    from spiral_games.hardware import choose_dtype, choose_engine, this_machine, vllm_unavailable
+
+    hw = this_machine()
+    reason = vllm_unavailable(hw) if cfg.engine != "hf" else None
+    kind, fallback, why = choose_engine(cfg.engine, hw, reason)
+    dtype, dtype_why, warning = choose_dtype(cfg.dtype, hw)
+    log.info("engine %s (%s), dtype %s (%s)", kind, why, dtype, dtype_why)
+    if warning:
+        log.warning(warning)
     try:
-        return build_engine(
-            cfg.engine, path, dtype=cfg.dtype, max_model_len=cfg.max_model_len, seed=cfg.seed
-        )
+        return build_engine(kind, path, dtype=dtype, max_model_len=cfg.max_model_len, seed=cfg.seed)
     except EngineError as exc:
-        if cfg.engine == "hf":
+        if fallback is None:
             raise
-        log.warning("vLLM unavailable (%s); falling back to transformers.", exc)
-        return build_engine("hf", path, dtype=cfg.dtype, max_model_len=cfg.max_model_len)
+        log.warning("vLLM failed to start (%s); falling back to transformers.", exc)
+        return build_engine(fallback, path, dtype=dtype, max_model_len=cfg.max_model_len)
 
 
 def score_model(label: str, name: str, problems: list[Problem], cfg: HarnessConfig) -> list[dict]:

@@ -13,6 +13,7 @@ import torch
 
 from spiral_games.config import RunConfig
 from spiral_games.faults import kill_point
+from spiral_games.hardware import RuntimePlan, plan_runtime, set_cpu_threads
 from spiral_games.logprobs import pack_sequences, token_logprobs
 from spiral_games.loss import LossOutput, policy_loss
 from spiral_games.types import Sample, TrainBatch
@@ -40,11 +41,16 @@ class LearnerSpec:
     lora_rank: int  # 0: full fine-tuning; > 0: LoRA adapters (peft) on all linear layers
     lora_alpha: int
     seed: int
+    cpu_threads: int = 1  # torch/OMP threads of this rank on a CPU
 
     @classmethod
-    def from_run(cls, cfg: RunConfig, model_path: Path) -> LearnerSpec:
-        """Cut the learner's slice out of the whole run config."""
+    def from_run(
+        cls, cfg: RunConfig, model_path: Path, plan: RuntimePlan | None = None
+    ) -> LearnerSpec:
+        """Cut the learner's slice out of the whole run config, with `auto` choices resolved
+        by `plan` (default: planned for this machine)."""
         lc = cfg.learner
+        plan = plan or plan_runtime(cfg)
         return cls(
             model_path=str(model_path),
             lr=lc.lr,
@@ -57,11 +63,12 @@ class LearnerSpec:
             clip=lc.clip,
             kl_coef=lc.kl_coef,
             normalizer=cfg.rollout.max_tokens,
-            bf16=lc.bf16,
+            bf16=plan.learner_bf16,
             gradient_checkpointing=lc.gradient_checkpointing,
             lora_rank=lc.lora_rank,
             lora_alpha=lc.lora_alpha,
             seed=cfg.seed,
+            cpu_threads=plan.learner_threads,
         )
 
 
@@ -115,6 +122,8 @@ class Learner:
         self.spec = spec
         self.rank = rank
         self.on_gpu = torch.cuda.is_available()
+        if not self.on_gpu:  # a rank in a 1-CPU Ray actor would otherwise run on one core
+            set_cpu_threads(spec.cpu_threads)
         dtype = torch.bfloat16 if (spec.bf16 and self.on_gpu) else torch.float32
         model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype)
         if spec.gradient_checkpointing:

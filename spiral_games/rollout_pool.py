@@ -228,6 +228,12 @@ class RolloutPool:
 
         return ray.get([self.workers[i].score.remote(prompts, responses) for i in self.live()])
 
+    def engine_infos(self) -> list[dict[str, str]]:
+        """The engine each worker runs, with the reason for any automatic fallback."""
+        import ray
+
+        return ray.get([self.workers[i].engine_info.remote() for i in self.live()])
+
     def locations(self) -> list[dict[str, Any]]:
         """Node and process of each worker."""
         import ray

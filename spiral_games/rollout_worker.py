@@ -6,12 +6,14 @@ actor. It receives only its own small `WorkerConfig`.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from spiral_games.config import GameConfig, RunConfig
-from spiral_games.engines.base import build_engine
+from spiral_games.engines.base import Engine, build_engine
+from spiral_games.hardware import RuntimePlan, plan_runtime, set_cpu_threads
 from spiral_games.llm_policy import LLMPolicy
 from spiral_games.models import load_tokenizer
 from spiral_games.play import play_games
@@ -19,14 +21,17 @@ from spiral_games.registry import build_opponent, build_rules
 from spiral_games.rollout import evaluation_jobs, plan_jobs
 from spiral_games.types import Episode, SamplingParams
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
     """Everything a rollout worker needs, and nothing else."""
 
     model_path: str
-    engine: str
-    dtype: str
+    engine: str  # resolved: vllm | hf
+    engine_fallback: str | None  # rollout.engine=auto: used when `engine` fails to start
+    dtype: str  # resolved
     max_model_len: int
     cpu_threads: int
     kv_cache_gib: int
@@ -42,15 +47,20 @@ class WorkerConfig:
     eval_opponents: tuple[str, ...]  # used where a game configures them
 
     @classmethod
-    def from_run(cls, cfg: RunConfig, model_path: Path) -> WorkerConfig:
-        """Cut the worker's slice out of the whole run config."""
+    def from_run(
+        cls, cfg: RunConfig, model_path: Path, plan: RuntimePlan | None = None
+    ) -> WorkerConfig:
+        """Cut the worker's slice out of the whole run config, with `auto` choices resolved
+        by `plan` (default: planned for this machine)."""
         r = cfg.rollout
+        plan = plan or plan_runtime(cfg)
         return cls(
             model_path=str(model_path),
-            engine=r.engine,
-            dtype=cfg.model.dtype,
+            engine=plan.engine,
+            engine_fallback=plan.engine_fallback,
+            dtype=plan.dtype,
             max_model_len=r.max_model_len,
-            cpu_threads=r.cpu_threads,
+            cpu_threads=plan.rollout_threads,
             kv_cache_gib=r.kv_cache_gib,
             tensor_parallel_size=r.tensor_parallel_size,
             sleep_mode=r.sleep_when_training,
@@ -75,17 +85,9 @@ class RolloutWorker:
     def __init__(self, cfg: WorkerConfig, index: int = 0) -> None:
         self.cfg = cfg
         self.index = index
-        self.engine = build_engine(
-            cfg.engine,
-            Path(cfg.model_path),
-            dtype=cfg.dtype,
-            max_model_len=cfg.max_model_len,
-            seed=cfg.seed + index,
-            cpu_threads=cfg.cpu_threads,
-            kv_cache_gib=cfg.kv_cache_gib,
-            tensor_parallel_size=cfg.tensor_parallel_size,
-            sleep_mode=cfg.sleep_mode,
-        )
+        set_cpu_threads(cfg.cpu_threads)  # Ray gives a 1-CPU actor OMP_NUM_THREADS=1
+        self.engine_kind, self.engine_note = cfg.engine, ""
+        self.engine = self._build_engine(cfg.engine)
         self.policy = LLMPolicy(
             self.engine,
             load_tokenizer(Path(cfg.model_path)),
@@ -116,6 +118,35 @@ class RolloutWorker:
             for opponent in cfg.eval_opponents
             if opponent in game.opponents
         }
+
+    def _build_engine(self, kind: str) -> Engine:
+        cfg = self.cfg
+        try:
+            return build_engine(
+                kind,
+                Path(cfg.model_path),
+                dtype=cfg.dtype,
+                max_model_len=cfg.max_model_len,
+                seed=cfg.seed + self.index,
+                cpu_threads=cfg.cpu_threads,
+                kv_cache_gib=cfg.kv_cache_gib,
+                tensor_parallel_size=cfg.tensor_parallel_size,
+                sleep_mode=cfg.sleep_mode,
+            )
+        except Exception as exc:  # vLLM fails to start in many ways; auto falls back on any
+            if cfg.engine_fallback is None or kind == cfg.engine_fallback:
+                raise
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self.engine_kind = cfg.engine_fallback
+            self.engine_note = f"{kind} failed to start ({reason}); using {cfg.engine_fallback}"
+            log.warning(
+                "Rollout worker %d: %s (rollout.engine=auto).", self.index, self.engine_note
+            )
+            return self._build_engine(cfg.engine_fallback)
+
+    def engine_info(self) -> dict[str, str]:
+        """The engine this worker runs and, after an automatic fallback, why."""
+        return {"engine": self.engine_kind, "note": self.engine_note}
 
     def collect(self, num_episodes: int, seed: int) -> list[Episode]:
         """Play `num_episodes` finished episodes with the current weights."""
@@ -182,7 +213,14 @@ class RolloutWorker:
             node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
         except ImportError:
             node = "local"
-        return {"node_id": node, "pid": os.getpid(), "index": self.index}
+        import torch
+
+        return {
+            "node_id": node,
+            "pid": os.getpid(),
+            "index": self.index,
+            "torch_threads": torch.get_num_threads(),
+        }
 
     def close(self) -> None:
         """Stop the engine."""

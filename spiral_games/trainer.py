@@ -20,6 +20,7 @@ from spiral_games.advantage import RoleBaselines, episode_samples
 from spiral_games.checkpoint import latest_checkpoint, save_checkpoint
 from spiral_games.config import RunConfig
 from spiral_games.errors import ConfigError
+from spiral_games.hardware import plan_runtime
 from spiral_games.learner import Learner, LearnerSpec
 from spiral_games.learner_group import LearnerGroup
 from spiral_games.metrics import MetricsLogger, eval_metrics, rollout_metrics
@@ -60,7 +61,11 @@ def train(cfg: RunConfig) -> Path:
             f"output_dir {run_dir} is not writable ({exc.strerror}). Set output_dir to a "
             "directory you can write to."
         ) from None
-    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    plan = plan_runtime(cfg)  # every `auto` (engine, dtype, precision, threads), decided once
+    for line in plan.lines():
+        print(line, flush=True)
+    config_record = {**dataclasses.asdict(cfg), "runtime": plan.as_dict()}
+    (run_dir / "config.json").write_text(json.dumps(config_record, indent=2))
 
     # ---- state: fresh, or the last complete checkpoint -------------------------------------
     model = resolve_configured(cfg.model)
@@ -88,7 +93,7 @@ def train(cfg: RunConfig) -> Path:
         )
 
     init_ray(cfg.ray)
-    spec = LearnerSpec.from_run(cfg, weights_path)
+    spec = LearnerSpec.from_run(cfg, weights_path, plan)
     lc = cfg.learner
     learner: Learner | LearnerGroup = (
         LearnerGroup(spec, lc.num_ranks, lc.cpus_per_rank, lc.gpus_per_rank)
@@ -99,7 +104,7 @@ def train(cfg: RunConfig) -> Path:
         learner.load_optimizer(weights_path)
         learner.set_rng_state(_to_tuple(restored["learner_rng"]))
     pool = RolloutPool(
-        WorkerConfig.from_run(cfg, weights_path),
+        WorkerConfig.from_run(cfg, weights_path, plan),
         cfg.rollout.num_workers,
         cfg.rollout.worker_cpus,
         cfg.rollout.worker_gpus,
@@ -107,6 +112,10 @@ def train(cfg: RunConfig) -> Path:
         cfg.rollout.max_worker_failures,
         cfg.rollout.on_node_loss,
     )
+    for info in pool.engine_infos():
+        if info["note"]:  # rollout.engine=auto fell back: say so once, next to the plan
+            print(f"rollout.engine: {info['engine']} ({info['note']})", flush=True)
+            break
     push_dir = Path(tempfile.mkdtemp(prefix="spiral-weights-", dir=_shm_or_tmp()))
     if resumed:
         pool.push_weights(str(learner.export_weights(push_dir / "weights.safetensors")), version)

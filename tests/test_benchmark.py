@@ -34,6 +34,11 @@ def test_rollout_benchmark_prints_a_table_and_writes_json(tiny, tmp_path):
         "rollout.max_tokens=16",
     )
     assert "(b) rollout worker" in stdout and "ratio b/a" in stdout
+    from spiral_games.hardware import this_machine
+
+    assert f"hardware: {this_machine().describe()}" in stdout  # every table names its machine
+    assert result["hardware"]["isa"] == this_machine().isa
+    assert result["engine"] == result["runtime"]["engine"] == "hf"
     assert result["b_rollout_worker"]["episodes"] == 8
     assert result["a_raw_engine"]["tokens"] > 0 and result["c_naive_hf_loop"]["tokens"] > 0
     assert result["ratio_b_over_a"] > 0
@@ -64,6 +69,31 @@ def test_learner_benchmark_compares_deepspeed_with_plain_torch(tiny, tmp_path):
     for precision in ("fp32", "bf16"):
         row = result["rows"][precision]
         assert row["deepspeed_tokens_per_s"] > 0 and row["torch_tokens_per_s"] > 0
+
+
+def test_precision_benchmark_measures_fp32_and_bf16_for_engine_and_learner(tiny, tmp_path):
+    stdout, result = run_benchmark(
+        "precision",
+        tmp_path,
+        "model=tiny-random",
+        "rollout.engine=hf",
+        "rollout.max_tokens=8",
+        "learner.batch_size=2",
+        "learner.minibatch_size=2",
+        "learner.micro_batch_size=2",
+    )
+    assert "generate, batch 32" in stdout and "learner update" in stdout
+    assert "model.dtype=auto chose" in stdout and "hardware:" in stdout
+    for precision in ("fp32", "bf16"):
+        assert all(row["tokens_per_s"] > 0 for row in result["generate"][precision].values())
+        assert result["update"][precision]["tokens"] > 0
+    assert set(result["bf16_over_fp32"]) == {
+        "generate_batch1",
+        "generate_batch8",
+        "generate_batch32",
+        "update",
+    }
+    assert result["auto_dtype"] == result["runtime"]["dtype"]
 
 
 def test_sync_benchmark_compares_the_push_with_an_in_process_copy(tiny, tmp_path):

@@ -21,7 +21,17 @@ def test_multi_select_games_compose_into_typed_config():
     assert set(cfg.games) == {"kuhn", "tictactoe"}
     assert all(isinstance(g, GameConfig) for g in cfg.games.values())
     assert cfg.games["kuhn"].env["_target_"] == "games.kuhn.KuhnPokerGame"
-    assert cfg.model.name == "smollm2-135m" and cfg.rollout.engine == "vllm"
+    assert cfg.model.name == "smollm2-135m" and cfg.rollout.engine == "auto"
+    # the hardware decides these at run time (spiral_games.hardware, tests/test_hardware.py)
+    assert (cfg.model.dtype, cfg.learner.bf16, cfg.rollout.cpu_threads) == ("auto", "auto", 0)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("true", "true"), ("False", "false"), ("auto", "auto")]
+)
+def test_learner_bf16_takes_booleans_and_auto(value, expected):
+    cfg = compose_run_config(CONF, ["+games=[kuhn]", f"learner.bf16={value}"])
+    assert cfg.learner.bf16 == expected
 
 
 def test_overrides_reach_nested_values():
@@ -105,7 +115,9 @@ MORE_BAD = [
     (["+games=[kuhn]", "learner.micro_batch_size=3"], "micro_batch_size=3"),
     (["+games=[kuhn]", "learner.loss=a2c"], "learner.loss='a2c'"),
     (["+games=[kuhn]", "learner.kl_coef=-0.1"], "learner.kl_coef=-0.1"),
-    (["+games=[kuhn]", "learner.bf16=maybe"], "Bad value for learner.bf16"),
+    (["+games=[kuhn]", "learner.bf16=maybe"], "learner.bf16='maybe' is not valid"),
+    (["+games=[kuhn]", "model.dtype=fp8"], "model.dtype='fp8' is not valid"),
+    (["+games=[kuhn]", "rollout.cpu_threads=-1"], "rollout.cpu_threads=-1 is out of range"),
     (["+games=[kuhn]", "train.steps=0"], "train.steps=0"),
     (["+games=[kuhn]", "train.rae_decay=1.5"], "train.rae_decay=1.5"),
     (["+games=[kuhn]", "train.gamma=0"], "train.gamma=0"),

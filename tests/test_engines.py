@@ -16,7 +16,7 @@ GREEDY = SamplingParams(temperature=0.0, max_tokens=16)
 
 @pytest.fixture(scope="module")
 def smol_hf(smollm2):
-    engine = build_engine("hf", smollm2.path, dtype="bfloat16")
+    engine = build_engine("hf", smollm2.path, dtype="auto")
     yield engine
     engine.close()
 
@@ -24,7 +24,7 @@ def smol_hf(smollm2):
 @pytest.fixture(scope="module")
 def smol_vllm(smollm2):
     pytest.importorskip("vllm")
-    engine = build_engine("vllm", smollm2.path, dtype="bfloat16")
+    engine = build_engine("vllm", smollm2.path, dtype="auto")
     yield engine
     engine.close()
 

