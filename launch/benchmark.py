@@ -83,6 +83,8 @@ def main(argv: list[str]) -> int:
     }
     printers[name](result)
     print(hardware_line(result))
+    for warning in plan.warnings:
+        print(f"warning: {warning}")
     print(f"json: {out}")
     return 0
 
@@ -224,17 +226,19 @@ def print_table(result: dict) -> None:
         )
 
 
-def _synthetic_batch(cfg: RunConfig, vocab: int) -> TrainBatch:
-    """`learner.batch_size` samples of 128 prompt and min(128, max_tokens) response tokens."""
+def _synthetic_batch(
+    cfg: RunConfig, vocab: int, samples_n: int | None = None, prompt: int = 128, length: int = 128
+) -> TrainBatch:
+    """`samples_n` (default `learner.batch_size`) samples of `prompt` prompt and `length`
+    response tokens (fixed, so figures do not move with the model's reply budget)."""
     import torch
 
     from spiral_games.types import Sample, TrainBatch
 
     g = torch.Generator().manual_seed(cfg.seed)
-    length = min(128, cfg.rollout.max_tokens)
     samples = tuple(
         Sample(
-            tuple(torch.randint(0, vocab, (128,), generator=g).tolist()),
+            tuple(torch.randint(0, vocab, (prompt,), generator=g).tolist()),
             tuple(torch.randint(0, vocab, (length,), generator=g).tolist()),
             (-10.0,) * length,
             1.0 if i % 2 else -1.0,
@@ -242,7 +246,7 @@ def _synthetic_batch(cfg: RunConfig, vocab: int) -> TrainBatch:
             0,
             0,
         )
-        for i in range(cfg.learner.batch_size)
+        for i in range(samples_n or cfg.learner.batch_size)
     )
     return TrainBatch(samples, step=0)
 
@@ -518,6 +522,11 @@ def _generation_speed(cfg: RunConfig, engine_kind: str, dtype: str, batches: tup
     return rows
 
 
+# One micro-batch of 2 x (64 + 64) tokens: small enough that bf16 on a CPU without it
+# (2.5 tok/s on AVX2) still finishes in about 100 s.
+UPDATE_SHAPE = {"samples_n": 2, "prompt": 64, "length": 64}
+
+
 def _update_speed(cfg: RunConfig, bf16: bool) -> dict:
     """Tokens/s of one learner update (fwd + bwd + AdamW) with or without bf16 autocast."""
     import dataclasses
@@ -525,9 +534,12 @@ def _update_speed(cfg: RunConfig, bf16: bool) -> dict:
     from spiral_games.learner import Learner
 
     model = resolve_configured(cfg.model)
-    spec = dataclasses.replace(LearnerSpec.from_run(cfg, model.path), bf16=bf16)
+    n = UPDATE_SHAPE["samples_n"]
+    spec = dataclasses.replace(
+        LearnerSpec.from_run(cfg, model.path), bf16=bf16, minibatch_size=n, micro_batch_size=n
+    )
     learner = Learner(spec)
-    batch = _synthetic_batch(cfg, len(model.tokenizer))
+    batch = _synthetic_batch(cfg, len(model.tokenizer), **UPDATE_SHAPE)
     warm = TrainBatch(
         tuple(
             dataclasses.replace(
@@ -569,7 +581,7 @@ def bench_precision(cfg: RunConfig, plan: RuntimePlan) -> dict:
         "model": cfg.model.name,
         "engine": plan.engine,
         "max_tokens": cfg.rollout.max_tokens,
-        "update_samples": len(_synthetic_batch(cfg, 2).samples),
+        "update_shape": UPDATE_SHAPE,
         "generate": generate,
         "update": update,
         "bf16_over_fp32": ratios,
@@ -585,7 +597,8 @@ def print_precision_table(result: dict) -> None:
     print(
         f"\nprecision benchmark: {result['model']} on {result['engine']}, "
         f"{result['max_tokens']}-token samples; learner update of "
-        f"{result['update_samples']} samples"
+        f"{result['update_shape']['samples_n']} x ({result['update_shape']['prompt']} + "
+        f"{result['update_shape']['length']}) tokens"
     )
     print(f"{'measure':<22}{'fp32 tok/s':>12}{'bf16 tok/s':>12}{'bf16/fp32':>11}")
     for batch in GENERATE_BATCHES:

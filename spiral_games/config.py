@@ -32,6 +32,16 @@ def _check_positive(key: str, value: float, allow_zero: bool = False) -> None:
         raise ConfigError(f"{key}={value} is out of range: it must be {bound}.")
 
 
+def _check_reply_budget(max_tokens: int, max_model_len: int) -> None:
+    _check_positive("rollout.max_tokens", max_tokens)
+    if max_tokens >= max_model_len:
+        raise ConfigError(
+            f"rollout.max_tokens={max_tokens} leaves no room for the prompt in "
+            f"rollout.max_model_len={max_model_len}. Lower max_tokens or raise "
+            "max_model_len (up to the model's context length)."
+        )
+
+
 @dataclass
 class ModelConfig:
     """Which weights to play and train: see `spiral_games.models.resolve_model`."""
@@ -42,9 +52,18 @@ class ModelConfig:
     # auto: bfloat16 on a GPU or a CPU with native bf16 (avx512_bf16/amx_bf16, ARM bf16), else
     # float32 (see spiral_games.hardware)
     dtype: str = "auto"
+    # How this model is prompted and read, in every game that does not set its own: SPIRAL's
+    # chat prompt and strict \boxed{} parsing by default; conf/model/smollm2-135m.yaml carries
+    # the small-model recipe (short prompt, lenient parsing, short replies).
+    prompt_style: str = "chat"
+    action_format: str = "boxed"
+    max_tokens: int = 256  # reply budget, unless rollout.max_tokens sets one
 
     def __post_init__(self) -> None:
         _check_choice("model.dtype", self.dtype, DTYPES)
+        _check_choice("model.prompt_style", self.prompt_style, PROMPT_STYLES)
+        _check_choice("model.action_format", self.action_format, ACTION_FORMATS)
+        _check_positive("model.max_tokens", self.max_tokens)
 
 
 @dataclass
@@ -56,11 +75,13 @@ class GameConfig:
     opponents: dict[str, Any] = field(default_factory=dict)
     weight: float = 1.0  # relative sampling weight in multi-game runs
     # chat: SPIRAL's instructions in the model's chat template; raw: SPIRAL's base-model prompt;
-    # short: the observation and a one-line "reply with \boxed{...}" (for small models)
-    prompt_style: str = "chat"
+    # short: the observation and a one-line "reply with \boxed{...}" (for small models).
+    # None: the model's (model.prompt_style).
+    prompt_style: str | None = None
     # boxed: only a \boxed{} answer counts (SPIRAL); lenient: without a box, the legal move
-    # named last in the reply is played (small models that name moves but do not box them)
-    action_format: str = "boxed"
+    # named last in the reply is played (small models that name moves but do not box them).
+    # None: the model's (model.action_format).
+    action_format: str | None = None
     invalid_move: str = "penalty"  # penalty: SPIRAL's end-game -1.5/+0.5; retry: TextArena's
     invalid_penalty: float = -1.5
     invalid_opponent_reward: float = 0.5
@@ -72,9 +93,11 @@ class GameConfig:
                 "(e.g. games.kuhn.KuhnPokerGame)."
             )
         _check_positive("games.<name>.weight", self.weight)
-        _check_choice("games.<name>.prompt_style", self.prompt_style, PROMPT_STYLES)
+        if self.prompt_style is not None:
+            _check_choice("games.<name>.prompt_style", self.prompt_style, PROMPT_STYLES)
         _check_choice("games.<name>.invalid_move", self.invalid_move, INVALID_MOVE_POLICIES)
-        _check_choice("games.<name>.action_format", self.action_format, ACTION_FORMATS)
+        if self.action_format is not None:
+            _check_choice("games.<name>.action_format", self.action_format, ACTION_FORMATS)
 
 
 @dataclass
@@ -86,7 +109,7 @@ class RolloutConfig:
     concurrent_games: int = 16
     temperature: float = 1.0
     top_p: float = 1.0
-    max_tokens: int = 256
+    max_tokens: int | None = None  # reply budget; None: the model's (model.max_tokens)
     max_model_len: int = 2048
     cpu_threads: int = 0  # CPU threads per worker (torch, OMP, vLLM-CPU); 0: cores / workers
     kv_cache_gib: int = 1  # vLLM-CPU KV cache (VLLM_CPU_KVCACHE_SPACE)
@@ -109,13 +132,8 @@ class RolloutConfig:
         _check_positive("rollout.temperature", self.temperature, allow_zero=True)
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"rollout.top_p={self.top_p} is out of range: it must be in (0, 1].")
-        _check_positive("rollout.max_tokens", self.max_tokens)
-        if self.max_tokens >= self.max_model_len:
-            raise ConfigError(
-                f"rollout.max_tokens={self.max_tokens} leaves no room for the prompt in "
-                f"rollout.max_model_len={self.max_model_len}. Lower max_tokens or raise "
-                "max_model_len (up to the model's context length)."
-            )
+        if self.max_tokens is not None:
+            _check_reply_budget(self.max_tokens, self.max_model_len)
         _check_positive("rollout.cpu_threads", self.cpu_threads, allow_zero=True)
         _check_positive("rollout.kv_cache_gib", self.kv_cache_gib)
         _check_positive("rollout.episodes_per_step", self.episodes_per_step)
@@ -289,6 +307,13 @@ class RunConfig:
                 "No game selected. Add one or more from conf/games/, e.g. "
                 "`+games=[kuhn,tictactoe]`."
             )
+        # The model's prompt, parsing and reply budget fill what games and rollout leave open.
+        for game in self.games.values():
+            game.prompt_style = game.prompt_style or self.model.prompt_style
+            game.action_format = game.action_format or self.model.action_format
+        if self.rollout.max_tokens is None:
+            self.rollout.max_tokens = self.model.max_tokens
+            _check_reply_budget(self.rollout.max_tokens, self.rollout.max_model_len)
         opponent = self.rollout.opponent
         if opponent is not None:
             missing = [name for name, game in self.games.items() if opponent not in game.opponents]
@@ -297,6 +322,30 @@ class RunConfig:
                     f"rollout.opponent={opponent!r} is not configured for {', '.join(missing)}. "
                     "Add it to games.<name>.opponents or set rollout.opponent=null (self-play)."
                 )
+
+
+def format_lines(cfg: RunConfig) -> list[str]:
+    """How each game is prompted and read, and the reply budget: printed at the start of a run,
+    so nobody mistakes a small-model recipe for SPIRAL's exact format."""
+    spiral = all(
+        (g.prompt_style, g.action_format) in (("raw", "boxed"), ("chat", "boxed"))
+        for g in cfg.games.values()
+    )
+    lines = [
+        f"format: {name}: {g.prompt_style} prompt, {g.action_format} parsing"
+        for name, g in cfg.games.items()
+    ]
+    lines.append(
+        f"replies: at most {cfg.rollout.max_tokens} tokens"
+        + (
+            ""
+            if spiral
+            else " (the small-model recipe of model.name="
+            f"{cfg.model.name}; SPIRAL's exact format: games.<g>.prompt_style=raw "
+            "games.<g>.action_format=boxed)"
+        )
+    )
+    return lines
 
 
 def register_configs() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from spiral_games.engines.base import Engine, build_engine
-from spiral_games.errors import ConfigError, EngineError
+from spiral_games.errors import ConfigError
 from spiral_games.eval_data import CHOICE_BENCHMARKS, Problem, load_benchmark
 from spiral_games.grading import grade_choice, grade_math
 from spiral_games.models import resolve_model
@@ -77,7 +77,7 @@ def _engine(cfg: HarnessConfig, path: Path) -> Engine:
         log.warning(warning)
     try:
         return build_engine(kind, path, dtype=dtype, max_model_len=cfg.max_model_len, seed=cfg.seed)
-    except EngineError as exc:
+    except Exception as exc:  # vLLM fails to start in many ways; auto falls back on any
         if fallback is None:
             raise
         log.warning("vLLM failed to start (%s); falling back to transformers.", exc)

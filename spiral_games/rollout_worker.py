@@ -132,6 +132,7 @@ class RolloutWorker:
                 kv_cache_gib=cfg.kv_cache_gib,
                 tensor_parallel_size=cfg.tensor_parallel_size,
                 sleep_mode=cfg.sleep_mode,
+                worker_index=self.index,
             )
         except Exception as exc:  # vLLM fails to start in many ways; auto falls back on any
             if cfg.engine_fallback is None or kind == cfg.engine_fallback:

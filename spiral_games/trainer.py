@@ -18,7 +18,7 @@ import torch
 
 from spiral_games.advantage import RoleBaselines, episode_samples
 from spiral_games.checkpoint import latest_checkpoint, save_checkpoint
-from spiral_games.config import RunConfig
+from spiral_games.config import RunConfig, format_lines
 from spiral_games.errors import ConfigError
 from spiral_games.hardware import plan_runtime
 from spiral_games.learner import Learner, LearnerSpec
@@ -51,6 +51,7 @@ def resume_dir(cfg: RunConfig) -> Path | None:
 def train(cfg: RunConfig) -> Path:
     """Run self-play RL as configured; returns the run directory."""
     resuming = resume_dir(cfg)
+    plan = plan_runtime(cfg)  # every `auto` (engine, dtype, precision, threads), decided once
     run_dir = resuming or Path(cfg.output_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -61,8 +62,7 @@ def train(cfg: RunConfig) -> Path:
             f"output_dir {run_dir} is not writable ({exc.strerror}). Set output_dir to a "
             "directory you can write to."
         ) from None
-    plan = plan_runtime(cfg)  # every `auto` (engine, dtype, precision, threads), decided once
-    for line in plan.lines():
+    for line in [*plan.lines(), *format_lines(cfg)]:
         print(line, flush=True)
     config_record = {**dataclasses.asdict(cfg), "runtime": plan.as_dict()}
     (run_dir / "config.json").write_text(json.dumps(config_record, indent=2))
@@ -112,10 +112,13 @@ def train(cfg: RunConfig) -> Path:
         cfg.rollout.max_worker_failures,
         cfg.rollout.on_node_loss,
     )
-    for info in pool.engine_infos():
-        if info["note"]:  # rollout.engine=auto fell back: say so once, next to the plan
-            print(f"rollout.engine: {info['engine']} ({info['note']})", flush=True)
-            break
+    fallbacks = [info for info in pool.engine_infos() if info["note"]]
+    if fallbacks:  # rollout.engine=auto fell back: say so once and record what really runs
+        print(f"rollout.engine: {fallbacks[0]['engine']} ({fallbacks[0]['note']})", flush=True)
+        config_record["runtime"].update(
+            engine=fallbacks[0]["engine"], engine_note=fallbacks[0]["note"]
+        )
+        (run_dir / "config.json").write_text(json.dumps(config_record, indent=2))
     push_dir = Path(tempfile.mkdtemp(prefix="spiral-weights-", dir=_shm_or_tmp()))
     if resumed:
         pool.push_weights(str(learner.export_weights(push_dir / "weights.safetensors")), version)

@@ -15,6 +15,17 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """A Learner or RolloutWorker built in the test process sets torch's thread count (from
+    config); give the next test the count it started with."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def smollm2():
     """The bundled SmolLM2-135M-Instruct, converted once into the shared model cache."""

@@ -94,6 +94,42 @@ def test_cpu_kuhn_experiment_is_the_small_model_recipe_and_takes_overrides():
     assert cfg.train.rae is False  # the ablation is one override away
 
 
+def test_the_embedded_model_carries_the_small_model_recipe_and_games_can_override_it():
+    from spiral_games.config import format_lines
+
+    cfg = compose_run_config(CONF, ["+games=[kuhn,tictactoe]"])
+    for game in cfg.games.values():
+        assert (game.prompt_style, game.action_format) == ("short", "lenient")
+    assert cfg.rollout.max_tokens == cfg.model.max_tokens == 24
+    assert any("small-model recipe" in line for line in format_lines(cfg))
+    # SPIRAL's exact format is one override away, game by game
+    cfg = compose_run_config(
+        CONF,
+        [
+            "+games=[kuhn,tictactoe]",
+            "games.kuhn.prompt_style=raw",
+            "games.kuhn.action_format=boxed",
+        ],
+    )
+    assert (cfg.games["kuhn"].prompt_style, cfg.games["kuhn"].action_format) == ("raw", "boxed")
+    assert cfg.games["tictactoe"].prompt_style == "short"
+    assert (
+        compose_run_config(CONF, ["+games=[kuhn]", "rollout.max_tokens=64"]).rollout.max_tokens
+        == 64
+    )
+
+
+def test_hub_models_keep_spirals_prompt_and_boxed_parsing():
+    from spiral_games.config import format_lines
+
+    cfg = compose_run_config(CONF, ["+games=[kuhn,tictactoe]", "model=hub"])
+    for game in cfg.games.values():
+        assert (game.prompt_style, game.action_format) == ("chat", "boxed")
+    assert not any("small-model recipe" in line for line in format_lines(cfg))
+    spiral = compose_run_config(CONF, ["experiment=spiral_qwen3_4b"])
+    assert {(g.prompt_style, g.action_format) for g in spiral.games.values()} == {("raw", "boxed")}
+
+
 def test_named_experiment_reproduces_the_spiral_recipe():
     cfg = compose_run_config(CONF, ["experiment=spiral_qwen3_4b"])
     assert cfg.model.name == "Qwen/Qwen3-4B-Base"
@@ -117,6 +153,9 @@ MORE_BAD = [
     (["+games=[kuhn]", "learner.kl_coef=-0.1"], "learner.kl_coef=-0.1"),
     (["+games=[kuhn]", "learner.bf16=maybe"], "learner.bf16='maybe' is not valid"),
     (["+games=[kuhn]", "model.dtype=fp8"], "model.dtype='fp8' is not valid"),
+    (["+games=[kuhn]", "model.prompt_style=poem"], "model.prompt_style='poem' is not valid"),
+    (["+games=[kuhn]", "model.max_tokens=0"], "model.max_tokens=0 is out of range"),
+    (["+games=[kuhn]", "model.max_tokens=4096"], "max_tokens=4096 leaves no room"),
     (["+games=[kuhn]", "rollout.cpu_threads=-1"], "rollout.cpu_threads=-1 is out of range"),
     (["+games=[kuhn]", "train.steps=0"], "train.steps=0"),
     (["+games=[kuhn]", "train.rae_decay=1.5"], "train.rae_decay=1.5"),

@@ -130,7 +130,8 @@ def test_lenient_action_format_plays_a_named_move_and_still_penalises_nonsense(g
     )
     assert boxed_wrong[0].turns[0].action is None  # a box is never second-guessed
 
-    strict = build_rules("kuhn", games["kuhn"])  # the default (SPIRAL) format: boxed only
+    spiral = GameConfig(**{**games["kuhn"].__dict__, "action_format": "boxed"})
+    strict = build_rules("kuhn", spiral)  # SPIRAL's format: boxed only
     ep = play_games([GameJob(strict, 0, (Scripted(["I'll go with [bet]"]), Scripted([])))])[0]
     assert ep.invalid_role == 0 and not ep.turns[0].lenient
 

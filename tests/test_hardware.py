@@ -16,8 +16,13 @@ import pytest
 from spiral_games.compose import compose_run_config
 from spiral_games.errors import EngineError
 from spiral_games.hardware import (
+    BF16_GENERATE_SLOWDOWN,
+    BF16_TRAIN_SLOWDOWN,
     Hardware,
+    cgroup_cpu_limit,
+    cpu_slice,
     parse_cpuinfo,
+    physical_cores,
     plan_runtime,
     probe_hardware,
     this_machine,
@@ -135,8 +140,9 @@ def test_bf16_forced_on_a_cpu_without_native_bf16_is_honoured_with_the_measured_
     plan = plan_runtime(config("model.dtype=bfloat16", "learner.bf16=true"), hw, True)
     assert plan.dtype == "bfloat16" and plan.learner_bf16
     dtype_warning, learner_warning = plan.warnings
-    assert "4x slower" in dtype_warning and "model.dtype=auto" in dtype_warning
-    assert "23x slower" in learner_warning and "learner.bf16=auto" in learner_warning
+    assert f"{BF16_GENERATE_SLOWDOWN:.1f}x slower" in dtype_warning
+    assert f"{BF16_TRAIN_SLOWDOWN:.0f}x slower" in learner_warning
+    assert "model.dtype=auto" in dtype_warning and "learner.bf16=auto" in learner_warning
     # on a CPU that has it, the same request is simply honoured
     native = plan_runtime(
         config("model.dtype=bfloat16", "learner.bf16=true"),
@@ -196,3 +202,54 @@ def test_this_machine_is_probed_once_and_matches_the_live_cpuinfo():
     live = probe_hardware()
     assert (hw.isa, hw.native_bf16, hw.cores) == (live.isa, live.native_bf16, live.cores)
     assert hw.cores >= 1
+
+
+SMT_CPUINFO = "".join(
+    f"processor\t: {cpu}\nphysical id\t: 0\ncore id\t\t: {cpu % 2}\nflags\t\t: avx2\n\n"
+    for cpu in range(4)
+)  # 2 cores with 2 hardware threads each: CPUs 0 and 2 share core 0
+
+
+def test_physical_cores_count_smt_siblings_once():
+    assert physical_cores(SMT_CPUINFO, (0, 1, 2, 3)) == 2
+    assert physical_cores(SMT_CPUINFO, (0, 2)) == 1  # both threads of one core
+    assert physical_cores((SAMPLES / "amd_epyc_avx2.txt").read_text(), (0, 1)) == 2
+    # ARM kernels print no core ids: every CPU counts
+    assert physical_cores((SAMPLES / "arm_neoverse_v1_bf16.txt").read_text(), (0, 1)) == 2
+
+
+def test_a_cgroup_quota_caps_the_cores():
+    assert cgroup_cpu_limit("max 100000\n") is None
+    assert cgroup_cpu_limit("200000 100000\n") == 2
+    assert cgroup_cpu_limit("150000 100000") == 2  # 1.5 CPUs: two threads, one half-busy
+    assert cgroup_cpu_limit("50000 100000") == 1
+    assert cgroup_cpu_limit("garbage") is None
+
+
+def test_workers_bind_to_different_cores():
+    cpus = (0, 1, 2, 3, 4, 5, 6, 7)
+    assert cpu_slice(cpus, 4, 0) == [0, 1, 2, 3] and cpu_slice(cpus, 4, 1) == [4, 5, 6, 7]
+    assert cpu_slice((2, 3), 2, 0) == [2, 3]  # a cpuset that does not start at 0
+    assert cpu_slice((0, 1), 2, 1) == [0, 1]  # more workers than cores: they share
+    assert cpu_slice((0, 1), 4, 0) == [0, 1]  # never more CPUs than exist
+
+
+def test_a_gpu_without_bf16_gets_fp16_inference_and_an_fp32_learner():
+    hw = probe_hardware(
+        (SAMPLES / "amd_epyc_avx2.txt").read_text(), "x86_64", cores=2, gpus=4, gpu_bf16=False
+    )
+    plan = plan_runtime(config(), hw, vllm_installed=True)
+    assert (plan.dtype, plan.learner_bf16) == ("float16", False)
+    assert "pre-Ampere" in plan.dtype_reason
+
+
+def test_a_local_ray_cpu_limit_caps_the_threads():
+    hw = recorded("amd_epyc_avx2.txt", "x86_64", cores=16)
+    plan = plan_runtime(config("ray.num_cpus=4"), hw, vllm_installed=True)
+    assert (plan.rollout_threads, plan.learner_threads) == (4, 4)
+
+
+def test_tensor_parallel_never_falls_back_to_one_device():
+    hw = recorded("amd_epyc_avx2.txt", "x86_64", gpus=2)
+    plan = plan_runtime(config("rollout.tensor_parallel_size=2"), hw, vllm_installed=True)
+    assert plan.engine == "vllm" and plan.engine_fallback is None

@@ -57,9 +57,12 @@ hostile = st.one_of(
 )
 
 
-@pytest.fixture(scope="module")
-def rules():
-    cfg = compose_run_config(REPO / "conf", [f"+games=[{','.join(GAMES)}]"])
+@pytest.fixture(scope="module", params=["boxed", "lenient"])
+def rules(request):
+    """Both parsers: SPIRAL's strict \\boxed{} and the small-model lenient fallback."""
+    cfg = compose_run_config(
+        REPO / "conf", [f"+games=[{','.join(GAMES)}]", f"model.action_format={request.param}"]
+    )
     return {name: build_rules(name, cfg.games[name]) for name in GAMES}
 
 

@@ -56,6 +56,7 @@ def build_engine(
     kv_cache_gib: int = 1,
     tensor_parallel_size: int = 1,
     sleep_mode: bool = False,
+    worker_index: int = 0,
 ) -> Engine:
     """Build the `vllm` or `hf` engine over an HF model directory. `dtype="auto"` picks what
     this machine runs fastest (`spiral_games.hardware.choose_dtype`).
@@ -83,5 +84,6 @@ def build_engine(
             kv_cache_gib=kv_cache_gib,
             tensor_parallel_size=tensor_parallel_size,
             sleep_mode=sleep_mode,
+            worker_index=worker_index,
         )
     raise EngineError(f"Unknown engine {kind!r}. Set rollout.engine to 'vllm' or 'hf'.")

@@ -9,18 +9,30 @@ from pathlib import Path
 
 from spiral_games.engines.base import check_context
 from spiral_games.errors import EngineError
-from spiral_games.hardware import VLLM_INSTALL_HINT, this_machine, vllm_unavailable
+from spiral_games.hardware import VLLM_INSTALL_HINT, cpu_slice, this_machine, vllm_unavailable
 from spiral_games.types import Generation, SamplingParams
 
+# What the user set before we touched anything wins over our config-derived values.
+_USER_ENV = {
+    k: os.environ[k]
+    for k in ("VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_KVCACHE_SPACE")
+    if k in os.environ
+}
 
-def _configure_cpu_env(cpu_threads: int, kv_cache_gib: int) -> None:
-    """vllm-cpu reads these at import/spawn time; measured fastest with no reserved core."""
+
+def _configure_cpu_env(cpu_threads: int, kv_cache_gib: int, worker_index: int) -> None:
+    """vllm-cpu reads these at import/spawn time; measured fastest with no reserved core.
+
+    Thread binding and KV cache come from config (rollout.cpu_threads, kv_cache_gib) unless set
+    in the environment at start: a later engine in the same process must not inherit an earlier
+    one's, and workers sharing a machine bind to different cores.
+    """
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-    # From config (rollout.cpu_threads), not setdefault: a later engine in the same process
-    # must not inherit an earlier one's thread count.
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = f"0-{max(cpu_threads, 1) - 1}"
+    cpus = cpu_slice(this_machine().cpu_ids, max(cpu_threads, 1), worker_index)
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cpus))
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
+    os.environ.update(_USER_ENV)
 
 
 class VLLMEngine:
@@ -36,6 +48,7 @@ class VLLMEngine:
         kv_cache_gib: int = 1,
         tensor_parallel_size: int = 1,
         sleep_mode: bool = False,
+        worker_index: int = 0,
     ) -> None:
         import torch
 
@@ -47,7 +60,7 @@ class VLLMEngine:
                 "transformers) or rollout.engine=hf."
             )
         if not on_gpu:
-            _configure_cpu_env(cpu_threads, kv_cache_gib)
+            _configure_cpu_env(cpu_threads, kv_cache_gib, worker_index)
         try:
             import vllm
         except ImportError as exc:
@@ -60,17 +73,24 @@ class VLLMEngine:
         os.environ[OWNER_ENV] = owner_token()  # the engine's processes die with this one
         self.version = 0
         self.max_model_len = max_model_len
-        self.llm = vllm.LLM(
-            model=str(model_path),
-            dtype=dtype,
-            max_model_len=max_model_len,
-            seed=seed,
-            enforce_eager=not on_gpu,  # CUDA graphs on GPU; eager measured fastest on CPU
-            enable_prefix_caching=on_gpu,
-            tensor_parallel_size=tensor_parallel_size,
-            enable_sleep_mode=sleep_mode and on_gpu,  # frees GPU memory while the learner runs
-            worker_extension_cls="spiral_games.engines.vllm_worker.WeightReloader",
-        )
+        try:
+            self.llm = vllm.LLM(
+                model=str(model_path),
+                dtype=dtype,
+                max_model_len=max_model_len,
+                seed=seed,
+                enforce_eager=not on_gpu,  # CUDA graphs on GPU; eager measured fastest on CPU
+                enable_prefix_caching=on_gpu,
+                tensor_parallel_size=tensor_parallel_size,
+                enable_sleep_mode=sleep_mode and on_gpu,  # frees GPU memory for the learner
+                worker_extension_cls="spiral_games.engines.vllm_worker.WeightReloader",
+            )
+        except Exception as exc:  # vLLM fails to start in many ways; one error type for all
+            first_line = str(exc).splitlines()[0] if str(exc) else ""
+            raise EngineError(
+                f"vLLM failed to start: {type(exc).__name__}: {first_line}. Set "
+                "rollout.engine=auto (falls back to transformers) or rollout.engine=hf."
+            ) from exc
         self._vllm = vllm
         self.sleep_mode = sleep_mode and on_gpu
 
