@@ -121,6 +121,7 @@ class Learner:
         _init_process_group(rank, world_size, master_addr, master_port)
         self.spec = spec
         self.rank = rank
+        self.world_size = world_size
         self.on_gpu = torch.cuda.is_available()
         if not self.on_gpu:  # a rank in a 1-CPU Ray actor would otherwise run on one core
             set_cpu_threads(spec.cpu_threads)
@@ -153,6 +154,9 @@ class Learner:
             "gradient_accumulation_steps": spec.minibatch_size
             // (spec.micro_batch_size * world_size),
             "gradient_clipping": spec.grad_clip,
+            # update() accumulates micro-batches itself and calls step() once per minibatch,
+            # so a last, partial minibatch is a step of its own instead of dropped samples
+            "managed_gradient_accumulation": False,
             "zero_optimization": {"stage": spec.zero_stage},
             "bf16": {"enabled": spec.bf16 and self.on_gpu},
             "steps_per_print": 1 << 30,
@@ -173,30 +177,32 @@ class Learner:
         return torch.autocast(device, dtype=torch.bfloat16, enabled=self.spec.bf16)
 
     def update(self, batch: TrainBatch) -> dict[str, float]:
-        """`epochs` passes over the batch in shuffled minibatches; one optimizer step each."""
+        """`epochs` passes over the batch in shuffled minibatches, one optimizer step each. Every
+        sample is used: a last, smaller minibatch gets its own step, its loss the mean over its
+        own samples (gradient accumulation is ours, not DeepSpeed's micro-step counter)."""
         spec = self.spec
         self.engine.train()
         losses, clips, kls, ref_kls, norms = [], [], [], [], []
         tokens, start = 0, time.perf_counter()
         samples = list(batch.samples)
+        per_rank = max(spec.minibatch_size // self.world_size, 1)
         for _ in range(spec.epochs):
             self.rng.shuffle(samples)
-            for lo in range(0, len(samples), spec.micro_batch_size):
-                micro = samples[lo : lo + spec.micro_batch_size]
-                out, n_tokens = self._loss(micro)
-                self.engine.backward(out.loss)
-                kill_point("update")
-                boundary = self.engine.is_gradient_accumulation_boundary()
-                local_norm = self._grad_norm() if boundary else None
-                self.engine.step()
-                if boundary:
-                    norm = self.engine.get_global_grad_norm()
-                    norms.append(float(norm) if norm is not None else local_norm or 0.0)
-                losses.append(out.loss.item())
-                clips.append(out.clip_fraction)
-                kls.append(out.approx_kl)
-                ref_kls.append(out.kl_to_ref)
-                tokens += n_tokens
+            for mini in _chunks(samples, per_rank):
+                for micro in _chunks(mini, spec.micro_batch_size):
+                    out, n_tokens = self._loss(micro)
+                    # the micro loss is a mean over its samples: weight it to the minibatch mean
+                    self.engine.backward(out.loss * (len(micro) / len(mini)), scale_wrt_gas=False)
+                    kill_point("update")
+                    losses.append(out.loss.item())
+                    clips.append(out.clip_fraction)
+                    kls.append(out.approx_kl)
+                    ref_kls.append(out.kl_to_ref)
+                    tokens += n_tokens
+                local_norm = self._grad_norm()
+                self.engine.step()  # unmanaged accumulation: every step() is a boundary
+                norm = self.engine.get_global_grad_norm()
+                norms.append(float(norm) if norm is not None else local_norm or 0.0)
         seconds = time.perf_counter() - start
         return {
             "train/loss": sum(losses) / len(losses),
@@ -205,6 +211,7 @@ class Learner:
             "train/kl_to_ref": sum(ref_kls) / len(ref_kls),
             "train/grad_norm": sum(norms) / len(norms) if norms else float("nan"),
             "train/optimizer_steps": float(len(norms)),
+            "train/samples": float(len(samples)),
             "train/tokens": float(tokens),
             "train/tokens_per_s": tokens / seconds if seconds else 0.0,
             "train/seconds": seconds,
@@ -312,3 +319,8 @@ class Learner:
 
         self.engine.eval()
         return response_logprobs(self.model, prompts, responses, self.pad_id)
+
+
+def _chunks(items: list[Sample], size: int) -> list[list[Sample]]:
+    """`items` in consecutive pieces of `size` (the last may be shorter)."""
+    return [items[lo : lo + size] for lo in range(0, len(items), size)]

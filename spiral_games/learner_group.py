@@ -81,10 +81,14 @@ class LearnerGroup:
         import ray
 
         n = len(self.ranks)
-        parts = [TrainBatch(batch.samples[i::n], batch.step) for i in range(n)]
+        # every rank takes as many samples (and so optimizer steps, each an all-reduce) as the
+        # others: at most n-1 samples are left out, and counted
+        used = len(batch.samples) - len(batch.samples) % n
+        parts = [TrainBatch(batch.samples[:used][i::n], batch.step) for i in range(n)]
         results = ray.get([r.update.remote(p) for r, p in zip(self.ranks, parts, strict=True)])
-        summed = ("train/tokens", "train/tokens_per_s")
-        return {k: (sum if k in summed else _mean)([m[k] for m in results]) for k in results[0]}
+        summed = ("train/tokens", "train/tokens_per_s", "train/samples")
+        merged = {k: (sum if k in summed else _mean)([m[k] for m in results]) for k in results[0]}
+        return {**merged, "train/samples_left_out": float(len(batch.samples) - used)}
 
     def export_weights(self, path: Path) -> Path:
         import ray

@@ -84,8 +84,9 @@ def rollout_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
 
 
 def eval_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
-    """`eval/<game>/<opponent>/[seat<k>/]...`: win, draw, loss and invalid rates, mean return and
-    game length of the model's seat, over all games and per seat."""
+    """`eval/<game>/<opponent>/[seat<k>/]...`: the number of games; win, draw, loss and invalid
+    rates, mean return, reply length (tokens) and game length of the model's seat, over all games
+    and per seat."""
     groups: dict[tuple[str, str], list[Episode]] = defaultdict(list)
     for e in episodes:
         groups[(e.game, e.opponent)].append(e)
@@ -105,7 +106,12 @@ def _outcome_rates(prefix: str, episodes: Sequence[Episode]) -> dict[str, float]
     mine = [e.returns[e.trained_roles[0]] for e in episodes]
     theirs = [e.returns[1 - e.trained_roles[0]] for e in episodes]
     pairs = list(zip(mine, theirs, strict=True))
+    replies = [
+        len(t.response_ids) for e in episodes for t in e.turns if t.role == e.trained_roles[0]
+    ]
     return {
+        f"{prefix}/games": float(n),
+        f"{prefix}/response_length": sum(replies) / len(replies) if replies else 0.0,
         f"{prefix}/win_rate": sum(m > t for m, t in pairs) / n,
         f"{prefix}/draw_rate": sum(m == t for m, t in pairs) / n,
         f"{prefix}/loss_rate": sum(m < t for m, t in pairs) / n,

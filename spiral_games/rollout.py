@@ -44,16 +44,18 @@ def plan_jobs(
 def evaluation_jobs(
     rules: Mapping[str, GameRules],
     opponents: Mapping[tuple[str, str], Policy],
-    games_per_pair: int,
+    games: int | Mapping[str, int],
     seed: int,
     learner: Policy,
     version: int = 0,
 ) -> list[GameJob]:
-    """`games_per_pair` games per (game, opponent), the learner's seat alternating 0, 1, 0, ..."""
+    """`games` games per (game, opponent), or per opponent name where `games` maps names to
+    counts (a name it leaves out gets none); the learner's seat alternates 0, 1, 0, ..."""
     rng = random.Random(seed)
     jobs = []
     for (game, name), opponent in sorted(opponents.items(), key=lambda kv: kv[0]):
-        for k in range(games_per_pair):
+        count = games if isinstance(games, int) else games.get(name, 0)
+        for k in range(count):
             seat = k % 2
             seats = (learner, opponent) if seat == 0 else (opponent, learner)
             jobs.append(GameJob(rules[game], rng.randrange(2**31), seats, (seat,), version, name))

@@ -91,7 +91,7 @@ class RolloutPool:
         shares = [(i, c, s) for i, c, s in zip(live, counts, seeds, strict=True) if c]
         return self._gather(lambda i, c, s: self.workers[i].collect.remote(c, s), shares)
 
-    def _gather(self, call: Any, shares: list[tuple[int, int, int]]) -> list[Episode]:
+    def _gather(self, call: Any, shares: list[tuple[int, Any, int]]) -> list[Episode]:
         """Run every share; a share whose worker dies is played again (same seed) by the
         restarted worker or, once its node is gone, by a surviving worker."""
         import ray
@@ -191,12 +191,24 @@ class RolloutPool:
             )
         return index
 
-    def evaluate(self, games_per_pair: int, seed: int) -> list[Episode]:
-        """Evaluation games against fixed opponents, split over the workers."""
+    def evaluate(self, games: int | dict[str, int], seed: int) -> list[Episode]:
+        """Evaluation games against fixed opponents (`games` per game, or per opponent name),
+        each count split over the live workers."""
         live = self.live()
         n = len(live)
-        counts = [games_per_pair // n + (k < games_per_pair % n) for k in range(n)]
-        shares = [(i, c, seed + k) for k, (i, c) in enumerate(zip(live, counts, strict=True)) if c]
+
+        def share(count: int, k: int) -> int:
+            return count // n + (k < count % n)
+
+        shares: list[tuple[int, Any, int]] = []
+        for k, index in enumerate(live):
+            mine: Any = (
+                {name: share(c, k) for name, c in games.items()}
+                if isinstance(games, dict)
+                else share(games, k)
+            )
+            if (sum(mine.values()) if isinstance(mine, dict) else mine) > 0:
+                shares.append((index, mine, seed + k))
         return self._gather(lambda i, c, s: self.workers[i].evaluate.remote(c, s), shares)
 
     def push_weights(self, safetensors_path: str, version: int) -> list[int]:

@@ -45,6 +45,7 @@ class WorkerConfig:
     on_context_overflow: str
     eval_sampling: SamplingParams
     eval_opponents: tuple[str, ...]  # used where a game configures them
+    eval_concurrency: int
 
     @classmethod
     def from_run(
@@ -76,6 +77,7 @@ class WorkerConfig:
                 temperature=cfg.eval.temperature, top_p=cfg.eval.top_p, max_tokens=r.max_tokens
             ),
             eval_opponents=tuple(cfg.eval.opponents),
+            eval_concurrency=cfg.eval.concurrency,
         )
 
 
@@ -164,18 +166,19 @@ class RolloutWorker:
         )
         return play_games(jobs, concurrency=self.cfg.concurrent_games)
 
-    def evaluate(self, games_per_pair: int, seed: int) -> list[Episode]:
-        """Eval-sampled games against every configured fixed opponent, seats alternating."""
+    def evaluate(self, games: int | dict[str, int], seed: int) -> list[Episode]:
+        """Eval-sampled games against every configured fixed opponent (`games` per game, or per
+        opponent name), seats alternating, `eval_concurrency` at once."""
         self.engine.reseed(seed)
         jobs = evaluation_jobs(
             self.rules,
             self.eval_opponents,
-            games_per_pair,
+            games,
             seed,
             self.eval_policy,
             self.engine.version,
         )
-        return play_games(jobs, concurrency=self.cfg.concurrent_games)
+        return play_games(jobs, concurrency=self.cfg.eval_concurrency)
 
     def sleep(self) -> None:
         """Free accelerator memory for a collocated learner (GPU vLLM; no-op elsewhere)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +138,204 @@ def summary_markdown(summaries: dict[str, dict[str, Any]]) -> str:
             )
         lines.append("")
     return "\n".join(lines)
+
+
+OUTCOMES = ("win_rate", "draw_rate", "loss_rate", "invalid_rate")
+
+
+def standard_error(rate: float, games: float | None) -> float | None:
+    """Binomial standard error of a rate measured over `games` games (None: count unknown)."""
+    if not games:
+        return None
+    return math.sqrt(max(rate * (1 - rate), 0.0) / games)
+
+
+@dataclass(frozen=True)
+class EvalChange:
+    """One eval metric of one (game, opponent) at the first and the last evaluation."""
+
+    game: str
+    opponent: str
+    metric: str  # win_rate, draw_rate, loss_rate, invalid_rate or response_length
+    before_step: int
+    after_step: int
+    before: float
+    after: float
+    before_se: float | None  # binomial, over the games played (None for response_length)
+    after_se: float | None
+
+    @property
+    def change(self) -> float:
+        return self.after - self.before
+
+    @property
+    def change_se(self) -> float | None:
+        if self.before_se is None or self.after_se is None:
+            return None
+        return math.sqrt(self.before_se**2 + self.after_se**2)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "change": self.change, "change_se": self.change_se}
+
+
+def eval_changes(rows: list[dict[str, Any]]) -> list[EvalChange]:
+    """Before (first evaluation) and after (last evaluation) for every game, opponent and
+    outcome rate, with standard errors, plus the model's reply length."""
+    pairs = sorted(
+        {
+            tuple(k.split("/")[1:3])
+            for r in rows
+            for k in r
+            if k.startswith("eval/") and k.endswith("/win_rate") and "/seat" not in k
+        }
+    )
+    out = []
+    for game, opponent in pairs:
+        prefix = f"eval/{game}/{opponent}"
+        evaluated = [r for r in rows if r.get(f"{prefix}/win_rate") is not None]
+        if not evaluated:
+            continue
+        first, last = evaluated[0], evaluated[-1]
+        for metric in (*OUTCOMES, "response_length"):
+            key = f"{prefix}/{metric}"
+            if first.get(key) is None or last.get(key) is None:
+                continue
+            rate = metric != "response_length"
+            out.append(
+                EvalChange(
+                    game,
+                    opponent,
+                    metric,
+                    first["step"],
+                    last["step"],
+                    first[key],
+                    last[key],
+                    standard_error(first[key], first.get(f"{prefix}/games")) if rate else None,
+                    standard_error(last[key], last.get(f"{prefix}/games")) if rate else None,
+                )
+            )
+    return out
+
+
+def _with_se(value: float, se: float | None) -> str:
+    return f"{value:.3f}" if se is None else f"{value:.3f} ± {se:.3f}"
+
+
+def changes_markdown(changes: list[EvalChange]) -> str:
+    """The before/after table: one row per game, opponent and metric, ± one standard error."""
+    if not changes:
+        return "No evaluation in this run (eval.points=0 and eval.every=0).\n"
+    first = changes[0]
+    lines = [
+        f"| game | opponent | metric | step {first.before_step} | step {first.after_step} "
+        "| change (in SEs) |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for c in changes:
+        se = c.change_se
+        shift = f"{c.change:+.3f}"
+        if se is not None:
+            shift += f" ± {se:.3f}" + (f" ({c.change / se:+.1f})" if se > 0 else "")
+        lines.append(
+            f"| {c.game} | {c.opponent} | {c.metric.replace('_rate', '')} "
+            f"| {_with_se(c.before, c.before_se)} | {_with_se(c.after, c.after_se)} | {shift} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_run(run_dir: Path, out: Path) -> Path:
+    """One run's curves: per game and opponent, win/draw/loss/invalid rates with ± 1 SE error
+    bars at every evaluation; then self-play invalid rate and reply lengths per step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(run_dir)
+    pairs = sorted({(c.game, c.opponent) for c in eval_changes(rows)})
+    n_panels = len(pairs) + 2
+    cols = min(n_panels, 3)
+    nrows = math.ceil(n_panels / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.5 * nrows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax, (game, opponent) in zip(flat, pairs, strict=False):
+        prefix = f"eval/{game}/{opponent}"
+        for metric, color in zip(
+            OUTCOMES, ("tab:green", "tab:gray", "tab:red", "tab:orange"), strict=True
+        ):
+            points = [
+                (r["step"], r[f"{prefix}/{metric}"], r.get(f"{prefix}/games"))
+                for r in rows
+                if r.get(f"{prefix}/{metric}") is not None
+            ]
+            if points:
+                steps, values, games = zip(*points, strict=True)
+                errors = [standard_error(v, n) or 0.0 for v, n in zip(values, games, strict=True)]
+                label = metric.replace("_rate", "")
+                ax.errorbar(
+                    steps, values, yerr=errors, fmt="-o", ms=3, capsize=2, color=color, label=label
+                )
+        ax.set_title(f"{game} vs {opponent} (eval, ± 1 SE)", fontsize=10)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    ax = flat[len(pairs)]
+    points = _series(rows, "rollout/invalid_move_rate")
+    if points:
+        ax.plot(*zip(*points, strict=True), "-", color="tab:orange", label="self-play")
+    ax.set_title("self-play invalid-move rate", fontsize=10)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax = flat[len(pairs) + 1]
+    for key, label in [("rollout/response_length", "self-play")] + [
+        (f"eval/{g}/{o}/response_length", f"eval {g} vs {o}") for g, o in pairs
+    ]:
+        points = _series(rows, key)
+        if points:
+            ax.plot(
+                *zip(*points, strict=True),
+                "-o" if key.startswith("eval") else "-",
+                ms=3,
+                label=label,
+            )
+    ax.set_title("reply length (tokens)", fontsize=10)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    for ax in flat[n_panels:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def write_run_report(run_dir: Path) -> str:
+    """Write `summary.md`, `summary.json` and `curves.png` into the run directory; returns the
+    before/after table (markdown) that summary.md starts with."""
+    rows = read_metrics(run_dir)
+    changes = eval_changes(rows)
+    table = changes_markdown(changes)
+    overview = summarize(run_dir)
+    minutes = overview["train_seconds"] / 60
+    text = (
+        f"# Run `{run_dir.name}`: {overview['steps']} steps, {minutes:.1f} min\n\n"
+        "## Evaluation against fixed opponents (first → last evaluation, ± 1 standard error)\n\n"
+        f"{table}\n"
+        "## Self-play (mean of the first 5 → last 5 steps)\n\n"
+        "| metric | first 5 | last 5 |\n|---|---:|---:|\n"
+        + "".join(
+            f"| {key} | {v['first5']:.3f} | {v['last5']:.3f} |\n"
+            for key, v in overview["selfplay"].items()
+        )
+        + "\n![curves](curves.png)\n"
+    )
+    (run_dir / "summary.md").write_text(text)
+    (run_dir / "summary.json").write_text(
+        json.dumps({**overview, "changes": [c.as_dict() for c in changes]}, indent=2)
+    )
+    plot_run(run_dir, run_dir / "curves.png")
+    return table

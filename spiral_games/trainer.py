@@ -28,6 +28,7 @@ from spiral_games.models import resolve_configured
 from spiral_games.ray_runtime import init_ray
 from spiral_games.rollout_pool import RolloutError, RolloutPool
 from spiral_games.rollout_worker import WorkerConfig
+from spiral_games.run_summary import write_run_report
 from spiral_games.transcripts import write_transcripts
 from spiral_games.types import Episode, Sample, TrainBatch
 
@@ -140,16 +141,19 @@ def train(cfg: RunConfig) -> Path:
         )
         saved_step = loop_state["step"]
 
+    eval_at = set(cfg.eval.steps(cfg.train.steps))  # step 0 (before training), the end, between
+    eval_games = {name: cfg.eval.games_for(name) for name in cfg.eval.opponents}
+
     def evaluate(done_steps: int) -> dict[str, float]:
         t = time.perf_counter()
-        eval_episodes = pool.evaluate(cfg.eval.games, seed=cfg.seed + done_steps - 1)
+        eval_episodes = pool.evaluate(eval_games, seed=cfg.seed + done_steps - 1)
         write_transcripts(eval_episodes, run_dir / "eval" / f"step_{done_steps:06d}.jsonl")
         return {**eval_metrics(eval_episodes), "eval/seconds": time.perf_counter() - t}
 
     if "torch_rng" in restored:  # last: building the learner and workers draws from it
         torch.set_rng_state(torch.tensor(restored["torch_rng"], dtype=torch.uint8))
     try:
-        if cfg.eval.every and start_step == 0:  # the baseline every later eval is compared to
+        if 0 in eval_at and start_step == 0:  # the baseline every later eval is compared to
             logger.log(0, evaluate(0))
         for step in range(start_step, cfg.train.steps):
             clock = PhaseClock()
@@ -168,7 +172,7 @@ def train(cfg: RunConfig) -> Path:
                         cfg.train.gamma,
                         cfg.train.drop_zero_advantage,
                     )
-            batch = TrainBatch(tuple(samples[: cfg.learner.batch_size]), step)
+            batch = TrainBatch(tuple(samples), step)  # every sample: none collected in vain
 
             # ---- update ------------------------------------------------------------------
             with clock("update"):
@@ -185,7 +189,7 @@ def train(cfg: RunConfig) -> Path:
 
             # ---- evaluate against fixed opponents --------------------------------------
             eval_results: dict[str, float] = {}
-            if cfg.eval.every and (step + 1) % cfg.eval.every == 0:
+            if step + 1 in eval_at:
                 with clock("eval"):
                     eval_results = evaluate(step + 1)
 
@@ -212,7 +216,6 @@ def train(cfg: RunConfig) -> Path:
                 "rollout/seconds": rollout_s,
                 "rollout/tokens_per_s": sum(len(s.response_ids) for s in samples) / rollout_s,
                 "rollout/samples": float(len(samples)),
-                "rollout/samples_dropped": float(len(samples) - len(batch.samples)),
                 "train/advantage_mean": sum(s.advantage for s in batch.samples)
                 / len(batch.samples),
                 "sync/seconds": clock.seconds["push"],
@@ -237,6 +240,9 @@ def train(cfg: RunConfig) -> Path:
         for leftover in push_dir.glob("*"):
             leftover.unlink()
         push_dir.rmdir()
+    # ---- the run's report: before/after table, summary.md, summary.json, curves.png ------
+    table = write_run_report(run_dir)
+    print(f"\n{table}\nwrote {run_dir / 'summary.md'} and {run_dir / 'curves.png'}", flush=True)
     return run_dir
 
 

@@ -52,6 +52,7 @@ def test_one_training_step_with_the_tiny_model_from_the_command_line(tiny, tmp_p
         "train.steps=1",
         "rollout.max_tokens=16",
         "train.wandb_mode=disabled",
+        "eval.points=0",
         "ray.num_cpus=2",
         f"output_dir={tmp_path}",
     )

@@ -46,6 +46,40 @@ def test_update_takes_one_optimizer_step_per_minibatch_and_moves_weights(tiny):
     assert any(not torch.equal(before[k], v) for k, v in learner.model.state_dict().items())
 
 
+def _gradients_at_each_step(learner: Learner) -> list[dict[str, torch.Tensor]]:
+    """Record the accumulated gradients every time the learner takes an optimizer step."""
+    seen: list[dict[str, torch.Tensor]] = []
+    step = learner.engine.step
+
+    def recording_step() -> None:
+        seen.append({n: p.grad.clone() for n, p in learner.model.named_parameters()})
+        step()
+
+    learner.engine.step = recording_step
+    return seen
+
+
+def test_a_partial_last_minibatch_is_trained_on_as_the_mean_of_its_own_samples(tiny):
+    # 3 samples of different lengths: minibatch 4 / micro 2 gives one step over micros of 2 + 1;
+    # one micro of 3 must give the same gradient (the mean over the 3 samples)
+    samples = tuple(
+        Sample((1, 2, 3), response, tuple(-10.8 for _ in response), adv, "kuhn", 0, 0)
+        for response, adv in (((4, 5), 1.0), ((6,), -1.0), ((7, 8, 9), 0.5))
+    )
+    fp32 = "learner.bf16=false"
+    split = Learner(spec(tiny, "learner.minibatch_size=4", "learner.micro_batch_size=2", fp32))
+    whole = Learner(spec(tiny, "learner.minibatch_size=3", "learner.micro_batch_size=3", fp32))
+    split_grads, whole_grads = _gradients_at_each_step(split), _gradients_at_each_step(whole)
+    metrics = split.update(TrainBatch(samples, step=0))
+    whole.update(TrainBatch(samples, step=0))
+    assert metrics["train/optimizer_steps"] == 1.0 and metrics["train/samples"] == 3.0
+    assert len(split_grads) == len(whole_grads) == 1
+    for name, grad in whole_grads[0].items():
+        scale = float(grad.abs().max())  # float sums in another order: relative to the tensor
+        assert float((split_grads[0][name] - grad).abs().max()) <= 1e-5 * scale, name
+    assert any(float(g.abs().max()) > 1e-4 for g in whole_grads[0].values())
+
+
 def test_lora_trains_only_adapters_and_exports_merged_weights(tiny, tmp_path):
     learner = Learner(spec(tiny, "learner.lora_rank=4"))
     trainable = [n for n, p in learner.model.named_parameters() if p.requires_grad]

@@ -134,6 +134,7 @@ KILL_ARGS = [
     "train.steps=12",
     "train.checkpoint_every=1",
     "train.wandb_mode=disabled",
+    "eval.points=0",
     "ray.num_cpus=2",
 ]
 
@@ -284,6 +285,7 @@ def test_node_removed_mid_run_continues_or_stops_with_a_checkpoint(
             "train.steps=4",
             "train.checkpoint_every=10",  # the stop path itself must write the checkpoint
             "train.wandb_mode=disabled",
+            "eval.points=0",
             f"ray.address={cluster.address}",
             f"output_dir={tmp_path}",
         ],

@@ -27,6 +27,7 @@ TINY = [
     "learner.micro_batch_size=4",
     "learner.lr=1e-3",
     "train.wandb_mode=disabled",
+    "eval.points=0",
     "ray.num_cpus=2",
 ]
 
@@ -72,6 +73,7 @@ def test_two_steps_with_vllm_and_deepspeed_learn_push_and_checkpoint(tiny, tmp_p
     assert runtime["engine"] == "vllm" and runtime["dtype"] == "float32"  # explicit: honoured
     for m in metrics:
         assert m["train/grad_norm"] > 0 and m["train/tokens"] > 0
+        assert m["train/samples"] == m["rollout/samples"] >= 8  # every collected sample trained
         assert 0 <= m["rollout/invalid_move_rate"] <= 1
         assert any(k.startswith("rae/kuhn/") or k.startswith("rae/tictactoe/") for k in m)
     versions = {
@@ -157,6 +159,23 @@ def test_resume_continues_step_counter_and_rae_baselines_exactly(tiny, tmp_path,
                 assert m[f"eval/{game}/{opponent}/seat0/win_rate"] is not None
     assert (tmp_path / "eval" / "step_000002.jsonl").is_file()
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+    # every run ends with its report: the before/after table with standard errors, and curves
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    changes = {(c["game"], c["opponent"], c["metric"]): c for c in summary["changes"]}
+    last = read_metrics(tmp_path)[-1]
+    for game in ("kuhn", "tictactoe"):
+        for opponent in ("random", "expert"):
+            for metric in ("win_rate", "draw_rate", "loss_rate", "invalid_rate"):
+                c = changes[(game, opponent, metric)]
+                assert (c["before_step"], c["after_step"]) == (0, 2)
+                after = last[f"eval/{game}/{opponent}/{metric}"]
+                assert c["after"] == after
+                assert c["after_se"] == pytest.approx((after * (1 - after) / 2) ** 0.5)
+            assert (game, opponent, "response_length") in changes
+    text = (tmp_path / "summary.md").read_text()
+    assert "| kuhn | random | win |" in text and "| step 0 | step 2 |" in text
+    png = (tmp_path / "curves.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
     import ray
 
     ray.shutdown()
