@@ -57,7 +57,7 @@ def settle(cards: tuple[str, str], history: Sequence[str], ante: int = 1) -> tup
 class KuhnPokerEnv(ta.Env):
     """Multi-round Kuhn Poker on TextArena's 0.7 State API (registered as SpiralKuhnPoker-v0)."""
 
-    def __init__(self, num_rounds: int = 5, ante: int = 1) -> None:
+    def __init__(self, num_rounds: int = 1, ante: int = 1) -> None:
         if num_rounds < 1:
             raise ValueError(f"num_rounds must be >= 1, got {num_rounds}")
         self.num_rounds = num_rounds
@@ -175,7 +175,7 @@ def _policy_state(env: KuhnPokerEnv, role: int) -> dict[str, Any]:
 class KuhnPokerGame(TextArenaGame):
     """The `kuhn` game: SpiralKuhnPoker-v0 with full-history observations."""
 
-    def __init__(self, num_rounds: int = 5) -> None:
+    def __init__(self, num_rounds: int = 1) -> None:
         super().__init__(
             "SpiralKuhnPoker-v0",
             name="kuhn",
@@ -183,6 +183,23 @@ class KuhnPokerGame(TextArenaGame):
             policy_state=_policy_state,
             num_rounds=num_rounds,
         )
+
+    def current_state(self, role: int) -> str:
+        """One paragraph of rules, and this round's card, chips and betting."""
+        env = self.raw
+        gs = env.state.game_state
+        betting = " ".join(
+            f"Player {(gs['first'] + k) % 2} chose [{move}]."
+            for k, move in enumerate(gs["history"])
+        )
+        return (  # the short prompt lists the legal moves after it
+            f"Kuhn Poker, {env.num_rounds} round(s): cards J < Q < K, both ante {env.ante}; "
+            "[bet] adds 1 chip, [call] matches it, [fold] gives up the pot, [check] passes. The "
+            "higher card takes the pot; more chips at the end wins.\n"
+            f"You are Player {role}. Round {gs['round']}/{env.num_rounds}. Your card: "
+            f"{gs['cards'][role]}. Chips so far: you {gs['chips'][role]:+d}, opponent "
+            f"{gs['chips'][1 - role]:+d}. Player {gs['first']} acts first.\n" + betting
+        ).rstrip()
 
 
 class KuhnNashPolicy:

@@ -35,6 +35,20 @@ class TicTacToeGame(TextArenaGame):
     def __init__(self, env_id: str = "TicTacToe-v0") -> None:
         super().__init__(env_id, name="tictactoe", legal_actions=_legal, policy_state=_policy_state)
 
+    def current_state(self, role: int) -> str:
+        """The board now and the legal moves, without TextArena's board history."""
+        return position_text(_cells(self.raw), role)
+
+
+def position_text(cells: Sequence[str], role: int) -> str:
+    """One line of rules for `role`, and the board `cells` drawn as TextArena draws it."""
+    mark, other = ("O", "X") if role == 0 else ("X", "O")
+    rows = [" " + " | ".join(cells[i] or str(i) for i in range(r, r + 3)) + " " for r in (0, 3, 6)]
+    return (  # the short prompt lists the legal moves after it
+        f"Tic Tac Toe: you are '{mark}', your opponent '{other}'. Three in a row wins. Pick an "
+        "empty square by its number.\n\n" + "\n---+---+---\n".join(rows)
+    )
+
 
 def _place(cells: tuple[str, ...], index: int, mark: str) -> tuple[str, ...]:
     return (*cells[:index], mark, *cells[index + 1 :])

@@ -1,4 +1,9 @@
-"""Renders a run's saved transcripts as one static HTML page: python launch/view.py <run_dir>."""
+"""Renders a run's page, one static HTML file: python launch/view.py <run_dir>.
+
+On top the before/after table (summary.json or metrics.jsonl) and curves.png; below, every saved
+game (transcripts/, eval/) with its state drawn turn by turn, filterable by game, step, players
+and outcome. A URL hash preselects the filters: replay.html#game=kuhn&step=0.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,8 @@ def main(argv: list[str]) -> int:
     """Write <run_dir>/replay.html; returns the exit code."""
     if len(argv) != 1 or not Path(argv[0]).is_dir():
         print(
-            "usage: python launch/view.py <run_dir>  (a directory with transcripts/)",
+            "usage: python launch/view.py <run_dir>  (a run directory: transcripts/, eval/, "
+            "metrics.jsonl or summary.json)",
             file=sys.stderr,
         )
         return 2

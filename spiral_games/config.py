@@ -193,6 +193,11 @@ class LearnerConfig:
         _check_positive("learner.minibatch_size", self.minibatch_size)
         _check_positive("learner.micro_batch_size", self.micro_batch_size)
         _check_positive("learner.num_ranks", self.num_ranks)
+        if self.batch_size < self.num_ranks:
+            raise ConfigError(
+                f"learner.batch_size={self.batch_size} is less than learner.num_ranks="
+                f"{self.num_ranks}: every rank needs at least one sample per step."
+            )
         _check_divides(
             "learner.minibatch_size",
             self.minibatch_size,
@@ -226,7 +231,7 @@ class LearnerConfig:
 class TrainConfig:
     """The training loop: length, advantages, pushes, checkpoints and logging."""
 
-    steps: int = 4
+    steps: int = 12  # the card command: ~15-20 min on 2 CPU cores, evaluation included
     rae: bool = True  # role-conditioned advantage estimation; false: A = R
     rae_decay: float = 0.95
     gamma: float = 1.0
@@ -257,15 +262,15 @@ class EvalConfig:
     """In-training evaluation against fixed opponents: before training, at the end, and at
     evenly spaced steps in between."""
 
-    points: int = 4  # evaluations per run: step 0, the last step and points-2 between; 0: off
+    points: int = 3  # evaluations per run: step 0, the last step and points-2 between; 0: off
     every: int = 0  # > 0: every k steps instead of `points` (still with step 0 and the end)
     # games per (game, opponent); 200 games put a win rate's standard error at <= 0.035
     games: int = 200
     # at most this many games against the named opponents (the expert plays slowly, and a win
     # against it is rare): min(games, cap)
-    games_cap: dict[str, int] = field(default_factory=lambda: {"expert": 64})
+    games_cap: dict[str, int] = field(default_factory=lambda: {"expert": 32})
     opponents: list[str] = field(default_factory=lambda: ["random", "expert"])
-    concurrency: int = 64  # evaluation games played at once per worker (one batched generate)
+    concurrency: int = 128  # evaluation games played at once per worker (batched generate)
     temperature: float = 0.6
     top_p: float = 0.95
 

@@ -40,6 +40,12 @@ class GameEnv(ABC):
         """Legal action strings for `role`, or None if the game cannot enumerate them."""
         return None
 
+    def current_state(self, role: int) -> str | None:
+        """The rules and the present position as `role` sees them, without the move history;
+        None if the game has no such view. The `short` prompt (small models) shows it instead
+        of the full observation, which in TextArena games repeats every past board."""
+        return None
+
     @abstractmethod
     def step(self, action: str) -> StepResult:
         """Apply the current role's action."""

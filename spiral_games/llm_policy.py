@@ -38,10 +38,11 @@ class LLMPolicy:
         prompts, cut = [], []
         for obs in observations:
             style = self.prompt_styles.get(obs.game, self.default_style)
-            ids = encode_prompt(self.tokenizer, obs.text, style, obs.legal_actions)
+            text = obs.position if style == "short" and obs.position is not None else obs.text
+            ids = encode_prompt(self.tokenizer, text, style, obs.legal_actions)
             shortened = len(ids) > budget and self.on_context_overflow == "truncate"
             if shortened:
-                ids = self._truncated(obs.text, style, budget, obs.legal_actions, ids)
+                ids = self._truncated(text, style, budget, obs.legal_actions, ids)
             prompts.append(ids)
             cut.append(shortened)
         fits = [i for i, p in enumerate(prompts) if len(p) <= budget]

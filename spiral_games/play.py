@@ -73,6 +73,9 @@ class GameSession:
             text=self._text + self._note,
             legal_actions=tuple(legal) if legal is not None else None,
             state=self.env.policy_state(role),
+            position=None
+            if (position := self.env.current_state(role)) is None
+            else position + self._note,
         )
 
     def submit(self, observation: Observation, output: PolicyOutput) -> None:

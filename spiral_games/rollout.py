@@ -48,15 +48,16 @@ def evaluation_jobs(
     seed: int,
     learner: Policy,
     version: int = 0,
+    first_seat: int = 0,
 ) -> list[GameJob]:
     """`games` games per (game, opponent), or per opponent name where `games` maps names to
-    counts (a name it leaves out gets none); the learner's seat alternates 0, 1, 0, ..."""
+    counts (a name it leaves out gets none); the learner's seat alternates from `first_seat`."""
     rng = random.Random(seed)
     jobs = []
     for (game, name), opponent in sorted(opponents.items(), key=lambda kv: kv[0]):
         count = games if isinstance(games, int) else games.get(name, 0)
         for k in range(count):
-            seat = k % 2
+            seat = (first_seat + k) % 2
             seats = (learner, opponent) if seat == 0 else (opponent, learner)
             jobs.append(GameJob(rules[game], rng.randrange(2**31), seats, (seat,), version, name))
     return jobs

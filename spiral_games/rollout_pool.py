@@ -209,7 +209,11 @@ class RolloutPool:
             )
             if (sum(mine.values()) if isinstance(mine, dict) else mine) > 0:
                 shares.append((index, mine, seed + k))
-        return self._gather(lambda i, c, s: self.workers[i].evaluate.remote(c, s), shares)
+        # worker k starts in seat k % 2, so odd shares still balance the seats overall
+        first_seat = {seed + k: k % 2 for k in range(n)}
+        return self._gather(
+            lambda i, c, s: self.workers[i].evaluate.remote(c, s, first_seat[s]), shares
+        )
 
     def push_weights(self, safetensors_path: str, version: int) -> list[int]:
         """Load new weights into every worker; returns each worker's version afterwards."""

@@ -166,7 +166,9 @@ class RolloutWorker:
         )
         return play_games(jobs, concurrency=self.cfg.concurrent_games)
 
-    def evaluate(self, games: int | dict[str, int], seed: int) -> list[Episode]:
+    def evaluate(
+        self, games: int | dict[str, int], seed: int, first_seat: int = 0
+    ) -> list[Episode]:
         """Eval-sampled games against every configured fixed opponent (`games` per game, or per
         opponent name), seats alternating, `eval_concurrency` at once."""
         self.engine.reseed(seed)
@@ -177,6 +179,7 @@ class RolloutWorker:
             seed,
             self.eval_policy,
             self.engine.version,
+            first_seat,
         )
         return play_games(jobs, concurrency=self.cfg.eval_concurrency)
 

@@ -224,7 +224,7 @@ def _with_se(value: float, se: float | None) -> str:
 def changes_markdown(changes: list[EvalChange]) -> str:
     """The before/after table: one row per game, opponent and metric, ± one standard error."""
     if not changes:
-        return "No evaluation in this run (eval.points=0 and eval.every=0).\n"
+        return "No evaluation results in this run (eval.points=0, or no eval.opponents).\n"
     first = changes[0]
     lines = [
         f"| game | opponent | metric | step {first.before_step} | step {first.after_step} "

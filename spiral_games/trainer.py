@@ -241,8 +241,12 @@ def train(cfg: RunConfig) -> Path:
             leftover.unlink()
         push_dir.rmdir()
     # ---- the run's report: before/after table, summary.md, summary.json, curves.png ------
-    table = write_run_report(run_dir)
-    print(f"\n{table}\nwrote {run_dir / 'summary.md'} and {run_dir / 'curves.png'}", flush=True)
+    try:
+        table = write_run_report(run_dir)
+    except (OSError, ValueError, RuntimeError) as exc:  # the run itself is saved: do not fail it
+        log.warning("Could not write the run report (%s); run launch/summarize.py later.", exc)
+    else:
+        print(f"\n{table}\nwrote {run_dir / 'summary.md'} and {run_dir / 'curves.png'}", flush=True)
     return run_dir
 
 

@@ -36,6 +36,9 @@ class Observation:
     text: str  # the game's observation for `role` (prompting wraps it)
     legal_actions: tuple[str, ...] | None  # None when the game cannot enumerate them
     state: object = None  # game-specific structured view for scripted opponents
+    # the present position alone, without the move history (GameEnv.current_state); the
+    # `short` prompt shows it instead of `text` where the game has one
+    position: str | None = None
 
 
 @dataclass(frozen=True)

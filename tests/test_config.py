@@ -140,6 +140,23 @@ def test_named_experiment_reproduces_the_spiral_recipe():
     assert cfg.rollout.num_workers * cfg.rollout.worker_gpus <= 8
 
 
+def test_evaluation_is_on_by_default_at_both_ends_and_between():
+    cfg = compose_run_config(CONF, ["+games=[kuhn,tictactoe]"])
+    ev, steps = cfg.eval, cfg.train.steps
+    assert ev.enabled and ev.steps(steps)[0] == 0 and ev.steps(steps)[-1] == steps
+    assert len(ev.steps(steps)) == ev.points >= 3  # step 0, the end and at least one between
+    assert ev.games_for("random") >= 200  # a win rate's standard error <= 0.035
+    assert 0 < ev.games_for("expert") <= ev.games_for("random")
+    five = compose_run_config(CONF, ["+games=[kuhn]", "eval.points=5"]).eval
+    assert five.steps(8) == [0, 2, 4, 6, 8] and five.steps(2) == [0, 1, 2]
+    every = compose_run_config(CONF, ["+games=[kuhn]", "eval.every=4", "train.steps=10"]).eval
+    assert every.steps(10) == [0, 4, 8, 10]
+    small = compose_run_config(CONF, ["+games=[kuhn]", "eval.games=10"]).eval
+    assert small.games_for("expert") == small.games_for("random") == 10  # the cap is an upper bound
+    off = compose_run_config(CONF, ["+games=[kuhn]", "eval.points=0"]).eval
+    assert not off.enabled and off.steps(10) == []
+
+
 MORE_BAD = [
     (["+games=[kuhn]", "seed=abc"], "Bad value for seed"),
     (["+games=[kuhn]", "rollout.temperature=-1"], "rollout.temperature=-1"),
@@ -163,6 +180,9 @@ MORE_BAD = [
     (["+games=[kuhn]", "train.wandb_mode=cloud"], "train.wandb_mode='cloud'"),
     (["+games=[kuhn]", "eval.games=0"], "eval.games=0"),
     (["+games=[kuhn]", "eval.top_p=0"], "eval.top_p=0"),
+    (["+games=[kuhn]", "eval.points=1"], "eval.points=1 cannot hold both ends"),
+    (["+games=[kuhn]", "eval.concurrency=0"], "eval.concurrency=0"),
+    (["+games=[kuhn]", "eval.games_cap.expert=0"], "eval.games_cap.expert=0"),
     (["+games=[kuhn]", "ray.num_cpus=0"], "ray.num_cpus=0"),
     (["+games=[kuhn]", "games.kuhn.weight=0"], "weight=0"),
     (["+games=[kuhn]", "games.kuhn.env._target_=os.system"], None),  # fails when built

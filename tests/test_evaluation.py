@@ -13,6 +13,20 @@ from spiral_games.rollout import evaluation_jobs
 from .conftest import REPO
 
 
+def test_per_opponent_counts_and_the_first_seat_of_a_worker():
+    cfg = compose_run_config(REPO / "conf", ["+games=[tictactoe]"])
+    rules = {n: build_rules(n, g) for n, g in cfg.games.items()}
+    opponents = {
+        ("tictactoe", o): build_opponent("tictactoe", cfg.games["tictactoe"], o, seed=1)
+        for o in ("random", "expert")
+    }
+    learner = build_opponent("tictactoe", cfg.games["tictactoe"], "random", seed=2)
+    jobs = evaluation_jobs(rules, opponents, {"random": 3, "expert": 1}, 0, learner, 0, 1)
+    assert [j.opponent for j in jobs] == ["expert", "random", "random", "random"]
+    assert [j.trained_roles for j in jobs] == [(1,), (1,), (0,), (1,)]  # from seat 1 on
+    assert evaluation_jobs(rules, opponents, {"random": 2}, 0, learner)[0].opponent == "random"
+
+
 def test_seats_alternate_and_every_pair_is_played():
     cfg = compose_run_config(REPO / "conf", ["+games=[tictactoe,nim]"])
     rules = {n: build_rules(n, g) for n, g in cfg.games.items()}

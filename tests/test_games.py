@@ -141,7 +141,31 @@ def test_kuhn_observation_shows_card_and_legal_moves(games):
     obs = session.pending()
     assert obs.role == 0 and obs.legal_actions == ("[check]", "[bet]")
     assert f"Your card: {obs.state['card']}" in obs.text
-    assert "Round 1/5" in obs.text
+    assert "Round 1/1" in obs.text
+
+
+def test_position_view_is_the_present_state_without_the_history(games):
+    for name in ("tictactoe", "kuhn"):
+        rules = build_rules(name, games[name])
+        for seed in range(20):
+            session = GameSession(
+                GameJob(rules, seed, (RandomPolicy(seed), RandomPolicy(seed + 1)))
+            )
+            while (obs := session.pending()) is not None:
+                if name == "tictactoe":
+                    cells = [c or str(i) for i, c in enumerate(obs.state["cells"])]
+                    assert " | ".join(cells[3:6]) in obs.position
+                    assert obs.position.count("---+---+---") == 2  # one board, not the history
+                else:
+                    assert f"Your card: {obs.state['card']}." in obs.position
+                    assert f"Round {obs.state['round']}/1." in obs.position
+                    last = "]." if obs.state["history"] else "acts first."
+                    assert obs.position.endswith(last)
+                    assert obs.position.count("chose [") == len(obs.state["history"])
+                policy = session.job.seats[obs.role]
+                session.submit(obs, policy.act([obs])[0])
+    nim = GameSession(GameJob(build_rules("nim", games["nim"]), 0, (None, None))).pending()
+    assert nim.position is None  # a game without the view keeps its observation
 
 
 def test_negotiation_chat_is_visible_to_the_opponent(games):

@@ -226,3 +226,22 @@ def test_short_prompt_style_lists_the_legal_moves_in_the_chat_template(tiny):
     assert RAW_PREFIX not in text
     free_form = build_prompt_text(tiny.tokenizer, "Make an offer.", "short", None)
     assert "Choose one of" not in free_form and "\\boxed{your action}" in free_form
+
+
+def test_short_prompt_shows_the_position_and_chat_the_full_observation(tiny):
+    from spiral_games.engines.hf import HFEngine
+    from spiral_games.llm_policy import LLMPolicy
+    from spiral_games.types import Observation, SamplingParams
+
+    engine = HFEngine(tiny.path, dtype="float32", max_model_len=512)
+    obs = Observation(
+        "tictactoe", 0, "[GAME] history of every board", ("[4]",), position="the board now"
+    )
+    prompts = {}
+    for style in ("short", "chat"):
+        policy = LLMPolicy(
+            engine, tiny.tokenizer, SamplingParams(max_tokens=4), {"tictactoe": style}, 512
+        )
+        prompts[style] = tiny.tokenizer.decode(policy.act([obs])[0].prompt_ids)
+    assert "the board now" in prompts["short"] and "history" not in prompts["short"]
+    assert "history of every board" in prompts["chat"] and "board now" not in prompts["chat"]

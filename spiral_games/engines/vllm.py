@@ -80,7 +80,8 @@ class VLLMEngine:
                 max_model_len=max_model_len,
                 seed=seed,
                 enforce_eager=not on_gpu,  # CUDA graphs on GPU; eager measured fastest on CPU
-                enable_prefix_caching=on_gpu,
+                enable_prefix_caching=True,
+                **({} if on_gpu else {"block_size": 32}),
                 tensor_parallel_size=tensor_parallel_size,
                 enable_sleep_mode=sleep_mode and on_gpu,  # frees GPU memory for the learner
                 worker_extension_cls="spiral_games.engines.vllm_worker.WeightReloader",

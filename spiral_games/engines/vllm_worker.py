@@ -67,8 +67,14 @@ class WeightReloader:
         from safetensors.torch import load_file
 
         state = load_file(path)
+        dtype = self.model_config.dtype  # type: ignore[attr-defined]  # vLLM's Worker
+        # the learner exports fp32; cast per tensor as it streams (no warning per weight, and
+        # no second full copy)
         self.reload_weights(  # type: ignore[attr-defined]  # provided by vLLM's Worker
-            weights_iterator=iter(state.items()), is_checkpoint_format=True
+            weights_iterator=(
+                (k, v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()
+            ),
+            is_checkpoint_format=True,
         )
         self._refresh_tied_lm_head()
 
