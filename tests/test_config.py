@@ -138,6 +138,9 @@ def test_named_experiment_reproduces_the_spiral_recipe():
     assert cfg.learner.clip == 0.2 and cfg.rollout.temperature == 1.0
     assert cfg.rollout.max_tokens == 4096 and cfg.train.steps == 400
     assert cfg.rollout.num_workers * cfg.rollout.worker_gpus <= 8
+    assert cfg.games["kuhn"].env["num_rounds"] == 5  # SPIRAL's five hands; the default is one
+    card = compose_run_config(CONF, ["+games=[kuhn,tictactoe]"])
+    assert card.games["kuhn"].env["num_rounds"] == 1
 
 
 def test_evaluation_is_on_by_default_at_both_ends_and_between():
