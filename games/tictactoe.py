@@ -36,7 +36,7 @@ class TicTacToeGame(TextArenaGame):
         super().__init__(env_id, name="tictactoe", legal_actions=_legal, policy_state=_policy_state)
 
     def current_state(self, role: int) -> str:
-        """The board now and the legal moves, without TextArena's board history."""
+        """One line of rules and the board now, without TextArena's board history."""
         return position_text(_cells(self.raw), role)
 
 

@@ -67,15 +67,14 @@ class GameSession:
         if self._text is None:
             self._text = self.env.observation(role)
         legal = self.env.legal_actions(role)
+        position = self.env.current_state(role)
         return Observation(
             game=self.job.rules.name,
             role=role,
             text=self._text + self._note,
             legal_actions=tuple(legal) if legal is not None else None,
             state=self.env.policy_state(role),
-            position=None
-            if (position := self.env.current_state(role)) is None
-            else position + self._note,
+            position=None if position is None else position + self._note,
         )
 
     def submit(self, observation: Observation, output: PolicyOutput) -> None:

@@ -85,7 +85,7 @@ class RolloutPool:
         """
         live = self.live()
         n = len(live)
-        counts = [num_episodes // n + (k < num_episodes % n) for k in range(n)]
+        counts = _split_evenly(num_episodes, n)
         rng = random.Random(seed)
         seeds = [rng.randrange(2**31) for _ in range(n)]
         shares = [(i, c, s) for i, c, s in zip(live, counts, seeds, strict=True) if c]
@@ -191,28 +191,18 @@ class RolloutPool:
             )
         return index
 
-    def evaluate(self, games: int | dict[str, int], seed: int) -> list[Episode]:
-        """Evaluation games against fixed opponents (`games` per game, or per opponent name),
-        each count split over the live workers."""
+    def evaluate(self, games: dict[str, int], seed: int) -> list[Episode]:
+        """Evaluation games against fixed opponents (`games[name]` per game), each count split
+        over the live workers; worker k starts in seat k % 2, so odd shares still balance."""
         live = self.live()
-        n = len(live)
-
-        def share(count: int, k: int) -> int:
-            return count // n + (k < count % n)
-
-        shares: list[tuple[int, Any, int]] = []
-        for k, index in enumerate(live):
-            mine: Any = (
-                {name: share(c, k) for name, c in games.items()}
-                if isinstance(games, dict)
-                else share(games, k)
-            )
-            if (sum(mine.values()) if isinstance(mine, dict) else mine) > 0:
-                shares.append((index, mine, seed + k))
-        # worker k starts in seat k % 2, so odd shares still balance the seats overall
-        first_seat = {seed + k: k % 2 for k in range(n)}
+        split = {name: _split_evenly(count, len(live)) for name, count in games.items()}
+        shares = [
+            (index, {name: counts[k] for name, counts in split.items()}, seed + k)
+            for k, index in enumerate(live)
+            if any(counts[k] for counts in split.values())
+        ]
         return self._gather(
-            lambda i, c, s: self.workers[i].evaluate.remote(c, s, first_seat[s]), shares
+            lambda i, c, s: self.workers[i].evaluate.remote(c, s, (s - seed) % 2), shares
         )
 
     def push_weights(self, safetensors_path: str, version: int) -> list[int]:
@@ -271,3 +261,8 @@ class RolloutPool:
         for w in self.workers:
             ray.kill(w)
         ray.util.remove_placement_group(self.group)
+
+
+def _split_evenly(count: int, parts: int) -> list[int]:
+    """`count` split into `parts` shares that differ by at most one (larger shares first)."""
+    return [count // parts + (k < count % parts) for k in range(parts)]

@@ -166,11 +166,9 @@ class RolloutWorker:
         )
         return play_games(jobs, concurrency=self.cfg.concurrent_games)
 
-    def evaluate(
-        self, games: int | dict[str, int], seed: int, first_seat: int = 0
-    ) -> list[Episode]:
-        """Eval-sampled games against every configured fixed opponent (`games` per game, or per
-        opponent name), seats alternating, `eval_concurrency` at once."""
+    def evaluate(self, games: dict[str, int], seed: int, first_seat: int = 0) -> list[Episode]:
+        """Eval-sampled games against every configured fixed opponent (`games[name]` per game),
+        seats alternating from `first_seat`, `eval_concurrency` at once."""
         self.engine.reseed(seed)
         jobs = evaluation_jobs(
             self.rules,

@@ -217,7 +217,8 @@ def eval_changes(rows: list[dict[str, Any]]) -> list[EvalChange]:
     return out
 
 
-def _with_se(value: float, se: float | None) -> str:
+def with_se(value: float, se: float | None) -> str:
+    """`value ± se` with three decimals (just `value` when there is no standard error)."""
     return f"{value:.3f}" if se is None else f"{value:.3f} ± {se:.3f}"
 
 
@@ -238,7 +239,7 @@ def changes_markdown(changes: list[EvalChange]) -> str:
             shift += f" ± {se:.3f}" + (f" ({c.change / se:+.1f})" if se > 0 else "")
         lines.append(
             f"| {c.game} | {c.opponent} | {c.metric.replace('_rate', '')} "
-            f"| {_with_se(c.before, c.before_se)} | {_with_se(c.after, c.after_se)} | {shift} |"
+            f"| {with_se(c.before, c.before_se)} | {with_se(c.after, c.after_se)} | {shift} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -263,13 +264,13 @@ def plot_run(run_dir: Path, out: Path) -> Path:
         for metric, color in zip(
             OUTCOMES, ("tab:green", "tab:gray", "tab:red", "tab:orange"), strict=True
         ):
-            points = [
+            evaluated = [
                 (r["step"], r[f"{prefix}/{metric}"], r.get(f"{prefix}/games"))
                 for r in rows
                 if r.get(f"{prefix}/{metric}") is not None
             ]
-            if points:
-                steps, values, games = zip(*points, strict=True)
+            if evaluated:
+                steps, values, games = zip(*evaluated, strict=True)
                 errors = [standard_error(v, n) or 0.0 for v, n in zip(values, games, strict=True)]
                 label = metric.replace("_rate", "")
                 ax.errorbar(

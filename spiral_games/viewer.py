@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from spiral_games.boards import draw_boards
-from spiral_games.run_summary import eval_changes, read_metrics, summarize
+from spiral_games.run_summary import eval_changes, read_metrics, summarize, with_se
 from spiral_games.transcripts import read_transcripts
 
 _STYLE = """
@@ -126,10 +126,6 @@ def load_report(run_dir: Path) -> dict[str, Any] | None:
     }
 
 
-def _with_se(value: float, se: float | None) -> str:
-    return f"{value:.3f}" if se is None else f"{value:.3f} ± {se:.3f}"
-
-
 def _change_cell(change: dict[str, Any]) -> str:
     shift, se = f"{change['change']:+.3f}", change.get("change_se")
     if not se:
@@ -147,8 +143,8 @@ def changes_html(changes: list[dict[str, Any]]) -> str:
         "<tr>"
         + "".join(f"<td>{html.escape(str(c[k]))}</td>" for k in ("game", "opponent", "metric"))
         + f"<td>{c['before_step']} → {c['after_step']}</td>"
-        + f"<td>{_with_se(c['before'], c.get('before_se'))}</td>"
-        + f"<td>{_with_se(c['after'], c.get('after_se'))}</td>"
+        + f"<td>{with_se(c['before'], c.get('before_se'))}</td>"
+        + f"<td>{with_se(c['after'], c.get('after_se'))}</td>"
         + _change_cell(c)
         + "</tr>"
         for c in changes

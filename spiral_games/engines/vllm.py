@@ -81,7 +81,7 @@ class VLLMEngine:
                 seed=seed,
                 enforce_eager=not on_gpu,  # CUDA graphs on GPU; eager measured fastest on CPU
                 enable_prefix_caching=True,
-                **({} if on_gpu else {"block_size": 32}),
+                block_size=None if on_gpu else 32,  # CPU: 32-token blocks share more prefix
                 tensor_parallel_size=tensor_parallel_size,
                 enable_sleep_mode=sleep_mode and on_gpu,  # frees GPU memory for the learner
                 worker_extension_cls="spiral_games.engines.vllm_worker.WeightReloader",
