@@ -12,12 +12,12 @@ import random
 import re
 from collections.abc import Sequence
 from fractions import Fraction
-from typing import Any
+from typing import Any, cast
 
 import textarena as ta
 from textarena.envs.registration import ENV_REGISTRY, register
 
-from spiral_games.game import TextArenaGame
+from spiral_games.play.game import TextArenaGame
 from spiral_games.types import Observation, PolicyOutput
 
 ENV_ID = "SpiralKuhnPoker-v0"
@@ -230,7 +230,8 @@ class KuhnNashPolicy:
     def act(self, observations: Sequence[Observation]) -> list[PolicyOutput]:
         outputs = []
         for obs in observations:
-            card, history = obs.state["card"], obs.state["history"]
+            state = cast(dict[str, Any], obs.state)  # _policy_state's view
+            card, history = state["card"], state["history"]
             aggressive = self.rng.random() < self.bet_or_call_probability(card, history)
             facing_bet = bool(history) and history[-1] == "bet"
             move = (

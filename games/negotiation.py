@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import textarena as ta
 from textarena.envs.registration import ENV_REGISTRY, register
 
-from spiral_games.game import TextArenaGame
-from spiral_games.parsing import MAX_ACTION_CHARS, extract_boxed
+from spiral_games.play.game import TextArenaGame
+from spiral_games.play.parsing import MAX_ACTION_CHARS, extract_boxed
 from spiral_games.types import Observation, ParsedAction, PolicyOutput
 
 ENV_ID = "SpiralNegotiation-v0"
@@ -86,7 +86,11 @@ class SpiralNegotiationEnv(ta.Env):
     def reset(self, num_players: int, seed: int | None = None) -> None:
         self.state = ta.TwoPlayerState(num_players=num_players, seed=seed, max_turns=self.max_turns)
         inventory = {pid: {r: self.start_quantity for r in self.resources} for pid in (0, 1)}
-        game_state = {"inventory": inventory, "values": DEFAULT_VALUES, "offer": None}
+        game_state: dict[str, Any] = {
+            "inventory": inventory,
+            "values": DEFAULT_VALUES,
+            "offer": None,
+        }
         game_state["initial_value"] = {pid: self.value(game_state, pid) for pid in (0, 1)}
         self.state.reset(game_state=game_state, player_prompt_function=self._prompt)
 
@@ -262,11 +266,14 @@ class NegotiationHeuristicPolicy:
     for 2 of its dearest resource in exchange for 1 of its cheapest.
     """
 
-    def __init__(self, seed: int = 0, min_gain: int = 1) -> None:
+    def __init__(self, min_gain: int = 1) -> None:  # deterministic: takes no seed
         self.min_gain = min_gain
 
     def act(self, observations: Sequence[Observation]) -> list[PolicyOutput]:
-        return [PolicyOutput(text=f"\\boxed{{{self._choose(obs.state)}}}") for obs in observations]
+        return [
+            PolicyOutput(text=f"\\boxed{{{self._choose(cast(dict[str, Any], obs.state))}}}")
+            for obs in observations
+        ]
 
     def _choose(self, state: dict[str, Any]) -> str:
         values, inv, offer = state["values"], state["inventory"], state["offer"]

@@ -9,8 +9,9 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
+from typing import cast
 
-from spiral_games.game import GameEnv
+from spiral_games.play.game import GameEnv
 from spiral_games.types import Observation, PolicyOutput, StepResult
 
 _MOVE = re.compile(r"^\[take (\d+) from pile (\d+)\]$")
@@ -87,7 +88,10 @@ class NimExpertPolicy:
         self.rng = random.Random(seed)
 
     def act(self, observations: Sequence[Observation]) -> list[PolicyOutput]:
-        return [PolicyOutput(text=f"\\boxed{{{self._move(obs.state)}}}") for obs in observations]
+        return [
+            PolicyOutput(text=f"\\boxed{{{self._move(cast(tuple[int, ...], obs.state))}}}")
+            for obs in observations
+        ]
 
     def _move(self, piles: tuple[int, ...]) -> str:
         nim_sum = 0

@@ -9,9 +9,9 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
-from spiral_games.game import TextArenaGame
+from spiral_games.play.game import TextArenaGame
 from spiral_games.types import Observation, PolicyOutput
 
 LINES = ((0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6))
@@ -93,6 +93,7 @@ class TicTacToeMinimaxPolicy:
     def act(self, observations: Sequence[Observation]) -> list[PolicyOutput]:
         outputs = []
         for obs in observations:
-            move = self.rng.choice(best_moves(obs.state["cells"], obs.state["mark"]))
+            state = cast(dict[str, Any], obs.state)  # _policy_state's view
+            move = self.rng.choice(best_moves(state["cells"], state["mark"]))
             outputs.append(PolicyOutput(text=f"\\boxed{{[{move}]}}"))
         return outputs

@@ -1,6 +1,6 @@
 """Benchmarks: `python launch/benchmark.py {rollout,learner,sync,iteration,precision} [overrides]`
 prints a table and writes JSON to output_dir. Every table and JSON names the hardware it ran on
-and the engine, dtype and learner precision chosen for it (`spiral_games.hardware`).
+and the engine, dtype and learner precision chosen for it (`spiral_games.config.hardware`).
 
 Every comparison is a ratio of figures measured in the same run, on the same model and settings.
 
@@ -28,19 +28,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-T = TypeVar("T")
+from spiral_games.config.compose import compose_run_config
+from spiral_games.config.hardware import RuntimePlan, plan_runtime, ram_tmp_dir
+from spiral_games.config.schema import RunConfig
+from spiral_games.errors import SpiralError
+from spiral_games.learn.learner import LearnerSpec
+from spiral_games.llm.models import resolve_configured
+from spiral_games.types import TrainBatch
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from spiral_games.compose import compose_run_config  # noqa: E402
-from spiral_games.config import RunConfig  # noqa: E402
-from spiral_games.errors import SpiralError  # noqa: E402
-from spiral_games.hardware import RuntimePlan, plan_runtime  # noqa: E402
-from spiral_games.learner import LearnerSpec  # noqa: E402
-from spiral_games.models import resolve_configured  # noqa: E402
-from spiral_games.types import TrainBatch  # noqa: E402
+T = TypeVar("T")
 
 BENCHMARKS = ("rollout", "learner", "sync", "iteration", "precision")
 USAGE = f"usage: python launch/benchmark.py {{{','.join(BENCHMARKS)}}} [+games=[kuhn]] [overrides]"
@@ -127,11 +124,11 @@ def _measure(fn: Callable[[], T]) -> tuple[T, float]:
 
 def bench_rollout(cfg: RunConfig, episodes: int | None) -> dict:
     """Measure (a), (b) and (c) in one process on `cfg`'s model, games and sampling."""
-    from spiral_games.engines.base import build_engine
-    from spiral_games.llm_policy import LLMPolicy
-    from spiral_games.play import GameJob, play_games
-    from spiral_games.registry import build_rules
-    from spiral_games.rollout_worker import RolloutWorker, WorkerConfig
+    from spiral_games.actors.rollout_worker import RolloutWorker, WorkerConfig
+    from spiral_games.llm.engines.factory import build_engine
+    from spiral_games.llm.policy import LLMPolicy
+    from spiral_games.play.loop import GameJob, play_games
+    from spiral_games.play.registry import build_rules
 
     concurrency = cfg.rollout.concurrent_games
     episodes = episodes or concurrency
@@ -256,8 +253,8 @@ def _plain_torch_update(spec: LearnerSpec, batch: TrainBatch, bf16: bool) -> tup
     import torch
     from transformers import AutoModelForCausalLM
 
+    from spiral_games.learn.loss import policy_loss
     from spiral_games.logprobs import pack_sequences, token_logprobs
-    from spiral_games.loss import policy_loss
 
     model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=torch.float32)
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)
@@ -293,7 +290,7 @@ def bench_learner(cfg: RunConfig) -> dict:
     """DeepSpeed Learner.update against plain torch, fp32 and bf16 autocast, one process."""
     import dataclasses
 
-    from spiral_games.learner import Learner
+    from spiral_games.learn.learner import Learner
 
     model = resolve_configured(cfg.model)
     batch = _synthetic_batch(cfg, len(model.tokenizer))
@@ -349,24 +346,16 @@ def bench_sync(cfg: RunConfig, repeats: int = 3) -> dict:
 
     import torch
 
-    from spiral_games.learner import Learner
-    from spiral_games.ray_runtime import init_ray
-    from spiral_games.rollout_pool import RolloutPool
-    from spiral_games.rollout_worker import WorkerConfig
+    from spiral_games.actors.rollout_pool import RolloutPool
+    from spiral_games.actors.rollout_worker import WorkerConfig
+    from spiral_games.actors.runtime import init_ray
+    from spiral_games.learn.learner import Learner
 
     model = resolve_configured(cfg.model)
     init_ray(cfg.ray)
     learner = Learner(LearnerSpec.from_run(cfg, model.path))
-    r = cfg.rollout
-    pool = RolloutPool(
-        WorkerConfig.from_run(cfg, model.path),
-        r.num_workers,
-        r.worker_cpus,
-        r.worker_gpus,
-        r.placement_strategy,
-    )
-    shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
-    push_dir = Path(tempfile.mkdtemp(prefix="spiral-bench-", dir=shm))
+    pool = RolloutPool(WorkerConfig.from_run(cfg, model.path), cfg.rollout)
+    push_dir = Path(tempfile.mkdtemp(prefix="spiral-bench-", dir=ram_tmp_dir()))
     try:
         exports, pushes = [], []
         for version in range(1, repeats + 2):  # the first round is a warm-up
@@ -399,7 +388,7 @@ def bench_sync(cfg: RunConfig, repeats: int = 3) -> dict:
         "benchmark": "sync",
         "model": cfg.model.name,
         "engine": pool_engine,
-        "workers": r.num_workers,
+        "workers": cfg.rollout.num_workers,
         "megabytes": nbytes / 1e6,
         "push_seconds": push_s,
         "export_seconds": statistics.median(exports),
@@ -434,7 +423,8 @@ def bench_iteration(cfg: RunConfig, overrides: list[str]) -> dict:
     import dataclasses
     import shutil
 
-    from spiral_games.trainer import PhaseClock, train
+    from spiral_games.run.metrics import PhaseClock
+    from spiral_games.run.trainer import train
 
     train_cfg = dataclasses.replace(
         cfg.train,
@@ -487,9 +477,9 @@ GENERATE_BATCHES = (1, 8, 32)
 
 def _generation_speed(cfg: RunConfig, engine_kind: str, dtype: str, batches: tuple[int, ...]):
     """Generated tokens/s of the engine in `dtype` at each batch size (after one warm-up)."""
-    from spiral_games.engines.base import build_engine
-    from spiral_games.hardware import set_cpu_threads
-    from spiral_games.prompting import encode_user_message
+    from spiral_games.config.hardware import set_cpu_threads
+    from spiral_games.llm.engines.factory import build_engine
+    from spiral_games.llm.prompting import encode_user_message
     from spiral_games.types import SamplingParams
 
     model = resolve_configured(cfg.model)
@@ -531,7 +521,7 @@ def _update_speed(cfg: RunConfig, bf16: bool) -> dict:
     """Tokens/s of one learner update (fwd + bwd + AdamW) with or without bf16 autocast."""
     import dataclasses
 
-    from spiral_games.learner import Learner
+    from spiral_games.learn.learner import Learner
 
     model = resolve_configured(cfg.model)
     n = UPDATE_SHAPE["samples_n"]

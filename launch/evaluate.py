@@ -13,12 +13,10 @@ import logging
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from spiral_games.config.compose import compose_run_config
+from spiral_games.errors import ConfigError, SpiralError
 
-from spiral_games.compose import compose_run_config  # noqa: E402
-from spiral_games.errors import ConfigError, SpiralError  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def to_overrides(argv: list[str]) -> list[str]:
@@ -57,7 +55,7 @@ KNOWN_KEYS = {
 
 def main(argv: list[str]) -> int:
     """Run the harness; returns the process exit code."""
-    from spiral_games.eval_harness import HarnessConfig, run_harness
+    from spiral_games.bench.harness import HarnessConfig, run_harness
 
     try:
         cfg = compose_run_config(REPO / "conf", to_overrides(argv), "evaluate", HarnessConfig)

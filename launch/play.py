@@ -10,12 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script from a checkout: make `games` importable
-    sys.path.insert(0, str(REPO))
+from spiral_games.config.compose import compose_run_config
+from spiral_games.errors import SpiralError
 
-from spiral_games.compose import compose_run_config  # noqa: E402
-from spiral_games.errors import SpiralError  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str]) -> int:
@@ -34,9 +32,9 @@ def main(argv: list[str]) -> int:
 
 def _play(args: argparse.Namespace, overrides: list[str]) -> int:
     from spiral_games.errors import ConfigError
-    from spiral_games.play import GameJob, play_games
-    from spiral_games.registry import build_opponent, build_rules
-    from spiral_games.transcripts import write_transcripts
+    from spiral_games.play.loop import GameJob, play_games
+    from spiral_games.play.registry import build_opponent, build_rules
+    from spiral_games.report.transcripts import write_transcripts
 
     seats = args.seats.split(",")
     if len(seats) != 2 or args.episodes < 1:

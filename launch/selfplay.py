@@ -1,7 +1,7 @@
 """Self-play entry point: `python launch/selfplay.py +games=[kuhn,tictactoe] [overrides...]`.
 
 Composes the Hydra config (conf/), validates it against the typed schema, then runs self-play
-RL (`spiral_games.trainer.train`): Ray rollout workers play the selected games with one policy
+RL (`spiral_games.run.trainer.train`): Ray rollout workers play the selected games with one policy
 in both seats, the learner updates it with RAE advantages and pushes the weights back.
 """
 
@@ -10,15 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script from a checkout: make `games` importable
-    sys.path.insert(0, str(REPO))
+from spiral_games.config.compose import compose_run_config
+from spiral_games.errors import SpiralError
 
-from spiral_games.compose import compose_run_config  # noqa: E402
-from spiral_games.errors import SpiralError  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 USAGE = """usage: python launch/selfplay.py +games=[kuhn,tictactoe] [key=value ...] [--cfg]
 
@@ -35,19 +34,39 @@ def main(argv: list[str]) -> int:
         return 0
     print_only = "--cfg" in argv
     overrides = [a for a in argv if a != "--cfg"]
+    # SIGTERM unwinds like Ctrl-C: the trainer saves its completed steps, every actor and the
+    # vLLM engines are stopped, and then Ray with all of its processes.
+    signal.signal(signal.SIGTERM, _interrupt)
+    cfg = None
     try:
         cfg = compose_run_config(REPO / "conf", overrides)
         print(json.dumps(dataclasses.asdict(cfg), indent=2))
         if print_only:
             return 0
-        from spiral_games.trainer import train
+        from spiral_games.run.trainer import train
 
         run_dir = train(cfg)
     except SpiralError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        where = f" output_dir={cfg.output_dir}" if cfg is not None else ""
+        print(
+            "\ninterrupted: the run is saved up to its last checkpoint (the steps it completed); "
+            f"continue with the same command and train.resume=true{where}",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        from spiral_games.actors.runtime import stop_ray
+
+        stop_ray()
     print(f"\nrun finished: {run_dir} (metrics.jsonl, transcripts/, checkpoints/)")
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":  # vLLM spawns its engine core: keep the guard

@@ -11,12 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from spiral_games.errors import SpiralError  # noqa: E402
-from spiral_games.run_summary import plot_runs, summarize, summary_markdown  # noqa: E402
+from spiral_games.errors import SpiralError
+from spiral_games.report.summary import plot_runs, summarize, summary_markdown
 
 
 def main(argv: list[str]) -> int:

@@ -10,11 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from spiral_games.viewer import render_run  # noqa: E402
+from spiral_games.report.viewer import render_run
 
 
 def main(argv: list[str]) -> int:

@@ -19,3 +19,7 @@ class EngineError(SpiralError):
 
 class GameError(SpiralError):
     """A game cannot be built or was driven incorrectly."""
+
+
+class RolloutError(SpiralError):
+    """Rollout workers kept dying past `rollout.max_worker_failures`."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,15 @@ class Turn:
     lenient: bool = False  # the action was read from a mention, not a \boxed{} answer
 
 
+class GameEnd(str, Enum):
+    """How a game ended (`Episode.end`); `Episode.reason` says it in words."""
+
+    FINISHED = "finished"  # the game's own rules ended it
+    INVALID_MOVE = "invalid_move"  # a seat's invalid move ended it (`Episode.invalid_role`)
+    CONTEXT_OVERFLOW = "context_overflow"  # the history outgrew the model context: a draw
+    TURN_LIMIT = "turn_limit"  # `max_turns` reached: a draw
+
+
 @dataclass(frozen=True)
 class Episode:
     """One finished game, with everything the learner and the transcripts need."""
@@ -102,6 +112,7 @@ class Episode:
     invalid_role: int | None = None  # the role whose invalid move ended the game, if any
     trained_roles: tuple[int, ...] = (0, 1)  # seats played by the learning policy
     opponent: str = ""  # name of the fixed opponent in the other seat ("" in self-play)
+    end: GameEnd = GameEnd.FINISHED
 
     def to_json(self) -> dict:
         """A JSON-serialisable transcript (token ids omitted: they are training data)."""
@@ -111,6 +122,7 @@ class Episode:
             "version": self.version,
             "returns": list(self.returns),
             "reason": self.reason,
+            "end": self.end.value,
             "invalid_role": self.invalid_role,
             "trained_roles": list(self.trained_roles),
             "opponent": self.opponent,

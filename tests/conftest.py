@@ -29,7 +29,7 @@ def _restore_torch_threads():
 @pytest.fixture(scope="session")
 def smollm2():
     """The bundled SmolLM2-135M-Instruct, converted once into the shared model cache."""
-    from spiral_games.models import resolve_model
+    from spiral_games.llm.models import resolve_model
 
     return resolve_model("smollm2-135m")
 
@@ -37,7 +37,7 @@ def smollm2():
 @pytest.fixture(scope="session")
 def tiny():
     """The 2-layer `tiny-random` model (seed 0) with SmolLM2's tokenizer."""
-    from spiral_games.models import resolve_model
+    from spiral_games.llm.models import resolve_model
 
     return resolve_model("tiny-random", seed=0)
 

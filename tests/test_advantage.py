@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spiral_games.advantage import RoleBaselines, episode_samples
+from spiral_games.learn.advantage import RoleBaselines, episode_samples
 from spiral_games.types import Episode, Turn
 
 

@@ -34,7 +34,7 @@ def test_rollout_benchmark_prints_a_table_and_writes_json(tiny, tmp_path):
         "rollout.max_tokens=16",
     )
     assert "(b) rollout worker" in stdout and "ratio b/a" in stdout
-    from spiral_games.hardware import this_machine
+    from spiral_games.config.hardware import this_machine
 
     assert f"hardware: {this_machine().describe()}" in stdout  # every table names its machine
     assert result["hardware"]["isa"] == this_machine().isa

@@ -6,7 +6,15 @@ import contextlib
 import json
 import logging
 
-from spiral_games.checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
+import pytest
+
+from spiral_games.learn.advantage import RoleBaselines
+from spiral_games.run.checkpoint import (
+    LoopState,
+    latest_checkpoint,
+    list_checkpoints,
+    save_checkpoint,
+)
 
 
 def write_files(directory):
@@ -16,28 +24,28 @@ def write_files(directory):
 
 def test_latest_complete_checkpoint_wins_and_old_ones_are_pruned(tmp_path):
     for step in (1, 2, 3):
-        save_checkpoint(tmp_path, step, write_files, {"step": step}, keep=2)
+        save_checkpoint(tmp_path, LoopState(step=step), write_files, keep=2)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_000002", "step_000003"]
     path, state = latest_checkpoint(tmp_path)
-    assert path.name == "step_000003" and state == {"step": 3}
+    assert path.name == "step_000003" and state == LoopState(step=3)
 
 
 def test_a_write_killed_midway_leaves_only_an_ignored_temp_dir(tmp_path, caplog):
-    save_checkpoint(tmp_path, 1, write_files, {"step": 1}, keep=3)
+    save_checkpoint(tmp_path, LoopState(step=1), write_files, keep=3)
 
     def dies_midway(directory):
         write_files(directory)
         raise KeyboardInterrupt  # what SIGINT/SIGKILL mid-write amounts to for the files
 
     with contextlib.suppress(KeyboardInterrupt):
-        save_checkpoint(tmp_path, 2, dies_midway, {"step": 2}, keep=3)
+        save_checkpoint(tmp_path, LoopState(step=2), dies_midway, keep=3)
     torn = tmp_path / "checkpoints" / "step_000002.tmp-killed"
     torn.mkdir()
     write_files(torn)  # a SIGKILL leaves the temp dir behind, never a step_N dir
     with caplog.at_level(logging.WARNING):
-        assert latest_checkpoint(tmp_path)[1] == {"step": 1}
+        assert latest_checkpoint(tmp_path)[1] == LoopState(step=1)
     assert "never finished" in caplog.text
-    save_checkpoint(tmp_path, 3, write_files, {"step": 3}, keep=3)
+    save_checkpoint(tmp_path, LoopState(step=3), write_files, keep=3)
     assert not torn.exists()  # the next complete save cleans it up
 
 
@@ -45,13 +53,17 @@ def test_corrupted_latest_checkpoint_is_reported_and_the_previous_used(
     tmp_path, caplog, reliability
 ):
     for step in (1, 2):
-        save_checkpoint(tmp_path, step, write_files, {"step": step}, keep=3)
+        save_checkpoint(tmp_path, LoopState(step=step), write_files, keep=3)
     latest = tmp_path / "checkpoints" / "step_000002"
     weights = latest / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])  # truncated
     with caplog.at_level(logging.WARNING):
         _path, state = latest_checkpoint(tmp_path)
-    assert state == {"step": 1} and "Skipping checkpoint" in caplog.text and "bytes" in caplog.text
+    assert (
+        state == LoopState(step=1)
+        and "Skipping checkpoint" in caplog.text
+        and "bytes" in caplog.text
+    )
 
     (tmp_path / "checkpoints" / "step_000001" / "spiral_manifest.json").unlink()
     assert latest_checkpoint(tmp_path) is None  # nothing trustworthy left
@@ -63,7 +75,36 @@ def test_corrupted_latest_checkpoint_is_reported_and_the_previous_used(
     )
 
 
-def test_trainer_state_is_plain_json(tmp_path):
-    save_checkpoint(tmp_path, 7, write_files, {"step": 7, "rng": [3, [1, 2], None]}, keep=1)
-    raw = (tmp_path / "checkpoints" / "step_000007" / "trainer_state.json").read_text()
-    assert json.loads(raw)["rng"] == [3, [1, 2], None]
+def test_loop_state_is_plain_json_and_reads_back_equal(tmp_path):
+    import random
+
+    rng = random.Random(5)
+    rng.random()
+    baselines = RoleBaselines(decay=0.9)
+    baselines.advantage("kuhn", 1, 1.0)
+    state = LoopState.capture(7, 6, baselines, rng, learner=_Learner())
+    save_checkpoint(tmp_path, state, write_files, keep=1)
+    raw = json.loads((tmp_path / "checkpoints" / "step_000007" / "trainer_state.json").read_text())
+    assert raw["step"] == 7 and raw["version"] == 6 and raw["rng"][0] == 3
+    _path, back = latest_checkpoint(tmp_path)
+    assert back == state  # JSON's lists are tuples again: random.setstate takes them as they are
+    restored = random.Random()
+    restored.setstate(back.rng)
+    assert restored.random() == rng.random()
+    assert RoleBaselines.from_state_dict(back.baselines) == baselines
+
+
+class _Learner:
+    def rng_state(self):
+        return random_state_of(11)
+
+
+def random_state_of(seed):
+    import random
+
+    return random.Random(seed).getstate()
+
+
+def test_unknown_trainer_state_keys_are_refused():
+    with pytest.raises(ValueError, match="unknown trainer state keys"):
+        LoopState.from_json({"step": 1, "stepp": 2})

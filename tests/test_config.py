@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
-from spiral_games.compose import compose_run_config
-from spiral_games.config import GameConfig, RunConfig
+from spiral_games.actors.rollout_pool import RolloutPool
+from spiral_games.actors.rollout_worker import WorkerConfig
+from spiral_games.config.compose import compose_run_config
+from spiral_games.config.schema import (
+    GameConfig,
+    LearnerConfig,
+    ModelConfig,
+    RolloutConfig,
+    RunConfig,
+)
 from spiral_games.errors import ConfigError
+from spiral_games.play.loop import GameRules
+from spiral_games.play.registry import build_rules
 
 from .conftest import REPO
 
@@ -22,7 +37,7 @@ def test_multi_select_games_compose_into_typed_config():
     assert all(isinstance(g, GameConfig) for g in cfg.games.values())
     assert cfg.games["kuhn"].env["_target_"] == "games.kuhn.KuhnPokerGame"
     assert cfg.model.name == "smollm2-135m" and cfg.rollout.engine == "auto"
-    # the hardware decides these at run time (spiral_games.hardware, tests/test_hardware.py)
+    # the hardware decides these at run time (spiral_games.config.hardware, tests/test_hardware.py)
     assert (cfg.model.dtype, cfg.learner.bf16, cfg.rollout.cpu_threads) == ("auto", "auto", 0)
 
 
@@ -49,6 +64,8 @@ BAD = [
     (["+games=[chess]"], "Unknown games option 'chess'. Available in conf/games/"),
     (["+games=[kuhn]", "model=nope"], "Unknown model option 'nope'"),
     ([], "No game selected"),
+    (["games=[kuhn]"], "select it with a leading '+', e.g. +games=[kuhn,tictactoe]"),
+    (["+games=[kuhn]", "games.kuhn.max_turns=0"], "games.<name>.max_turns=0 is out of range"),
     (["+games=[kuhn]", "learner.batch_size=-1"], "learner.batch_size=-1 is out of range"),
     (["+games=[kuhn]", "learner.batch_size=abc"], "Bad value for learner.batch_size"),
     (["+games=[kuhn]", "learner.minibatch_size=3"], "not divisible"),
@@ -95,7 +112,7 @@ def test_cpu_kuhn_experiment_is_the_small_model_recipe_and_takes_overrides():
 
 
 def test_the_embedded_model_carries_the_small_model_recipe_and_games_can_override_it():
-    from spiral_games.config import format_lines
+    from spiral_games.config.schema import format_lines
 
     cfg = compose_run_config(CONF, ["+games=[kuhn,tictactoe]"])
     for game in cfg.games.values():
@@ -120,7 +137,7 @@ def test_the_embedded_model_carries_the_small_model_recipe_and_games_can_overrid
 
 
 def test_hub_models_keep_spirals_prompt_and_boxed_parsing():
-    from spiral_games.config import format_lines
+    from spiral_games.config.schema import format_lines
 
     cfg = compose_run_config(CONF, ["+games=[kuhn,tictactoe]", "model=hub"])
     for game in cfg.games.values():
@@ -220,9 +237,9 @@ def test_more_bad_overrides_name_the_key(overrides, message, reliability):
 
 def test_untrusted_target_and_missing_model_dir_and_unwritable_output(tmp_path, reliability):
     from spiral_games.errors import ModelError
-    from spiral_games.models import resolve_model
-    from spiral_games.registry import build_rules
-    from spiral_games.trainer import train
+    from spiral_games.llm.models import resolve_model
+    from spiral_games.play.registry import build_rules
+    from spiral_games.run.trainer import train
 
     cfg = compose_run_config(CONF, ["+games=[kuhn]", "games.kuhn.env._target_=os.system"])
     with pytest.raises(ConfigError, match="not allowed"):
@@ -238,3 +255,111 @@ def test_untrusted_target_and_missing_model_dir_and_unwritable_output(tmp_path, 
     with pytest.raises(ConfigError, match="is not writable"):
         train(cfg)
     reliability.update({**BAD_CONFIG_RECORD, "tries": 3})
+
+
+# ---- one home for every default: the config dataclasses ------------------------------------
+
+
+def _schema_defaults(cls: type) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if key == "defaults":
+            continue
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+GROUP_SCHEMAS = {"model": ModelConfig, "rollout": RolloutConfig, "learner": LearnerConfig}
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(
+        p.relative_to(REPO / "conf")
+        for g in GROUP_SCHEMAS
+        for p in (REPO / "conf" / g).glob("*.yaml")
+    ),
+    ids=str,
+)
+def test_group_yaml_sets_only_what_differs_from_its_dataclass(path):
+    schema = _schema_defaults(GROUP_SCHEMAS[path.parts[0]])
+    data = yaml.safe_load((REPO / "conf" / path).read_text()) or {}
+    restated = [k for k, v in data.items() if k != "defaults" and k in schema and schema[k] == v]
+    assert not restated, f"conf/{path} restates its dataclass defaults: {restated}"
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+)
+def test_experiment_sets_only_what_differs_from_the_composed_default(name):
+    data = yaml.safe_load((REPO / "conf" / "experiment" / f"{name}.yaml").read_text())
+    games = [
+        g for d in data.get("defaults", []) if isinstance(d, dict) for g in d.get("/games", [])
+    ]
+    model = [
+        f"model={d['override /model']}"
+        for d in data.get("defaults", [])
+        if isinstance(d, dict) and "override /model" in d
+    ]
+    base = dataclasses.asdict(
+        compose_run_config(REPO / "conf", [f"+games=[{','.join(games)}]", *model])
+    )
+    flat_base = _flatten(base)
+    restated = [k for k, v in _flatten(data).items() if k in flat_base and flat_base[k] == v]
+    assert not restated, f"conf/experiment/{name}.yaml restates the default: {restated}"
+
+
+def test_components_get_the_defaults_their_dataclasses_declare():
+    """Compose the default config and build what each component is given: every value is the
+    one its config dataclass declares (or the CPU recipe's YAML overrides), never a constructor
+    default of its own."""
+    cfg = compose_run_config(REPO / "conf", ["+games=[kuhn,tictactoe]"])
+    rollout, learner = _schema_defaults(RolloutConfig), _schema_defaults(LearnerConfig)
+    cpu_rollout = yaml.safe_load((REPO / "conf/rollout/cpu.yaml").read_text())
+    cpu_learner = yaml.safe_load((REPO / "conf/learner/cpu.yaml").read_text())
+    derived = {"max_tokens": cfg.model.max_tokens}  # None in the schema: the model's budget
+    for key, value in dataclasses.asdict(cfg.rollout).items():
+        expected = cpu_rollout.get(key, rollout[key])
+        assert value == (derived[key] if expected is None and key in derived else expected), key
+    for key, value in dataclasses.asdict(cfg.learner).items():
+        assert value == cpu_learner.get(key, learner[key]), f"learner.{key}"
+    # The game rules the loop plays by come from GameConfig (GameRules declares no defaults).
+    game = _schema_defaults(GameConfig)
+    for name in ("kuhn", "tictactoe"):
+        rules = build_rules(name, cfg.games[name])
+        for key in (
+            "invalid_move",
+            "invalid_penalty",
+            "invalid_opponent_reward",
+            "retry_allowance",
+            "max_turns",
+        ):
+            assert getattr(rules, key) == game[key], (name, key)
+        assert (
+            rules.action_format == cfg.model.action_format
+        )  # the model's, unless the game sets one
+    assert all(
+        f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        for f in dataclasses.fields(GameRules)
+    )
+    # What rollout workers and the pool are built from: the run's config, field for field.
+    worker = WorkerConfig.from_run(cfg, Path("/nonexistent"))
+    assert worker.max_model_len == cfg.rollout.max_model_len
+    assert worker.on_context_overflow == cfg.rollout.on_context_overflow
+    pool_params = inspect.signature(RolloutPool).parameters
+    assert "on_node_loss" not in pool_params  # it reads rollout.on_node_loss, one home
+    # The benchmark harness's schema is conf/evaluate.yaml's, which overrides only output_dir.
+    harness = yaml.safe_load((REPO / "conf/evaluate.yaml").read_text())
+    assert set(harness) == {"defaults", "output_dir"}

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from spiral_games.engines.base import build_engine
 from spiral_games.errors import EngineError
-from spiral_games.prompting import encode_prompt, encode_user_message
+from spiral_games.llm.engines.factory import build_engine
+from spiral_games.llm.prompting import encode_prompt, encode_user_message
 from spiral_games.types import SamplingParams
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=16)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from spiral_games.compose import compose_run_config
-from spiral_games.metrics import eval_metrics
-from spiral_games.play import play_games
-from spiral_games.registry import build_opponent, build_rules
-from spiral_games.rollout import evaluation_jobs
+from spiral_games.config.compose import compose_run_config
+from spiral_games.play.loop import play_games
+from spiral_games.play.registry import build_opponent, build_rules
+from spiral_games.play.rollout import evaluation_jobs
+from spiral_games.run.metrics import eval_metrics
 
 from .conftest import REPO
 

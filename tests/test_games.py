@@ -3,6 +3,7 @@ the invalid-move policies, transcripts and the library's independence from speci
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -10,14 +11,15 @@ import sys
 
 import pytest
 
-from spiral_games.compose import compose_run_config
-from spiral_games.config import GameConfig
+from spiral_games.config.compose import compose_run_config
+from spiral_games.config.schema import GameConfig
 from spiral_games.errors import ConfigError
-from spiral_games.play import GameJob, GameSession, play_games
-from spiral_games.policy import RandomPolicy
-from spiral_games.registry import build_opponent, build_rules
-from spiral_games.transcripts import read_transcripts, write_transcripts
-from spiral_games.types import PolicyOutput
+from spiral_games.play.loop import GameJob, GameSession, play_games
+from spiral_games.play.policy import RandomPolicy
+from spiral_games.play.registry import build_opponent, build_rules
+from spiral_games.report.transcripts import read_transcripts, write_transcripts
+from spiral_games.run.metrics import rollout_metrics
+from spiral_games.types import GameEnd, PolicyOutput
 
 from .conftest import REPO
 
@@ -41,7 +43,7 @@ def test_500_random_games_terminate_zero_sum_and_accept_every_legal_action(name,
         assert all(t.valid for t in ep.turns)
         assert sum(ep.returns) == 0
         assert set(ep.returns) <= {-1.0, 0.0, 1.0}
-        assert "turn limit" not in ep.reason
+        assert ep.end is GameEnd.FINISHED, ep.reason
         assert {t.role for t in ep.turns} == {0, 1}
 
 
@@ -82,6 +84,24 @@ def test_penalty_policy_ends_the_game_with_spiral_rewards(games):
     assert [t.valid for t in ep.turns] == [True, False]
     assert "no \\boxed" in ep.turns[-1].invalid_reason
     assert "invalid move" in ep.reason
+    assert ep.end is GameEnd.INVALID_MOVE and ep.to_json()["end"] == "invalid_move"
+
+
+def test_turn_limit_and_context_overflow_end_the_game_as_a_typed_draw(games):
+    rules = dataclasses.replace(build_rules("tictactoe", games["tictactoe"]), max_turns=2)
+    seats = (RandomPolicy(seed=1), RandomPolicy(seed=2))
+    capped = play_games([GameJob(rules, 0, seats)])[0]
+    assert capped.end is GameEnd.TURN_LIMIT and capped.returns == (0.0, 0.0)
+    assert len(capped.turns) == 2
+
+    class Overflowing:
+        def act(self, observations):
+            return [PolicyOutput(text="", context_overflow=True) for _ in observations]
+
+    full = play_games([GameJob(rules, 0, (Overflowing(), Overflowing()))])[0]
+    assert full.end is GameEnd.CONTEXT_OVERFLOW and full.returns == (0.0, 0.0)
+    counted = rollout_metrics([capped, full, capped])
+    assert counted["rollout/context_overflow_draws"] == 1.0
 
 
 def test_env_rejected_move_is_also_invalid(games):
@@ -224,8 +244,8 @@ def test_unknown_opponent_and_untrusted_target_are_clear_errors(games):
 def test_library_game_loop_never_imports_a_specific_game():
     code = (
         "import sys\n"
-        "import spiral_games.play, spiral_games.game, spiral_games.registry, "
-        "spiral_games.policy, spiral_games.parsing, spiral_games.compose\n"
+        "import spiral_games.play.loop, spiral_games.play.game, spiral_games.play.registry, "
+        "spiral_games.play.policy, spiral_games.play.parsing, spiral_games.config.compose\n"
         "print(sorted(m for m in sys.modules if m == 'games' or m.startswith('games.')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)

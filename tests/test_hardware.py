@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from spiral_games.compose import compose_run_config
-from spiral_games.errors import EngineError
-from spiral_games.hardware import (
+from spiral_games.config.compose import compose_run_config
+from spiral_games.config.hardware import (
     BF16_GENERATE_SLOWDOWN,
     BF16_TRAIN_SLOWDOWN,
     Hardware,
@@ -27,6 +26,7 @@ from spiral_games.hardware import (
     probe_hardware,
     this_machine,
 )
+from spiral_games.errors import EngineError
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "tests" / "fixtures" / "cpuinfo"

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spiral_games.compose import compose_run_config
-from spiral_games.play import GameJob, GameSession
-from spiral_games.registry import build_rules
+from spiral_games.config.compose import compose_run_config
+from spiral_games.play.loop import GameJob, GameSession
+from spiral_games.play.registry import build_rules
 from spiral_games.types import PolicyOutput
 
 from .conftest import REPO

@@ -6,7 +6,7 @@ import dataclasses
 import subprocess
 import sys
 
-from spiral_games.config import LearnerConfig
+from spiral_games.config.schema import LearnerConfig
 
 from .conftest import REPO
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from spiral_games.compose import compose_run_config
-from spiral_games.learner import Learner, LearnerSpec
+from spiral_games.config.compose import compose_run_config
+from spiral_games.learn.learner import Learner, LearnerSpec
 from spiral_games.types import Sample, TrainBatch
 
 from .conftest import REPO

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from spiral_games.compose import compose_run_config
-from spiral_games.learner import Learner, LearnerSpec
-from spiral_games.learner_group import LearnerGroup
+from spiral_games.actors.learner_group import LearnerGroup
+from spiral_games.config.compose import compose_run_config
+from spiral_games.learn.learner import Learner, LearnerSpec
 from spiral_games.types import Sample, TrainBatch
 
 from .conftest import REPO
@@ -16,8 +16,8 @@ from .conftest import REPO
 def local_ray():
     import ray
 
-    from spiral_games.config import RayConfig
-    from spiral_games.ray_runtime import init_ray
+    from spiral_games.actors.runtime import init_ray
+    from spiral_games.config.schema import RayConfig
 
     init_ray(RayConfig(num_cpus=2))
     yield
@@ -68,7 +68,7 @@ def test_minibatch_must_split_into_whole_micro_batches_per_rank():
 
 
 def test_training_with_two_learner_ranks_checkpoints_every_rank(tiny, tmp_path, local_ray):
-    from spiral_games.trainer import train
+    from spiral_games.run.trainer import train
 
     cfg = compose_run_config(
         REPO / "conf",

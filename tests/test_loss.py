@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from spiral_games.loss import policy_loss
+from spiral_games.learn.loss import policy_loss
 
 
 def test_ppo_equals_reinforce_gradient_at_ratio_one():

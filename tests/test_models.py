@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from spiral_games.errors import ModelError
-from spiral_games.models import MANIFEST, resolve_model, verify_manifest
+from spiral_games.llm.models import resolve_model
+from spiral_games.manifest import MANIFEST, verify_manifest
 
 
 def test_smollm2_converts_to_a_plain_hf_directory_with_chat_template(smollm2):
@@ -78,7 +79,7 @@ def test_local_directory_resolves_to_itself(tiny):
 
 def test_unreachable_hub_id_while_offline_gives_one_clear_error(tmp_path):
     code = (
-        "from spiral_games.models import resolve_model\n"
+        "from spiral_games.llm.models import resolve_model\n"
         "from spiral_games.errors import ModelError\n"
         "try:\n"
         "    resolve_model('nobody-here/no-such-model-xyz')\n"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spiral_games.parsing import extract_boxed, parse_boxed_action, parse_mentioned_action
+from spiral_games.play.parsing import extract_boxed, parse_boxed_action, parse_mentioned_action
 
 KUHN = ["[check]", "[bet]"]
 TTT = ["[0]", "[4]", "[8]"]

@@ -21,19 +21,21 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from spiral_games.checkpoint import latest_checkpoint
-from spiral_games.compose import compose_run_config
+from spiral_games.actors.rollout_pool import RolloutPool
+from spiral_games.actors.rollout_worker import WorkerConfig
+from spiral_games.config.compose import compose_run_config
+from spiral_games.config.schema import RolloutConfig
+from spiral_games.errors import RolloutError
 from spiral_games.faults import POINTS
-from spiral_games.rollout_pool import RolloutError, RolloutPool
-from spiral_games.rollout_worker import WorkerConfig
+from spiral_games.run.checkpoint import latest_checkpoint
 
 from .conftest import REPO
 
 
 @pytest.fixture
 def pool_factory(tiny):
-    from spiral_games.config import RayConfig
-    from spiral_games.ray_runtime import init_ray
+    from spiral_games.actors.runtime import init_ray
+    from spiral_games.config.schema import RayConfig
 
     init_ray(RayConfig(num_cpus=2))
     cfg = compose_run_config(
@@ -50,7 +52,8 @@ def pool_factory(tiny):
 
     def make(max_failures):
         pool = RolloutPool(
-            WorkerConfig.from_run(cfg, tiny.path), 2, worker_cpus=1, max_failures=max_failures
+            WorkerConfig.from_run(cfg, tiny.path),
+            RolloutConfig(num_workers=2, worker_cpus=1, max_worker_failures=max_failures),
         )
         pools.append(pool)
         return pool
@@ -228,7 +231,7 @@ def test_ten_sigkills_in_every_phase_resume_to_exactly_the_uninterrupted_result(
         last_logged = max(logged_steps(run_dir), default=0)
         torn = list((run_dir / "checkpoints").glob("step_*.tmp-*"))
         found = latest_checkpoint(run_dir)
-        saved = found[1]["step"] if found else 0
+        saved = found[1].step if found else 0
         # At most the step in flight is lost: a step is logged only once it is checkpointed.
         assert saved == last_logged
         if point == "checkpoint_write":
@@ -266,7 +269,7 @@ def test_node_removed_mid_run_continues_or_stops_with_a_checkpoint(
     import ray
     from ray.cluster_utils import Cluster
 
-    from spiral_games.trainer import train
+    from spiral_games.run.trainer import train
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     doomed = cluster.add_node(num_cpus=1)
@@ -314,10 +317,10 @@ def test_node_removed_mid_run_continues_or_stops_with_a_checkpoint(
     found = latest_checkpoint(tmp_path)
     assert found is not None
     if mode == "continue":
-        assert steps == [1, 2, 3, 4] and found[1]["step"] == 4
+        assert steps == [1, 2, 3, 4] and found[1].step == 4
         assert "left the cluster; continuing with 1 worker(s)" in caplog.text
     else:
-        assert steps and found[1]["step"] == steps[-1]  # every completed step is kept
+        assert steps and found[1].step == steps[-1]  # every completed step is kept
     reliability.update(
         fault=f"Ray node of a rollout worker removed mid-run (on_node_loss={mode})",
         tries=1,
@@ -368,7 +371,7 @@ def test_vllm_engine_processes_die_with_a_sigkilled_owner(tiny, reliability):
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from spiral_games.engines.vllm import VLLMEngine\n"
+        "from spiral_games.llm.engines.vllm import VLLMEngine\n"
         "engine = VLLMEngine(Path(sys.argv[1]), dtype='float32', max_model_len=256)\n"
         "print('ready', flush=True)\n"
         "time.sleep(600)\n"
@@ -401,4 +404,70 @@ def test_vllm_engine_processes_die_with_a_sigkilled_owner(tiny, reliability):
         tries=1,
         outcome="vLLM's engine-core and worker processes exit within seconds, no orphans",
         order=4,
+    )
+
+
+def processes_of(session: int, text: str) -> list[str]:
+    """Processes still in the job's session, or mentioning its private Ray temp dir (Ray's
+    daemons start sessions of their own)."""
+    found = []
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit() or int(proc_dir.name) == os.getpid():
+            continue
+        try:
+            stat = (proc_dir / "stat").read_text()
+            cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp session
+        if fields[0] != "Z" and (int(fields[3]) == session or text in cmdline):
+            found.append(f"{proc_dir.name}: {cmdline[:120]}")
+    return found
+
+
+def test_sigterm_stops_the_run_cleanly_and_leaves_no_process_behind(tiny, tmp_path, reliability):
+    """SIGTERM to a training run mid-way: it exits with 130, keeps its completed steps, says how
+    to resume, and no process of its own (actors, engines) or of its Ray instance survives."""
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths are capped
+    run_dir = tmp_path / "run"
+    log_path = tmp_path / "run.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, *KILL_ARGS, f"output_dir={run_dir}", "train.steps=200"],
+            cwd=REPO,
+            env={**os.environ, "RAY_TMPDIR": ray_tmp},
+            start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 400
+        while max(logged_steps(run_dir), default=0) < 2:  # mid-training: actors and engines up
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the run never logged step 2"
+            time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=180) == 130, log_path.read_text()[-3000:]
+        deadline = time.monotonic() + 30  # Ray's daemons stop asynchronously
+        while (left := processes_of(proc.pid, ray_tmp)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not left, left
+        text = log_path.read_text()
+        assert "interrupted" in text and "train.resume=true" in text
+        found = latest_checkpoint(run_dir)
+        assert found is not None and found[1].step >= 2
+        assert max(logged_steps(run_dir)) == found[1].step  # nothing logged is lost
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        kill_processes_mentioning(ray_tmp)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    reliability.update(
+        fault="SIGTERM (or Ctrl-C) to a training run",
+        tries=1,
+        outcome="completed steps checkpointed, exit 130 with the resume command, no process of "
+        "the job or its Ray left",
+        order=6,
     )

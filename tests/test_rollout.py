@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from spiral_games.compose import compose_run_config
+from spiral_games.actors.rollout_worker import RolloutWorker, WorkerConfig
+from spiral_games.config.compose import compose_run_config
 from spiral_games.errors import ConfigError, EngineError
 from spiral_games.logprobs import response_logprobs
-from spiral_games.rollout_worker import RolloutWorker, WorkerConfig
 
 from .conftest import REPO
 
@@ -148,16 +148,16 @@ def test_missing_vllm_is_a_clear_engine_error(tiny, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # what an install without vLLM looks like
-    from spiral_games.engines.base import build_engine
+    from spiral_games.llm.engines.factory import build_engine
 
     with pytest.raises(EngineError, match=r"rollout\.engine=hf"):
         build_engine("vllm", tiny.path)
 
 
 def test_llm_opponent_from_a_model_name_sits_in_the_fixed_seat(tiny):
-    from spiral_games.config import GameConfig
-    from spiral_games.play import GameJob, play_games
-    from spiral_games.registry import build_opponent, build_rules
+    from spiral_games.config.schema import GameConfig
+    from spiral_games.play.loop import GameJob, play_games
+    from spiral_games.play.registry import build_opponent, build_rules
 
     cfg = compose_run_config(REPO / "conf", ["+games=[kuhn]"]).games["kuhn"]
     game = GameConfig(
@@ -165,7 +165,7 @@ def test_llm_opponent_from_a_model_name_sits_in_the_fixed_seat(tiny):
             **cfg.__dict__,
             "opponents": {
                 "past": {
-                    "_target_": "spiral_games.llm_policy.llm_opponent",
+                    "_target_": "spiral_games.llm.policy.llm_opponent",
                     "model": str(tiny.path),
                     "max_tokens": 8,
                     "dtype": "float32",
@@ -184,8 +184,8 @@ def test_llm_opponent_from_a_model_name_sits_in_the_fixed_seat(tiny):
 
 @pytest.mark.parametrize("mode", ["draw", "truncate"])
 def test_history_beyond_the_context_is_truncated_or_drawn_by_config(mode, tiny, reliability):
-    from spiral_games.engines.hf import HFEngine
-    from spiral_games.llm_policy import LLMPolicy
+    from spiral_games.llm.engines.hf import HFEngine
+    from spiral_games.llm.policy import LLMPolicy
     from spiral_games.types import Observation, SamplingParams
 
     engine = HFEngine(tiny.path, dtype="float32", max_model_len=400)
@@ -216,7 +216,7 @@ def test_history_beyond_the_context_is_truncated_or_drawn_by_config(mode, tiny, 
 
 
 def test_short_prompt_style_lists_the_legal_moves_in_the_chat_template(tiny):
-    from spiral_games.prompting import RAW_PREFIX, build_prompt_text
+    from spiral_games.llm.prompting import RAW_PREFIX, build_prompt_text
 
     text = build_prompt_text(tiny.tokenizer, "Your card: K.", "short", ("[check]", "[bet]"))
     assert (
@@ -229,8 +229,8 @@ def test_short_prompt_style_lists_the_legal_moves_in_the_chat_template(tiny):
 
 
 def test_short_prompt_shows_the_position_and_chat_the_full_observation(tiny):
-    from spiral_games.engines.hf import HFEngine
-    from spiral_games.llm_policy import LLMPolicy
+    from spiral_games.llm.engines.hf import HFEngine
+    from spiral_games.llm.policy import LLMPolicy
     from spiral_games.types import Observation, SamplingParams
 
     engine = HFEngine(tiny.path, dtype="float32", max_model_len=512)

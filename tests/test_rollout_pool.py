@@ -6,10 +6,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from spiral_games.compose import compose_run_config
+from spiral_games.actors.rollout_pool import RolloutPool
+from spiral_games.actors.rollout_worker import WorkerConfig
+from spiral_games.config.compose import compose_run_config
+from spiral_games.config.schema import RolloutConfig
 from spiral_games.errors import ConfigError
-from spiral_games.rollout_pool import RolloutPool
-from spiral_games.rollout_worker import WorkerConfig
 
 from .conftest import REPO
 
@@ -36,8 +37,8 @@ def pool_threads(tiny) -> int:
 def local_ray():
     import ray
 
-    from spiral_games.config import RayConfig
-    from spiral_games.ray_runtime import init_ray
+    from spiral_games.actors.runtime import init_ray
+    from spiral_games.config.schema import RayConfig
 
     init_ray(RayConfig(num_cpus=2))
     yield ray
@@ -45,7 +46,7 @@ def local_ray():
 
 
 def test_pool_collects_episodes_and_pushes_versioned_weights(tiny, local_ray, tmp_path):
-    pool = RolloutPool(tiny_worker_config(tiny), num_workers=2, worker_cpus=1)
+    pool = RolloutPool(tiny_worker_config(tiny), RolloutConfig(num_workers=2, worker_cpus=1))
     try:
         episodes = pool.collect(6, seed=0)
         assert len(episodes) == 6 and {e.version for e in episodes} == {0}
@@ -66,7 +67,7 @@ def test_pool_collects_episodes_and_pushes_versioned_weights(tiny, local_ray, tm
 
 def test_pool_that_cannot_be_placed_is_a_clear_error(tiny, local_ray):
     with pytest.raises(ConfigError, match="cannot place 3 rollout workers"):
-        RolloutPool(tiny_worker_config(tiny), num_workers=3, worker_cpus=1)
+        RolloutPool(tiny_worker_config(tiny), RolloutConfig(num_workers=3, worker_cpus=1))
 
 
 def test_two_node_cluster_places_workers_on_both_nodes(tiny, tmp_path):
@@ -76,12 +77,15 @@ def test_two_node_cluster_places_workers_on_both_nodes(tiny, tmp_path):
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
     try:
-        from spiral_games.config import RayConfig
-        from spiral_games.ray_runtime import init_ray
+        from spiral_games.actors.runtime import init_ray
+        from spiral_games.config.schema import RayConfig
 
         init_ray(RayConfig(address=cluster.address))
         cluster.wait_for_nodes()
-        pool = RolloutPool(tiny_worker_config(tiny), 2, worker_cpus=1, strategy="STRICT_SPREAD")
+        pool = RolloutPool(
+            tiny_worker_config(tiny),
+            RolloutConfig(num_workers=2, worker_cpus=1, placement_strategy="STRICT_SPREAD"),
+        )
         try:
             nodes = {loc["node_id"] for loc in pool.locations()}
             assert len(nodes) == 2

@@ -10,9 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from spiral_games.advantage import RoleBaselines
-from spiral_games.compose import compose_run_config
-from spiral_games.learner import Learner, LearnerSpec
+from spiral_games.config.compose import compose_run_config
+from spiral_games.config.schema import RolloutConfig
+from spiral_games.learn.advantage import RoleBaselines
+from spiral_games.learn.learner import Learner, LearnerSpec
 from spiral_games.types import Sample, TrainBatch
 
 from .conftest import REPO
@@ -55,7 +56,7 @@ def test_two_steps_with_vllm_and_deepspeed_learn_push_and_checkpoint(tiny, tmp_p
     pytest.importorskip("vllm")
     from transformers import AutoModelForCausalLM
 
-    from spiral_games.trainer import train
+    from spiral_games.run.trainer import train
 
     run_dir = train(
         run_cfg(
@@ -92,13 +93,37 @@ def test_two_steps_with_vllm_and_deepspeed_learn_push_and_checkpoint(tiny, tmp_p
     assert type(reloaded).__name__ == "LlamaForCausalLM"
 
 
+@pytest.mark.vllm
+def test_collocated_sleep_mode_trains_and_pushes_every_step(tmp_path, ray_shutdown):
+    """rollout.sleep_when_training=true (SPIRAL's collocated mode): the workers sleep during
+    each update (a no-op on CPU, where vLLM has no sleep mode) and get the new weights after
+    every update, whatever train.push_every says."""
+    pytest.importorskip("vllm")
+    from spiral_games.run.trainer import train
+
+    run_dir = train(
+        run_cfg(
+            tmp_path,
+            "rollout.engine=vllm",
+            "rollout.sleep_when_training=true",
+            "train.push_every=2",
+            "train.steps=2",
+        )
+    )
+    metrics = read_metrics(run_dir)
+    assert [m["sync/version"] for m in metrics] == [1.0, 2.0]
+    assert all(m["train/samples"] == m["rollout/samples"] >= 8 for m in metrics)
+    rows = (run_dir / "transcripts" / "step_000002.jsonl").read_text().splitlines()
+    assert {json.loads(row)["version"] for row in rows} == {1}
+
+
 @pytest.mark.parametrize("engine", ["hf", pytest.param("vllm", marks=pytest.mark.vllm)])
 def test_actor_logprobs_equal_learner_logprobs_after_a_push(engine, tiny, tmp_path, ray_shutdown):
     if engine == "vllm":
         pytest.importorskip("vllm")
-    from spiral_games.ray_runtime import init_ray
-    from spiral_games.rollout_pool import RolloutPool
-    from spiral_games.rollout_worker import WorkerConfig
+    from spiral_games.actors.rollout_pool import RolloutPool
+    from spiral_games.actors.rollout_worker import WorkerConfig
+    from spiral_games.actors.runtime import init_ray
 
     cfg = run_cfg(
         tmp_path,
@@ -109,7 +134,9 @@ def test_actor_logprobs_equal_learner_logprobs_after_a_push(engine, tiny, tmp_pa
     )
     learner = Learner(LearnerSpec.from_run(cfg, tiny.path))
     init_ray(cfg.ray)
-    pool = RolloutPool(WorkerConfig.from_run(cfg, tiny.path), 2, worker_cpus=1)
+    pool = RolloutPool(
+        WorkerConfig.from_run(cfg, tiny.path), RolloutConfig(num_workers=2, worker_cpus=1)
+    )
     try:
         prompts, responses = [[1, 50, 60, 70], [5, 6]], [[80, 90, 100], [7, 8, 9, 10]]
         samples = tuple(
@@ -130,7 +157,7 @@ def test_actor_logprobs_equal_learner_logprobs_after_a_push(engine, tiny, tmp_pa
 
 
 def test_resume_continues_step_counter_and_rae_baselines_exactly(tiny, tmp_path, ray_shutdown):
-    from spiral_games.trainer import train
+    from spiral_games.run.trainer import train
 
     common = ["rollout.engine=hf", "train.checkpoint_every=1", "train.transcripts_per_step=1000"]
     train(
@@ -144,7 +171,7 @@ def test_resume_continues_step_counter_and_rae_baselines_exactly(tiny, tmp_path,
         )
     )
     assert [m["step"] for m in read_metrics(tmp_path)] == [0, 1, 2]  # step 0: the baseline eval
-    from spiral_games.hardware import this_machine
+    from spiral_games.config.hardware import this_machine
 
     record = json.loads((tmp_path / "config.json").read_text())  # the choices, saved
     assert record["learner"]["bf16"] == "auto" and record["rollout"]["cpu_threads"] == 0

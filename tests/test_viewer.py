@@ -14,15 +14,15 @@ from html.parser import HTMLParser
 
 import pytest
 
-from spiral_games.boards import kuhn_views, tictactoe_states
-from spiral_games.compose import compose_run_config
-from spiral_games.play import GameJob, play_games
-from spiral_games.policy import RandomPolicy
-from spiral_games.registry import build_rules
-from spiral_games.run_summary import write_run_report
-from spiral_games.transcripts import write_transcripts
+from spiral_games.config.compose import compose_run_config
+from spiral_games.play.loop import GameJob, play_games
+from spiral_games.play.policy import RandomPolicy
+from spiral_games.play.registry import build_rules
+from spiral_games.report.boards import kuhn_views, tictactoe_states
+from spiral_games.report.summary import write_run_report
+from spiral_games.report.transcripts import write_transcripts
+from spiral_games.report.viewer import file_step, outcome, render_page
 from spiral_games.types import PolicyOutput
-from spiral_games.viewer import file_step, outcome, render_page
 
 from .conftest import REPO
 

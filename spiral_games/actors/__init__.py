@@ -1,0 +1,2 @@
+"""Ray adapters: starting Ray, rollout workers and their pool, the learner group. The only
+package that imports Ray."""

@@ -1,0 +1,137 @@
+"""LearnerGroup: data-parallel DeepSpeed learner ranks as Ray actors (a thin adapter).
+
+Each rank is a `Learner` in its own process; they join one torch.distributed group (gloo on
+CPU, NCCL on GPU) and DeepSpeed averages their gradients. The batch is split across ranks;
+rank 0 exports weights and writes the model, every rank writes its optimizer state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from spiral_games.learn.learner import Learner, LearnerSpec, free_port
+from spiral_games.types import TrainBatch
+
+
+class LearnerRank:
+    """The Ray actor body: one Learner, built once the group's address is known."""
+
+    def __init__(self) -> None:
+        self.learner: Learner | None = None
+
+    def address(self) -> tuple[str, int]:
+        import ray
+
+        return ray.util.get_node_ip_address(), free_port()
+
+    def setup(self, spec: LearnerSpec, rank: int, world: int, addr: str, port: int) -> None:
+        self.learner = Learner(spec, rank, world, addr, port)
+
+    def update(self, batch: TrainBatch) -> dict[str, float]:
+        return self._learner.update(batch)
+
+    def export_weights(self, path: str) -> str:
+        return str(self._learner.export_weights(Path(path)))
+
+    def save(self, directory: str) -> None:
+        self._learner.save(Path(directory))
+
+    def load_optimizer(self, directory: str) -> None:
+        self._learner.load_optimizer(Path(directory))
+
+    def rng_state(self) -> object:
+        return self._learner.rng_state()
+
+    def set_rng_state(self, state: object) -> None:
+        self._learner.set_rng_state(state)
+
+    def logprobs(self, prompts: list[list[int]], responses: list[list[int]]) -> list[list[float]]:
+        return self._learner.logprobs(prompts, responses)
+
+    def parameters_checksum(self) -> float:
+        """Sum of all parameters: equal on every rank after a synchronous update."""
+        return float(sum(p.detach().double().sum() for p in self._learner.model.parameters()))
+
+    @property
+    def _learner(self) -> Learner:
+        assert self.learner is not None, "setup() was not called"
+        return self.learner
+
+
+class LearnerGroup:
+    """The same interface as `Learner`, over `world_size` Ray actor ranks."""
+
+    def __init__(
+        self,
+        spec: LearnerSpec,
+        world_size: int,
+        cpus_per_rank: float = 1.0,
+        gpus_per_rank: float = 0.0,
+    ) -> None:
+        import ray
+
+        actor = ray.remote(LearnerRank).options(num_cpus=cpus_per_rank, num_gpus=gpus_per_rank)
+        # Any: Ray types a handle as `ActorHandle[T] | type[T]`, so its methods lack `.remote`
+        self.ranks: list[Any] = [actor.remote() for _ in range(world_size)]
+        addr, port = ray.get(self.ranks[0].address.remote())
+        ray.get([r.setup.remote(spec, i, world_size, addr, port) for i, r in enumerate(self.ranks)])
+
+    def update(self, batch: TrainBatch) -> dict[str, float]:
+        """Split the batch over the ranks, update in lock-step, average the metrics."""
+        import ray
+
+        n = len(self.ranks)
+        # every rank takes as many samples (and so optimizer steps, each an all-reduce) as the
+        # others: at most n-1 samples are left out, and counted
+        used = len(batch.samples) - len(batch.samples) % n
+        parts = [TrainBatch(batch.samples[:used][i::n], batch.step) for i in range(n)]
+        results = ray.get([r.update.remote(p) for r, p in zip(self.ranks, parts, strict=True)])
+        summed = ("train/tokens", "train/tokens_per_s", "train/samples")
+        merged = {k: (sum if k in summed else _mean)([m[k] for m in results]) for k in results[0]}
+        return {**merged, "train/samples_left_out": float(len(batch.samples) - used)}
+
+    def export_weights(self, path: Path) -> Path:
+        import ray
+
+        return Path(ray.get(self.ranks[0].export_weights.remote(str(path))))
+
+    def save(self, directory: Path) -> None:
+        import ray
+
+        ray.get([r.save.remote(str(directory)) for r in self.ranks])
+
+    def load_optimizer(self, directory: Path) -> None:
+        import ray
+
+        ray.get([r.load_optimizer.remote(str(directory)) for r in self.ranks])
+
+    def rng_state(self) -> list[Any]:
+        import ray
+
+        return ray.get([r.rng_state.remote() for r in self.ranks])
+
+    def set_rng_state(self, state: list[Any]) -> None:
+        import ray
+
+        ray.get([r.set_rng_state.remote(s) for r, s in zip(self.ranks, state, strict=True)])
+
+    def logprobs(self, prompts: list[list[int]], responses: list[list[int]]) -> list[list[float]]:
+        import ray
+
+        return ray.get(self.ranks[0].logprobs.remote(prompts, responses))
+
+    def checksums(self) -> list[float]:
+        import ray
+
+        return ray.get([r.parameters_checksum.remote() for r in self.ranks])
+
+    def shutdown(self) -> None:
+        import ray
+
+        for r in self.ranks:
+            ray.kill(r)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)

@@ -1,0 +1,251 @@
+"""The RolloutWorker: one engine and one policy copy, playing many games at once.
+
+A plain class, so it runs in-process in tests; `spiral_games.actors.rollout_pool` hosts it as a Ray
+actor. It receives only its own small `WorkerConfig`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from spiral_games.config.hardware import RuntimePlan, plan_runtime, ram_tmp_dir, set_cpu_threads
+from spiral_games.config.schema import GameConfig, RunConfig
+from spiral_games.errors import ConfigError
+from spiral_games.llm.engines.base import Engine
+from spiral_games.llm.engines.factory import build_engine
+from spiral_games.llm.models import load_tokenizer
+from spiral_games.llm.policy import LLMPolicy
+from spiral_games.play.loop import play_games
+from spiral_games.play.registry import build_opponent, build_rules
+from spiral_games.play.rollout import evaluation_jobs, plan_jobs
+from spiral_games.types import Episode, SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a rollout worker needs, and nothing else."""
+
+    model_path: str
+    engine: str  # resolved: vllm | hf
+    engine_fallback: str | None  # rollout.engine=auto: used when `engine` fails to start
+    dtype: str  # resolved
+    max_model_len: int
+    cpu_threads: int
+    kv_cache_gib: int
+    tensor_parallel_size: int
+    sleep_mode: bool
+    concurrent_games: int
+    sampling: SamplingParams
+    games: dict[str, GameConfig]
+    opponent: str | None  # None: self-play
+    seed: int
+    on_context_overflow: str
+    eval_sampling: SamplingParams
+    eval_opponents: tuple[str, ...]  # used where a game configures them
+    eval_concurrency: int
+
+    @classmethod
+    def from_run(
+        cls, cfg: RunConfig, model_path: Path, plan: RuntimePlan | None = None
+    ) -> WorkerConfig:
+        """Cut the worker's slice out of the whole run config, with `auto` choices resolved
+        by `plan` (default: planned for this machine)."""
+        r = cfg.rollout
+        plan = plan or plan_runtime(cfg)
+        if r.max_tokens is None:  # RunConfig.__post_init__ fills it in
+            raise ConfigError(
+                "rollout.max_tokens is unset: RunConfig fills it from model.max_tokens when it "
+                "is built; do not set it back to None afterwards."
+            )
+        return cls(
+            model_path=str(model_path),
+            engine=plan.engine,
+            engine_fallback=plan.engine_fallback,
+            dtype=plan.dtype,
+            max_model_len=r.max_model_len,
+            cpu_threads=plan.rollout_threads,
+            kv_cache_gib=r.kv_cache_gib,
+            tensor_parallel_size=r.tensor_parallel_size,
+            sleep_mode=r.sleep_when_training,
+            concurrent_games=r.concurrent_games,
+            sampling=SamplingParams(
+                temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens
+            ),
+            games=cfg.games,
+            opponent=r.opponent,
+            seed=cfg.seed,
+            on_context_overflow=r.on_context_overflow,
+            eval_sampling=SamplingParams(
+                temperature=cfg.eval.temperature, top_p=cfg.eval.top_p, max_tokens=r.max_tokens
+            ),
+            eval_opponents=tuple(cfg.eval.opponents),
+            eval_concurrency=cfg.eval.concurrency,
+        )
+
+
+class RolloutWorker:
+    """Plays batches of episodes with the current policy weights; accepts new weights."""
+
+    def __init__(self, cfg: WorkerConfig, index: int = 0) -> None:
+        self.cfg = cfg
+        self.index = index
+        set_cpu_threads(cfg.cpu_threads)  # Ray gives a 1-CPU actor OMP_NUM_THREADS=1
+        self.engine_kind, self.engine_note = cfg.engine, ""
+        self.engine = self._build_engine(cfg.engine)
+        self.policy = LLMPolicy(
+            self.engine,
+            load_tokenizer(Path(cfg.model_path)),
+            cfg.sampling,
+            _prompt_styles(cfg.games),
+            cfg.max_model_len,
+            on_context_overflow=cfg.on_context_overflow,
+        )
+        self.rules = {name: build_rules(name, game) for name, game in cfg.games.items()}
+        self.weights = {name: game.weight for name, game in cfg.games.items()}
+        self.opponents = None
+        if cfg.opponent is not None:
+            self.opponents = {
+                name: build_opponent(name, game, cfg.opponent, seed=cfg.seed + index)
+                for name, game in cfg.games.items()
+            }
+        self.eval_policy = LLMPolicy(
+            self.engine,
+            self.policy.tokenizer,
+            cfg.eval_sampling,
+            self.policy.prompt_styles,
+            cfg.max_model_len,
+            on_context_overflow=cfg.on_context_overflow,
+        )
+        self.eval_opponents = {
+            (name, opponent): build_opponent(name, game, opponent, seed=cfg.seed + index)
+            for name, game in cfg.games.items()
+            for opponent in cfg.eval_opponents
+            if opponent in game.opponents
+        }
+
+    def _build_engine(self, kind: str) -> Engine:
+        cfg = self.cfg
+        try:
+            return build_engine(
+                kind,
+                Path(cfg.model_path),
+                dtype=cfg.dtype,
+                max_model_len=cfg.max_model_len,
+                seed=cfg.seed + self.index,
+                cpu_threads=cfg.cpu_threads,
+                kv_cache_gib=cfg.kv_cache_gib,
+                tensor_parallel_size=cfg.tensor_parallel_size,
+                sleep_mode=cfg.sleep_mode,
+                worker_index=self.index,
+            )
+        except Exception as exc:  # vLLM fails to start in many ways; auto falls back on any
+            if cfg.engine_fallback is None or kind == cfg.engine_fallback:
+                raise
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self.engine_kind = cfg.engine_fallback
+            self.engine_note = f"{kind} failed to start ({reason}); using {cfg.engine_fallback}"
+            log.warning(
+                "Rollout worker %d: %s (rollout.engine=auto).", self.index, self.engine_note
+            )
+            return self._build_engine(cfg.engine_fallback)
+
+    def engine_info(self) -> dict[str, str]:
+        """The engine this worker runs and, after an automatic fallback, why."""
+        return {"engine": self.engine_kind, "note": self.engine_note}
+
+    def collect(self, num_episodes: int, seed: int) -> list[Episode]:
+        """Play `num_episodes` finished episodes with the current weights."""
+        self.engine.reseed(seed)
+        jobs = plan_jobs(
+            self.rules,
+            self.weights,
+            num_episodes,
+            seed,
+            self.policy,
+            self.opponents,
+            self.engine.version,
+            self.cfg.opponent or "",
+        )
+        return play_games(jobs, concurrency=self.cfg.concurrent_games)
+
+    def evaluate(self, games: dict[str, int], seed: int, first_seat: int = 0) -> list[Episode]:
+        """Eval-sampled games against every configured fixed opponent (`games[name]` per game),
+        seats alternating from `first_seat`, `eval_concurrency` at once."""
+        self.engine.reseed(seed)
+        jobs = evaluation_jobs(
+            self.rules,
+            self.eval_opponents,
+            games,
+            seed,
+            self.eval_policy,
+            self.engine.version,
+            first_seat,
+        )
+        return play_games(jobs, concurrency=self.cfg.eval_concurrency)
+
+    def sleep(self) -> None:
+        """Free accelerator memory for a collocated learner (GPU vLLM; no-op elsewhere)."""
+        self.engine.sleep()
+
+    def load_weights_bytes(self, data: bytes, version: int) -> int:
+        """Like `load_weights`, for a worker on another node: the file's bytes came through
+        Ray's object store and are written to this node's /dev/shm first."""
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(suffix=".safetensors", dir=ram_tmp_dir()) as fh:
+            fh.write(data)
+            fh.flush()
+            return self.load_weights(fh.name, version)
+
+    def load_weights(self, safetensors_path: str, version: int) -> int:
+        """Serve the weights in `safetensors_path` from now on; returns the new version."""
+        self.engine.wake()
+        self.engine.load_weights(Path(safetensors_path), version)
+        return self.engine.version
+
+    def score(self, prompts: list[list[int]], responses: list[list[int]]) -> list[list[float]]:
+        """Log-probs the served weights give to fixed token sequences (sync checks)."""
+        return self.engine.score(prompts, responses)
+
+    def version(self) -> int:
+        """The weights version currently served."""
+        return self.engine.version
+
+    def location(self) -> dict[str, object]:
+        """Which Ray node and process this worker runs in (for placement checks and logs)."""
+        try:
+            import ray
+
+            node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+        except ImportError:
+            node = "local"
+        import torch
+
+        return {
+            "node_id": node,
+            "pid": os.getpid(),
+            "index": self.index,
+            "torch_threads": torch.get_num_threads(),
+        }
+
+    def close(self) -> None:
+        """Stop the engine."""
+        self.engine.close()
+
+
+def _prompt_styles(games: dict[str, GameConfig]) -> dict[str, str]:
+    """Each game's prompt style, which RunConfig resolved from model.prompt_style."""
+    styles = {}
+    for name, game in games.items():
+        if game.prompt_style is None:
+            raise ConfigError(
+                f"games.{name}.prompt_style is unset: RunConfig fills it from "
+                "model.prompt_style when it is built."
+            )
+        styles[name] = game.prompt_style
+    return styles

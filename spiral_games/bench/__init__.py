@@ -1,0 +1,1 @@
+"""The reasoning benchmarks harness (MATH, GPQA, ...): data, grading and scoring."""

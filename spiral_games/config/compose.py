@@ -1,0 +1,107 @@
+"""Config composition: Hydra overrides in, a validated `RunConfig` out, or one clear error."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+from spiral_games.config.schema import RunConfig, register_configs
+from spiral_games.errors import ConfigError
+
+
+def compose_run_config(
+    config_dir: Path, overrides: list[str], config_name: str = "config", root: type = RunConfig
+) -> Any:
+    """Compose `config_dir/config_name.yaml` with command-line `overrides` into `root`
+    (a `RunConfig` by default).
+
+    Raises:
+        ConfigError: naming the offending key and the fix (valid keys, available options).
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir.resolve()), version_base=None):
+            cfg = compose(config_name, overrides=overrides)
+        OmegaConf.resolve(cfg)
+        run = OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
+    except Exception as exc:  # Hydra/OmegaConf raise many types; translate them all
+        raise _translate(exc, config_dir, root) from None
+    finally:
+        GlobalHydra.instance().clear()
+    assert isinstance(run, root)
+    return run
+
+
+def _translate(exc: Exception, config_dir: Path, root: type) -> ConfigError:
+    message = str(exc)
+    cause = exc.__cause__
+    if isinstance(cause, ConfigError):
+        return cause
+    missing = re.search(r"Could not (?:load|find) '([^']+)/([^']+)'", message)
+    if missing:
+        group, name = missing.groups()
+        options = sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+        hint = " To add a game, see README 'Adding a game'." if group == "games" else ""
+        return ConfigError(
+            f"Unknown {group} option {name!r}. Available in conf/{group}/: "
+            f"{', '.join(options)}.{hint}"
+        )
+    nested = re.search(r"full_key: (\S+)", str(cause)) if cause else None
+    if nested and "not in struct" in str(cause):
+        return ConfigError(_unknown_key_message(nested.group(1), root))
+    append = re.search(r"Could not override '([^']+)'\. No match in the defaults list", message)
+    if append:  # a config group with nothing selected yet, e.g. games=[kuhn] without the '+'
+        group = append.group(1)
+        example = "+games=[kuhn,tictactoe]" if group == "games" else f"+{group}=<option>"
+        options = sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+        listed = f" Available in conf/{group}/: {', '.join(options)}." if options else ""
+        return ConfigError(
+            f"{group} has no default to override: select it with a leading '+', e.g. "
+            f"{example}.{listed}"
+        )
+    key = re.search(r"Could not override '([^']+)'", message) or re.search(
+        r"Key '([^']+)' not in '", message
+    )
+    if key and ("not in" in message or "Could not override" in message):
+        return ConfigError(_unknown_key_message(key.group(1), root))
+    value = re.search(r"Error merging override (\S+?)=(\S*)", message)
+    if value:
+        detail = str(cause) if cause else message
+        first = detail.strip().splitlines()[0]
+        return ConfigError(f"Bad value for {value.group(1)}: {first}. Fix the override's type.")
+    first = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+    return ConfigError(f"Invalid config: {first}")
+
+
+def _unknown_key_message(dotted: str, root: type) -> str:
+    parent, _, leaf = dotted.rpartition(".")
+    schema = _schema_for(parent, root)
+    if schema is None:
+        return f"Unknown config key {dotted!r}. Check the spelling against conf/ and the README."
+    valid = ", ".join(f.name for f in dataclasses.fields(schema))
+    where = parent or "the root"
+    return f"Unknown config key {leaf!r} in {where}. Valid keys: {valid}."
+
+
+def _schema_for(parent: str, root: type) -> type | None:
+    from spiral_games.config.schema import GameConfig
+
+    if not parent:
+        return root
+    if root is RunConfig and re.fullmatch(r"games\.[^.]+", parent):
+        return GameConfig
+    node: type | None = root
+    for part in parent.split("."):
+        fields = {f.name: f for f in dataclasses.fields(node)} if node else {}
+        factory = fields[part].default_factory if part in fields else None
+        node = factory if isinstance(factory, type) and dataclasses.is_dataclass(factory) else None
+    return node

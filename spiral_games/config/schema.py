@@ -1,0 +1,443 @@
+"""Typed config schema: the dataclasses Hydra validates YAML and overrides against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from spiral_games.errors import ConfigError
+
+ENGINES = ("auto", "vllm", "hf")
+DTYPES = ("auto", "bfloat16", "float32", "float16")
+SWITCHES = ("auto", "true", "false")
+PROMPT_STYLES = ("chat", "raw", "short")
+ACTION_FORMATS = ("boxed", "lenient")
+INVALID_MOVE_POLICIES = ("penalty", "retry")
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK")
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not valid. Choose one of: {', '.join(choices)}.")
+
+
+def _check_divides(key: str, value: int, by_key: str, by: int, fix: str) -> None:
+    if value % by:
+        raise ConfigError(f"{key}={value} is not divisible by {by_key}={by}. {fix}")
+
+
+def _check_positive(key: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{key}={value} is out of range: it must be {bound}.")
+
+
+def _check_reply_budget(max_tokens: int, max_model_len: int) -> None:
+    _check_positive("rollout.max_tokens", max_tokens)
+    if max_tokens >= max_model_len:
+        raise ConfigError(
+            f"rollout.max_tokens={max_tokens} leaves no room for the prompt in "
+            f"rollout.max_model_len={max_model_len}. Lower max_tokens or raise "
+            "max_model_len (up to the model's context length)."
+        )
+
+
+@dataclass
+class ModelConfig:
+    """Which weights to play and train: see `spiral_games.llm.models.resolve_model`."""
+
+    name: str = "smollm2-135m"
+    cache_dir: str | None = None  # None: $SPIRAL_CACHE_DIR or ~/.cache/spiral_games
+    seed: int = 0  # initialisation seed of `tiny-random`
+    # auto: bfloat16 on a GPU or a CPU with native bf16 (avx512_bf16/amx_bf16, ARM bf16), else
+    # float32 (see spiral_games.config.hardware)
+    dtype: str = "auto"
+    # How this model is prompted and read, in every game that does not set its own: SPIRAL's
+    # chat prompt and strict \boxed{} parsing by default; conf/model/smollm2-135m.yaml carries
+    # the small-model recipe (short prompt, lenient parsing, short replies).
+    prompt_style: str = "chat"
+    action_format: str = "boxed"
+    max_tokens: int = 256  # reply budget, unless rollout.max_tokens sets one
+
+    def __post_init__(self) -> None:
+        _check_choice("model.dtype", self.dtype, DTYPES)
+        _check_choice("model.prompt_style", self.prompt_style, PROMPT_STYLES)
+        _check_choice("model.action_format", self.action_format, ACTION_FORMATS)
+        _check_positive("model.max_tokens", self.max_tokens)
+
+
+@dataclass
+class GameConfig:
+    """One selectable game. `env._target_` names a factory returning a `GameEnv`."""
+
+    env: dict[str, Any] = field(default_factory=dict)
+    # name -> {_target_: ..., kwargs}: fixed opponents (scripted policies) for this game
+    opponents: dict[str, Any] = field(default_factory=dict)
+    weight: float = 1.0  # relative sampling weight in multi-game runs
+    # chat: SPIRAL's instructions in the model's chat template; raw: SPIRAL's base-model prompt;
+    # short: the observation and a one-line "reply with \boxed{...}" (for small models).
+    # None: the model's (model.prompt_style).
+    prompt_style: str | None = None
+    # boxed: only a \boxed{} answer counts (SPIRAL); lenient: without a box, the legal move
+    # named last in the reply is played (small models that name moves but do not box them).
+    # None: the model's (model.action_format).
+    action_format: str | None = None
+    invalid_move: str = "penalty"  # penalty: SPIRAL's end-game -1.5/+0.5; retry: TextArena's
+    invalid_penalty: float = -1.5  # SPIRAL's reward for the offender (invalid_move=penalty)
+    invalid_opponent_reward: float = 0.5  # ... and for the other seat
+    retry_allowance: int = 1  # invalid_move=retry: tries after the first (TextArena's 1)
+    max_turns: int = 200  # safety net against a game that never ends: a draw
+
+    def __post_init__(self) -> None:
+        if "_target_" not in self.env:
+            raise ConfigError(
+                "A game config needs env._target_: the import path of its env class or factory "
+                "(e.g. games.kuhn.KuhnPokerGame)."
+            )
+        _check_positive("games.<name>.weight", self.weight)
+        if self.prompt_style is not None:
+            _check_choice("games.<name>.prompt_style", self.prompt_style, PROMPT_STYLES)
+        _check_choice("games.<name>.invalid_move", self.invalid_move, INVALID_MOVE_POLICIES)
+        _check_positive("games.<name>.retry_allowance", self.retry_allowance, allow_zero=True)
+        _check_positive("games.<name>.max_turns", self.max_turns)
+        if self.action_format is not None:
+            _check_choice("games.<name>.action_format", self.action_format, ACTION_FORMATS)
+
+
+@dataclass
+class RolloutConfig:
+    """What rollout workers need: engine, sampling and concurrency."""
+
+    engine: str = "auto"  # auto: vLLM where it imports and starts, else transformers (hf)
+    num_workers: int = 1
+    concurrent_games: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int | None = None  # reply budget; None: the model's (model.max_tokens)
+    max_model_len: int = 2048
+    cpu_threads: int = 0  # CPU threads per worker (torch, OMP, vLLM-CPU); 0: cores / workers
+    kv_cache_gib: int = 1  # vLLM-CPU KV cache (VLLM_CPU_KVCACHE_SPACE)
+    episodes_per_step: int = 16  # episodes collected (over all workers) per training step
+    opponent: str | None = None  # None: self-play; else a name from games.<name>.opponents
+    worker_cpus: float = 1.0  # Ray CPUs reserved per worker
+    worker_gpus: float = 0.0  # Ray GPUs per worker (>= tensor_parallel_size on GPU clusters)
+    tensor_parallel_size: int = 1
+    sleep_when_training: bool = False  # GPU: vLLM sleep mode while the collocated learner runs
+    placement_strategy: str = "PACK"  # Ray placement group strategy: PACK, SPREAD, STRICT_SPREAD
+    max_worker_failures: int = 3  # worker deaths tolerated (Ray restarts them) before stopping
+    on_context_overflow: str = "draw"  # a prompt beyond the context: draw, or truncate history
+    # a worker's node leaves the cluster: continue with the other workers, or stop (checkpoint)
+    on_node_loss: str = "continue"
+
+    def __post_init__(self) -> None:
+        _check_choice("rollout.engine", self.engine, ENGINES)
+        _check_positive("rollout.num_workers", self.num_workers)
+        _check_positive("rollout.concurrent_games", self.concurrent_games)
+        _check_positive("rollout.temperature", self.temperature, allow_zero=True)
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"rollout.top_p={self.top_p} is out of range: it must be in (0, 1].")
+        if self.max_tokens is not None:
+            _check_reply_budget(self.max_tokens, self.max_model_len)
+        _check_positive("rollout.cpu_threads", self.cpu_threads, allow_zero=True)
+        _check_positive("rollout.kv_cache_gib", self.kv_cache_gib)
+        _check_positive("rollout.episodes_per_step", self.episodes_per_step)
+        _check_positive("rollout.worker_cpus", self.worker_cpus, allow_zero=True)
+        _check_positive("rollout.worker_gpus", self.worker_gpus, allow_zero=True)
+        _check_positive("rollout.tensor_parallel_size", self.tensor_parallel_size)
+        _check_positive("rollout.max_worker_failures", self.max_worker_failures, allow_zero=True)
+        _check_choice("rollout.placement_strategy", self.placement_strategy, PLACEMENT_STRATEGIES)
+        _check_choice("rollout.on_context_overflow", self.on_context_overflow, ("draw", "truncate"))
+        _check_choice("rollout.on_node_loss", self.on_node_loss, ("continue", "stop"))
+        if self.engine == "hf" and (self.tensor_parallel_size > 1 or self.sleep_when_training):
+            raise ConfigError(
+                "rollout.tensor_parallel_size>1 and rollout.sleep_when_training need "
+                "rollout.engine=vllm; the hf engine runs one device per worker and cannot sleep."
+            )
+        if self.worker_gpus and self.worker_gpus < self.tensor_parallel_size:
+            raise ConfigError(
+                f"rollout.worker_gpus={self.worker_gpus} is less than "
+                f"rollout.tensor_parallel_size={self.tensor_parallel_size}: each worker needs "
+                "one GPU per tensor-parallel rank."
+            )
+
+
+@dataclass
+class LearnerConfig:
+    """What the learner needs: optimisation, loss and batch shape."""
+
+    lr: float = 1e-6
+    # samples (turns) per training step, at least: the step's episodes are played until there
+    # are this many, and every sample they gave is trained on (a last, smaller minibatch too)
+    batch_size: int = 8
+    minibatch_size: int = 8  # samples per optimizer step
+    micro_batch_size: int = 4  # samples per forward/backward (gradient accumulation below)
+    epochs: int = 1
+    zero_stage: int = 0
+    grad_clip: float = 1.0
+    loss: str = "ppo"  # ppo (clipped ratio to the behaviour policy) or reinforce
+    clip: float = 0.2
+    kl_coef: float = 0.0  # no KL by default
+    # auto: bf16 on a GPU (weights) or a CPU with native bf16 (autocast), else fp32; true/false
+    bf16: str = "auto"
+    gradient_checkpointing: bool = False
+    lora_rank: int = 0  # > 0: train LoRA adapters (peft) instead of all weights
+    lora_alpha: int = 32
+    num_ranks: int = 1  # > 1: data-parallel DeepSpeed ranks as Ray actors
+    cpus_per_rank: float = 1.0
+    gpus_per_rank: float = 0.0
+    cpu_threads: int = 0  # CPU threads per rank (torch, OMP); 0: cores / ranks
+
+    def __post_init__(self) -> None:
+        self.bf16 = str(self.bf16).lower()  # YAML/CLI booleans arrive as True/False
+        _check_choice("learner.bf16", self.bf16, SWITCHES)
+        _check_positive("learner.cpu_threads", self.cpu_threads, allow_zero=True)
+        _check_positive("learner.lr", self.lr)
+        _check_positive("learner.lora_rank", self.lora_rank, allow_zero=True)
+        _check_positive("learner.batch_size", self.batch_size)
+        _check_positive("learner.minibatch_size", self.minibatch_size)
+        _check_positive("learner.micro_batch_size", self.micro_batch_size)
+        _check_positive("learner.num_ranks", self.num_ranks)
+        if self.batch_size < self.num_ranks:
+            raise ConfigError(
+                f"learner.batch_size={self.batch_size} is less than learner.num_ranks="
+                f"{self.num_ranks}: every rank needs at least one sample per step."
+            )
+        _check_divides(
+            "learner.minibatch_size",
+            self.minibatch_size,
+            "learner.micro_batch_size",
+            self.micro_batch_size,
+            "Pick a micro batch size that divides it.",
+        )
+        _check_divides(
+            "learner.minibatch_size",
+            self.minibatch_size,
+            "learner.micro_batch_size x learner.num_ranks",
+            self.micro_batch_size * self.num_ranks,
+            "Every rank needs whole micro batches.",
+        )
+        _check_positive("learner.epochs", self.epochs)
+        _check_choice("learner.zero_stage", str(self.zero_stage), ("0", "1", "2", "3"))
+        if self.zero_stage == 3:
+            raise ConfigError(
+                "learner.zero_stage=3 partitions the parameters, and gathering them for the "
+                "weight push and for checkpoints is not implemented yet (the workers would get "
+                "empty tensors). Use learner.zero_stage=2 (sharded optimizer state and "
+                "gradients), or learner.lora_rank>0 to shrink the optimizer state."
+            )
+        _check_positive("learner.grad_clip", self.grad_clip)
+        _check_choice("learner.loss", self.loss, ("ppo", "reinforce"))
+        _check_positive("learner.clip", self.clip)
+        _check_positive("learner.kl_coef", self.kl_coef, allow_zero=True)
+
+
+@dataclass
+class TrainConfig:
+    """The training loop: length, advantages, pushes, checkpoints and logging."""
+
+    steps: int = 10  # the card command: 15-19 min on 2 CPU cores, evaluation included
+    rae: bool = True  # role-conditioned advantage estimation; false: A = R
+    rae_decay: float = 0.95
+    gamma: float = 1.0
+    drop_zero_advantage: bool = False
+    push_every: int = 1  # push weights to the rollout workers every k updates
+    checkpoint_every: int = 2
+    keep_checkpoints: int = 2
+    transcripts_per_step: int = 4
+    resume: str | None = None  # "true": resume output_dir; or a run directory to resume
+    wandb_mode: str = "offline"  # offline (default), online, disabled
+    wandb_project: str = "spiral-games"
+
+    def __post_init__(self) -> None:
+        _check_positive("train.steps", self.steps)
+        if not 0 <= self.rae_decay < 1:
+            raise ConfigError(f"train.rae_decay={self.rae_decay} must be in [0, 1).")
+        if not 0 < self.gamma <= 1:
+            raise ConfigError(f"train.gamma={self.gamma} must be in (0, 1].")
+        _check_positive("train.push_every", self.push_every)
+        _check_positive("train.checkpoint_every", self.checkpoint_every)
+        _check_positive("train.keep_checkpoints", self.keep_checkpoints)
+        _check_positive("train.transcripts_per_step", self.transcripts_per_step, allow_zero=True)
+        _check_choice("train.wandb_mode", self.wandb_mode, ("offline", "online", "disabled"))
+
+    def checkpoint_due(self, done: int) -> bool:
+        """Whether the loop checkpoints after `done` completed steps (always after the last)."""
+        return done % self.checkpoint_every == 0 or done == self.steps
+
+
+@dataclass
+class EvalConfig:
+    """In-training evaluation against fixed opponents: before training, at the end, and at
+    evenly spaced steps in between."""
+
+    points: int = 3  # evaluations per run: step 0, the last step and points-2 between; 0: off
+    every: int = 0  # > 0: every k steps instead of `points` (still with step 0 and the end)
+    # games per (game, opponent); 200 games put a win rate's standard error at <= 0.035
+    games: int = 200
+    # at most this many games against the named opponents (the expert plays slowly, and a win
+    # against it is rare): min(games, cap)
+    games_cap: dict[str, int] = field(default_factory=lambda: {"expert": 32})
+    opponents: list[str] = field(default_factory=lambda: ["random", "expert"])
+    concurrency: int = 128  # evaluation games played at once per worker (batched generate)
+    temperature: float = 0.6
+    top_p: float = 0.95
+
+    def __post_init__(self) -> None:
+        _check_positive("eval.points", self.points, allow_zero=True)
+        if self.points == 1:
+            raise ConfigError(
+                "eval.points=1 cannot hold both ends of the run: use eval.points>=2 (step 0, "
+                "the end and points-2 steps between) or eval.points=0 (no evaluation)."
+            )
+        _check_positive("eval.every", self.every, allow_zero=True)
+        _check_positive("eval.games", self.games)
+        for name, count in self.games_cap.items():
+            _check_positive(f"eval.games_cap.{name}", count)
+        _check_positive("eval.concurrency", self.concurrency)
+        _check_positive("eval.temperature", self.temperature, allow_zero=True)
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"eval.top_p={self.top_p} is out of range: it must be in (0, 1].")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.points or self.every)
+
+    def games_for(self, opponent: str) -> int:
+        """Evaluation games per game against `opponent`."""
+        return min(self.games, int(self.games_cap.get(opponent, self.games)))
+
+    def steps(self, total: int) -> list[int]:
+        """The steps (0 = before training) after which a run of `total` steps evaluates."""
+        if self.every:
+            return sorted({0, total, *range(self.every, total, self.every)})
+        if not self.points:
+            return []
+        return sorted({round(k * total / (self.points - 1)) for k in range(self.points)})
+
+
+@dataclass
+class RayConfig:
+    """Where Ray runs: a local instance by default, or an existing cluster."""
+
+    address: str | None = None  # e.g. "auto" or "ray://head:10001"; None starts a local Ray
+    num_cpus: int | None = None  # local Ray only; None: all cores
+
+    def __post_init__(self) -> None:
+        if self.num_cpus is not None:
+            _check_positive("ray.num_cpus", self.num_cpus)
+
+
+@dataclass
+class RunConfig:
+    """The whole run. Built once at the entry point; nothing below `launch/` sees a DictConfig."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    games: dict[str, GameConfig] = field(default_factory=dict)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    seed: int = 0
+    output_dir: str = "runs/default"
+
+    def __post_init__(self) -> None:
+        if not self.games:
+            raise ConfigError(
+                "No game selected. Add one or more from conf/games/, e.g. "
+                "`+games=[kuhn,tictactoe]`."
+            )
+        # The model's prompt, parsing and reply budget fill what games and rollout leave open.
+        for game in self.games.values():
+            game.prompt_style = game.prompt_style or self.model.prompt_style
+            game.action_format = game.action_format or self.model.action_format
+        if self.rollout.max_tokens is None:
+            self.rollout.max_tokens = self.model.max_tokens
+            _check_reply_budget(self.rollout.max_tokens, self.rollout.max_model_len)
+        opponent = self.rollout.opponent
+        if opponent is not None:
+            missing = [name for name, game in self.games.items() if opponent not in game.opponents]
+            if missing:
+                raise ConfigError(
+                    f"rollout.opponent={opponent!r} is not configured for {', '.join(missing)}. "
+                    "Add it to games.<name>.opponents or set rollout.opponent=null (self-play)."
+                )
+
+
+def format_lines(cfg: RunConfig) -> list[str]:
+    """How each game is prompted and read, and the reply budget: printed at the start of a run,
+    so nobody mistakes a small-model recipe for SPIRAL's exact format."""
+    spiral = all(
+        (g.prompt_style, g.action_format) in (("raw", "boxed"), ("chat", "boxed"))
+        for g in cfg.games.values()
+    )
+    lines = [
+        f"format: {name}: {g.prompt_style} prompt, {g.action_format} parsing"
+        for name, g in cfg.games.items()
+    ]
+    lines.append(
+        f"replies: at most {cfg.rollout.max_tokens} tokens"
+        + (
+            ""
+            if spiral
+            else " (the small-model recipe of model.name="
+            f"{cfg.model.name}; SPIRAL's exact format: games.<g>.prompt_style=raw "
+            "games.<g>.action_format=boxed)"
+        )
+    )
+    return lines
+
+
+@dataclass
+class HarnessConfig:
+    """Schema of conf/evaluate.yaml: which models, which benchmarks, how to sample."""
+
+    models: dict[str, str] = field(default_factory=dict)
+    benchmarks: list[str] = field(
+        default_factory=lambda: [
+            "math500",
+            "aime24",
+            "aime25",
+            "amc23",
+            "minerva_math",
+            "gpqa_diamond",
+        ]
+    )
+    data_dir: str = "data/eval"
+    hf_datasets: bool = False  # load from Hugging Face dataset ids instead (needs `datasets`)
+    limit: int | None = None  # first N problems per benchmark
+    n_samples: int = 4  # samples per problem; pass@1 is their mean accuracy
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_tokens: int = 1024
+    max_model_len: int = 4096
+    engine: str = "auto"  # auto: vLLM where it starts, else transformers; or vllm | hf
+    dtype: str = "auto"  # auto: bfloat16 on GPUs and native-bf16 CPUs, else float32
+    seed: int = 0
+    output_dir: str = "runs/eval"  # conf/evaluate.yaml adds a timestamp
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ConfigError(
+                "Name the checkpoints to score: --compare base=<model> trained=<checkpoint dir> "
+                "(or +models.<label>=<model>)."
+            )
+        if self.n_samples < 1 or (self.limit is not None and self.limit < 1):
+            raise ConfigError("n_samples and limit must be >= 1.")
+        if self.max_tokens >= self.max_model_len:
+            raise ConfigError(
+                f"max_tokens={self.max_tokens} leaves no room for the prompt in "
+                f"max_model_len={self.max_model_len}."
+            )
+
+
+def register_configs() -> None:
+    """Register the schemas with Hydra's ConfigStore so YAML and overrides are type-checked."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(name="run_schema", node=RunConfig)
+    store.store(name="evaluate_schema", node=HarnessConfig)
+    store.store(group="model", name="model_schema", node=ModelConfig)
+    store.store(group="rollout", name="rollout_schema", node=RolloutConfig)
+    store.store(group="learner", name="learner_schema", node=LearnerConfig)

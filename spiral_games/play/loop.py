@@ -1,0 +1,209 @@
+"""The game loop: one `GameSession` per episode, and a driver that batches every session waiting
+on the same policy into one `act` call. Pure: no Ray, vLLM or DeepSpeed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from spiral_games.errors import GameError
+from spiral_games.play.game import GameEnv
+from spiral_games.play.parsing import extract_boxed, parse_mentioned_action
+from spiral_games.play.policy import Policy
+from spiral_games.types import Episode, GameEnd, Observation, PolicyOutput, Turn
+
+
+@dataclass(frozen=True)
+class GameRules:
+    """How one game is played: its env factory and the invalid-move policy. Built from a
+    `GameConfig` by `registry.build_rules`; the defaults live there, not here."""
+
+    name: str
+    make_env: Callable[[], GameEnv]
+    invalid_move: str  # penalty: end the game now; retry: retry_allowance more tries, then lose
+    action_format: str  # boxed: SPIRAL's \boxed{}; lenient: else the last named move
+    invalid_penalty: float  # the offender's reward (invalid_move=penalty)
+    invalid_opponent_reward: float  # the other seat's
+    retry_allowance: int
+    max_turns: int  # a game still running after this many turns is a draw
+
+
+@dataclass(frozen=True)
+class GameJob:
+    """One episode to play: the game, its seed and the policy in each seat."""
+
+    rules: GameRules
+    seed: int
+    seats: tuple[Policy, Policy]
+    trained_roles: tuple[int, ...] = (0, 1)
+    version: int = 0
+    opponent: str = ""
+
+
+class GameSession:
+    """One episode as a state machine: `pending()` asks for an action, `submit()` applies it."""
+
+    def __init__(self, job: GameJob) -> None:
+        self.job = job
+        self.env = job.rules.make_env()
+        self.env.reset(job.seed)
+        self.turns: list[Turn] = []
+        self.errors = 0  # consecutive invalid moves of the role to act
+        self._text: str | None = None  # observation of the current turn, kept for retries
+        self._note = ""
+        self._ended: tuple[tuple[float, float], str, int | None, GameEnd] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self._ended is not None or self.env.done
+
+    def pending(self) -> Observation | None:
+        """The observation the acting role must answer, or None once the game is over."""
+        if self.finished:
+            return None
+        if len(self.turns) >= self.job.rules.max_turns:
+            self._ended = (
+                (0.0, 0.0),
+                f"turn limit of {self.job.rules.max_turns} reached",
+                None,
+                GameEnd.TURN_LIMIT,
+            )
+            return None
+        role = self.env.current_role
+        if self._text is None:
+            self._text = self.env.observation(role)
+        legal = self.env.legal_actions(role)
+        position = self.env.current_state(role)
+        return Observation(
+            game=self.job.rules.name,
+            role=role,
+            text=self._text + self._note,
+            legal_actions=tuple(legal) if legal is not None else None,
+            state=self.env.policy_state(role),
+            position=None if position is None else position + self._note,
+        )
+
+    def submit(self, observation: Observation, output: PolicyOutput) -> None:
+        """Parse and apply the acting role's output, enforcing the invalid-move policy."""
+        role = observation.role
+        if output.context_overflow:
+            self._ended = (
+                (0.0, 0.0),
+                "draw: the game history outgrew the model context",
+                None,
+                GameEnd.CONTEXT_OVERFLOW,
+            )
+            return
+        parsed = self.env.parse_action(output.text, role)
+        legal = observation.legal_actions
+        if (
+            parsed.action is None
+            and self.job.rules.action_format == "lenient"
+            and legal
+            and extract_boxed(output.text) is None
+        ):
+            parsed = parse_mentioned_action(output.text, legal)
+        reason = parsed.reason
+        if parsed.action is not None:
+            result = self.env.step(parsed.action)
+            reason = "" if result.valid else result.reason
+        self.turns.append(
+            Turn(
+                role=role,
+                observation=observation.text,
+                response=output.text,
+                action=parsed.action,
+                valid=not reason,
+                invalid_reason=reason,
+                prompt_ids=output.prompt_ids,
+                response_ids=output.token_ids,
+                logprobs=output.logprobs,
+                truncated=output.truncated,
+                context_truncated=output.context_truncated,
+                lenient=parsed.lenient,
+            )
+        )
+        if not reason:
+            self.errors, self._text, self._note = 0, None, ""
+            return
+        self.errors += 1
+        rules = self.job.rules
+        if rules.invalid_move == "penalty":
+            self._end_by_invalid(role, rules.invalid_penalty, rules.invalid_opponent_reward, reason)
+        elif self.errors > rules.retry_allowance:
+            self._end_by_invalid(role, -1.0, 1.0, reason)
+        else:
+            self._note = f"\n\nYour previous move was invalid ({reason}). Please try again."
+
+    def _end_by_invalid(self, role: int, mine: float, theirs: float, reason: str) -> None:
+        returns = (mine, theirs) if role == 0 else (theirs, mine)
+        self._ended = (
+            returns,
+            f"Player {role} made an invalid move: {reason}",
+            role,
+            GameEnd.INVALID_MOVE,
+        )
+
+    def episode(self) -> Episode:
+        """The finished episode; raises if the game is still running."""
+        if self._ended is not None:
+            returns, reason, invalid_role, end = self._ended
+        elif self.env.done:
+            returns, reason, invalid_role = self.env.returns(), self.env.outcome_reason, None
+            end = GameEnd.FINISHED
+        else:
+            raise GameError("episode() was called on a game that is still running.")
+        return Episode(
+            game=self.job.rules.name,
+            seed=self.job.seed,
+            turns=tuple(self.turns),
+            returns=returns,
+            reason=reason,
+            version=self.job.version,
+            invalid_role=invalid_role,
+            trained_roles=self.job.trained_roles,
+            opponent=self.job.opponent,
+            end=end,
+        )
+
+
+def play_games(jobs: Iterable[GameJob], concurrency: int | None = None) -> list[Episode]:
+    """Play every job to the end and return the episodes in job order.
+
+    At most `concurrency` games run at once (all of them if None); a finished game's slot is
+    refilled from `jobs` at once, so the policy keeps seeing full batches. Every observation
+    waiting on the same policy goes into one `act` call.
+    """
+    queue = list(jobs)
+    limit = len(queue) if concurrency is None else concurrency
+    if limit < 1 and queue:
+        raise GameError(f"concurrency must be >= 1, got {concurrency}")
+    next_job = 0
+    active: list[tuple[int, GameSession]] = []
+    results: dict[int, Episode] = {}
+    while True:
+        while len(active) < limit and next_job < len(queue):
+            active.append((next_job, GameSession(queue[next_job])))
+            next_job += 1
+        waiting: dict[int, tuple[Policy, list[tuple[GameSession, Observation]]]] = {}
+        for index, session in list(active):
+            obs = session.pending()
+            if obs is None:
+                results[index] = session.episode()
+                active.remove((index, session))
+                continue
+            policy = session.job.seats[obs.role]
+            waiting.setdefault(id(policy), (policy, []))[1].append((session, obs))
+        if not waiting:
+            if next_job < len(queue):
+                continue
+            return [results[i] for i in range(len(queue))]
+        for policy, batch in waiting.values():
+            outputs = policy.act([obs for _, obs in batch])
+            if len(outputs) != len(batch):
+                raise GameError(
+                    f"{type(policy).__name__} returned {len(outputs)} outputs for "
+                    f"{len(batch)} observations."
+                )
+            for (session, obs), output in zip(batch, outputs, strict=True):
+                session.submit(obs, output)

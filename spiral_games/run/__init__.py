@@ -1,0 +1,1 @@
+"""A training run: the loop, checkpoints and per-step metrics."""

@@ -1,0 +1,306 @@
+"""The training loop, top to bottom: collect -> advantages -> update -> push -> evaluate ->
+checkpoint. Setup and resume live in the helpers below it; the loop state is a
+`checkpoint.LoopState`, and each step's metrics are assembled by `metrics.step_metrics`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from spiral_games.actors.learner_group import LearnerGroup
+from spiral_games.actors.rollout_pool import RolloutPool
+from spiral_games.actors.rollout_worker import WorkerConfig
+from spiral_games.actors.runtime import init_ray
+from spiral_games.config.hardware import RuntimePlan, plan_runtime, ram_tmp_dir
+from spiral_games.config.schema import RunConfig, format_lines
+from spiral_games.errors import ConfigError, RolloutError
+from spiral_games.learn.advantage import RoleBaselines, episode_samples
+from spiral_games.learn.learner import Learner, LearnerSpec
+from spiral_games.llm.models import resolve_configured
+from spiral_games.report.summary import write_run_report
+from spiral_games.report.transcripts import write_transcripts
+from spiral_games.run.checkpoint import LoopState, latest_checkpoint, save_checkpoint
+from spiral_games.run.metrics import MetricsLogger, PhaseClock, eval_metrics, step_metrics
+from spiral_games.types import Episode, Sample, TrainBatch
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: RunConfig) -> Path:
+    """Run self-play RL as configured; returns the run directory."""
+    plan = plan_runtime(cfg)  # every `auto` (engine, dtype, precision, threads), decided once
+    start = _start(cfg, plan)
+    run_dir, state, model = start.run_dir, start.state, start.model
+    baselines, rng = _driver_state(cfg, state)
+    learner, pool, push_dir = _build_actors(cfg, plan, start)
+    logger = MetricsLogger(
+        run_dir, cfg.train.wandb_mode, cfg.train.wandb_project, dataclasses.asdict(cfg)
+    )
+    display = _Display(cfg.train.steps, state.step)
+    saved, version = state, state.version  # the last checkpointed state; the weights served
+    updated = False  # the learner has stepped past `state` (its weights are not `state`'s)
+    eval_at = set(cfg.eval.steps(cfg.train.steps))  # step 0 (before training), the end, between
+    eval_games = {name: cfg.eval.games_for(name) for name in cfg.eval.opponents}
+
+    def evaluate(done: int) -> dict[str, float]:
+        t = time.perf_counter()
+        episodes = pool.evaluate(eval_games, seed=cfg.seed + done - 1)
+        write_transcripts(episodes, run_dir / "eval" / f"step_{done:06d}.jsonl")
+        return {**eval_metrics(episodes), "eval/seconds": time.perf_counter() - t}
+
+    if state.torch_rng is not None:  # last: building the learner and workers draws from it
+        torch.set_rng_state(torch.tensor(state.torch_rng, dtype=torch.uint8))
+    try:
+        if 0 in eval_at and state.step == 0:  # the baseline every later eval is compared to
+            logger.log(0, evaluate(0))
+        for step in range(state.step, cfg.train.steps):
+            done = step + 1  # completed steps once this iteration ends
+            clock = PhaseClock()
+            # ---- collect until the batch is full; RAE: one baseline update per game and role --
+            episodes: list[Episode] = []
+            samples: list[Sample] = []
+            while len(samples) < cfg.learner.batch_size:
+                with clock("rollout"):
+                    new = pool.collect(cfg.rollout.episodes_per_step, seed=rng.randrange(2**31))
+                episodes += new
+                with clock("advantage"):
+                    samples += episode_samples(
+                        new,
+                        baselines if cfg.train.rae else None,
+                        cfg.train.gamma,
+                        cfg.train.drop_zero_advantage,
+                    )
+
+            # ---- update on every collected sample ----------------------------------------
+            updated = True  # the learner's weights are now newer than `state`
+            with clock("update"):
+                if cfg.rollout.sleep_when_training:
+                    pool.sleep()
+                train_metrics = learner.update(TrainBatch(tuple(samples), step))
+
+            # ---- push the new weights to every rollout worker (a sleeping one needs them) --
+            with clock("push"):
+                if done % cfg.train.push_every == 0 or cfg.rollout.sleep_when_training:
+                    version = done
+                    path = learner.export_weights(push_dir / "weights.safetensors")
+                    pool.push_weights(str(path), version)
+
+            # ---- evaluate against the fixed opponents ------------------------------------
+            evaluation: dict[str, float] = {}
+            if done in eval_at:
+                with clock("eval"):
+                    evaluation = evaluate(done)
+
+            # ---- checkpoint, then log (a logged step is never newer than its checkpoint) ---
+            state, updated = LoopState.capture(done, version, baselines, rng, learner), False
+            if cfg.train.checkpoint_due(done):
+                with clock("checkpoint"):
+                    saved = _checkpoint(cfg, run_dir, state, learner, model)
+            write_transcripts(
+                episodes[: cfg.train.transcripts_per_step],
+                run_dir / "transcripts" / f"step_{done:06d}.jsonl",
+            )
+            metrics = step_metrics(
+                episodes, samples, train_metrics, clock, version, baselines.values, evaluation
+            )
+            logger.log(done, metrics)
+            display.update(done, metrics)
+    except (RolloutError, KeyboardInterrupt):  # workers lost, or Ctrl-C / SIGTERM
+        if state.step > saved.step and not updated:  # keep every completed step before stopping
+            _checkpoint(cfg, run_dir, state, learner, model)
+        raise
+    finally:
+        display.close()
+        logger.close()
+        pool.shutdown()
+        learner.shutdown()
+        shutil.rmtree(push_dir, ignore_errors=True)
+    _report(run_dir)
+    return run_dir
+
+
+@dataclasses.dataclass(frozen=True)
+class RunStart:
+    """Where a run starts: its directory, the model, the weights to load and the loop state."""
+
+    run_dir: Path
+    model: Any  # the resolved model (`llm.models.ResolvedModel`): its tokenizer goes in checkpoints
+    weights_path: Path  # the model's weights, or the checkpoint's when resuming
+    state: LoopState  # LoopState() when starting fresh
+    resumed: bool  # a checkpoint was loaded
+    config_record: dict[str, Any]  # what config.json holds
+
+
+def resume_dir(cfg: RunConfig) -> Path | None:
+    """The run directory to resume from, if `train.resume` asks for one."""
+    value = cfg.train.resume
+    if value is None or str(value).lower() in ("false", "no", "0", ""):
+        return None
+    path = Path(cfg.output_dir) if str(value).lower() in ("true", "yes", "1") else Path(value)
+    if not path.is_dir():
+        raise ConfigError(
+            f"train.resume: run directory {path} does not exist. Point train.resume at a run "
+            "directory, or set output_dir to it with train.resume=true."
+        )
+    return path
+
+
+def _start(cfg: RunConfig, plan: RuntimePlan) -> RunStart:
+    """Make (or reopen) the run directory, print and record the resolved config, and find the
+    checkpoint to continue from when `train.resume` asks for one."""
+    resuming = resume_dir(cfg)
+    run_dir = resuming or Path(cfg.output_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / ".write-test").write_text("ok")
+        (run_dir / ".write-test").unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"output_dir {run_dir} is not writable ({exc.strerror}). Set output_dir to a "
+            "directory you can write to."
+        ) from None
+    for line in [*plan.lines(), *format_lines(cfg)]:
+        print(line, flush=True)
+    record = {**dataclasses.asdict(cfg), "runtime": plan.as_dict()}
+    (run_dir / "config.json").write_text(json.dumps(record, indent=2))
+    model = resolve_configured(cfg.model)
+    found = latest_checkpoint(run_dir) if resuming else None
+    if resuming and found is None:
+        log.warning("No complete checkpoint in %s: starting from step 0.", run_dir)
+    weights_path, state = found or (model.path, LoopState())
+    if resuming:
+        _truncate_metrics(run_dir / "metrics.jsonl", state.step)
+    if found:
+        log.info(
+            "Resuming %s from %s (step %d, version %d)",
+            run_dir,
+            weights_path,
+            state.step,
+            state.version,
+        )
+    return RunStart(run_dir, model, weights_path, state, found is not None, record)
+
+
+def _driver_state(cfg: RunConfig, state: LoopState) -> tuple[RoleBaselines, random.Random]:
+    """The driver's RAE baselines and collection RNG, fresh or resumed; seeds torch."""
+    baselines = (
+        RoleBaselines.from_state_dict(state.baselines)
+        if state.baselines is not None
+        else RoleBaselines(decay=cfg.train.rae_decay)
+    )
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)  # torch starts from a random seed in every process otherwise
+    if state.rng is not None:
+        rng.setstate(state.rng)
+    return baselines, rng
+
+
+def _build_actors(
+    cfg: RunConfig, plan: RuntimePlan, start: RunStart
+) -> tuple[Learner | LearnerGroup, RolloutPool, Path]:
+    """Start Ray, the learner (one process, or a group of ranks) and the rollout workers, with
+    the resumed optimizer, learner RNG and weights; plus the directory weight pushes go through."""
+    init_ray(cfg.ray)
+    spec = LearnerSpec.from_run(cfg, start.weights_path, plan)
+    lc = cfg.learner
+    learner: Learner | LearnerGroup = (
+        LearnerGroup(spec, lc.num_ranks, lc.cpus_per_rank, lc.gpus_per_rank)
+        if lc.num_ranks > 1
+        else Learner(spec)
+    )
+    if start.resumed:
+        learner.load_optimizer(start.weights_path)
+        learner.set_rng_state(start.state.learner_rng)
+    pool = RolloutPool(WorkerConfig.from_run(cfg, start.weights_path, plan), cfg.rollout)
+    fallbacks = [info for info in pool.engine_infos() if info["note"]]
+    if fallbacks:  # rollout.engine=auto fell back: say so once and record what really runs
+        print(f"rollout.engine: {fallbacks[0]['engine']} ({fallbacks[0]['note']})", flush=True)
+        start.config_record["runtime"].update(
+            engine=fallbacks[0]["engine"], engine_note=fallbacks[0]["note"]
+        )
+        (start.run_dir / "config.json").write_text(json.dumps(start.config_record, indent=2))
+    push_dir = Path(tempfile.mkdtemp(prefix="spiral-weights-", dir=ram_tmp_dir()))
+    if start.resumed:
+        weights = learner.export_weights(push_dir / "weights.safetensors")
+        pool.push_weights(str(weights), start.state.version)
+    return learner, pool, push_dir
+
+
+def _checkpoint(
+    cfg: RunConfig, run_dir: Path, state: LoopState, learner: Learner | LearnerGroup, model: Any
+) -> LoopState:
+    """Save `state` with the learner's weights and optimizer and the tokenizer; returns it."""
+
+    def write(directory: Path) -> None:
+        learner.save(directory)
+        model.tokenizer.save_pretrained(str(directory))
+
+    save_checkpoint(run_dir, state, write, cfg.train.keep_checkpoints)
+    return state
+
+
+def _report(run_dir: Path) -> None:
+    """The run's report: before/after table, summary.md, summary.json, curves.png."""
+    try:
+        table = write_run_report(run_dir)
+    except (OSError, ValueError, RuntimeError) as exc:  # the run itself is saved: do not fail it
+        log.warning("Could not write the run report (%s); run launch/summarize.py later.", exc)
+    else:
+        print(f"\n{table}\nwrote {run_dir / 'summary.md'} and {run_dir / 'curves.png'}", flush=True)
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop metric lines of steps after the checkpoint being resumed (they are replayed)."""
+    if not path.is_file():
+        return
+    keep = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line).get("step", 0) <= last_step
+    ]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(f"{line}\n" for line in keep))
+    os.replace(tmp, path)
+
+
+class _Display:
+    """A rich progress bar over steps (with ETA) plus one line of key metrics per step."""
+
+    KEYS: ClassVar[dict[str, str]] = {
+        "rollout/invalid_move_rate": "invalid",
+        "rollout/response_length": "resp_len",
+        "train/loss": "loss",
+        "train/grad_norm": "grad_norm",
+        "rollout/seconds": "rollout_s",
+        "train/seconds": "train_s",
+        "sync/seconds": "sync_s",
+    }
+
+    def __init__(self, total: int, done: int) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("step {task.completed}/{task.total}"), BarColumn(), TimeRemainingColumn()
+        )
+        self.task = self.progress.add_task("train", total=total, completed=done)
+        self.progress.start()
+
+    def update(self, step: int, metrics: dict[str, float]) -> None:
+        shown = "  ".join(
+            f"{name}={metrics[k]:.3g}" for k, name in self.KEYS.items() if k in metrics
+        )
+        self.progress.console.log(f"step {step}: {shown}")
+        self.progress.update(self.task, completed=step)
+
+    def close(self) -> None:
+        self.progress.stop()
