@@ -10,7 +10,7 @@ from spiral_games.config.compose import compose_run_config
 from spiral_games.learn.learner import Learner, LearnerSpec
 from spiral_games.types import Sample, TrainBatch
 
-from .conftest import REPO
+from ..conftest import REPO
 
 
 def spec(tiny, *overrides):

@@ -12,7 +12,7 @@ from spiral_games.config.compose import compose_run_config
 from spiral_games.config.schema import RolloutConfig
 from spiral_games.errors import ConfigError
 
-from .conftest import REPO
+from ..conftest import REPO
 
 
 def tiny_worker_config(tiny, engine="hf"):

@@ -10,7 +10,7 @@ from spiral_games.play.registry import build_opponent, build_rules
 from spiral_games.play.rollout import evaluation_jobs
 from spiral_games.run.metrics import eval_metrics
 
-from .conftest import REPO
+from ..conftest import REPO
 
 
 def test_per_opponent_counts_and_the_first_seat_of_a_worker():

@@ -29,7 +29,7 @@ from spiral_games.errors import RolloutError
 from spiral_games.faults import POINTS
 from spiral_games.run.checkpoint import latest_checkpoint
 
-from .conftest import REPO
+from ..conftest import REPO
 
 
 @pytest.fixture

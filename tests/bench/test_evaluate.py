@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from .conftest import REPO
+from ..conftest import REPO
 
 SHARED = REPO.parent / "shared" / "data" / "eval"
 

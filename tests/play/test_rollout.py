@@ -13,7 +13,7 @@ from spiral_games.config.compose import compose_run_config
 from spiral_games.errors import ConfigError, EngineError
 from spiral_games.logprobs import response_logprobs
 
-from .conftest import REPO
+from ..conftest import REPO
 
 
 def worker_config(

@@ -21,7 +21,7 @@ from spiral_games.report.transcripts import read_transcripts, write_transcripts
 from spiral_games.run.metrics import rollout_metrics
 from spiral_games.types import GameEnd, PolicyOutput
 
-from .conftest import REPO
+from ..conftest import REPO
 
 ALL_GAMES = ["kuhn", "tictactoe", "negotiation", "negotiation5", "nim"]
 

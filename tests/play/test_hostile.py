@@ -12,7 +12,7 @@ from spiral_games.play.loop import GameJob, GameSession
 from spiral_games.play.registry import build_rules
 from spiral_games.types import PolicyOutput
 
-from .conftest import REPO
+from ..conftest import REPO
 
 GAMES = ["kuhn", "tictactoe", "negotiation", "negotiation5", "nim"]
 ATOMS = [

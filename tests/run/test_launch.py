@@ -8,7 +8,7 @@ import sys
 
 from spiral_games.config.schema import LearnerConfig
 
-from .conftest import REPO
+from ..conftest import REPO
 
 
 def _selfplay(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -28,7 +28,7 @@ from spiral_games.config.hardware import (
 )
 from spiral_games.errors import EngineError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "tests" / "fixtures" / "cpuinfo"
 
 # sample file, machine -> (isa, native bf16, model name contains)

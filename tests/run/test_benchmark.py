@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from .conftest import REPO
+from ..conftest import REPO
 
 
 def run_benchmark(name, tmp_path, *overrides):

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 
-from .conftest import REPO
+from ..conftest import REPO
 
 
 def _tutorial_blocks() -> dict[str, str]:

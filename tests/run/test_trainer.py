@@ -16,7 +16,7 @@ from spiral_games.learn.advantage import RoleBaselines
 from spiral_games.learn.learner import Learner, LearnerSpec
 from spiral_games.types import Sample, TrainBatch
 
-from .conftest import REPO
+from ..conftest import REPO
 
 TINY = [
     "model=tiny-random",

@@ -24,7 +24,7 @@ from spiral_games.report.transcripts import write_transcripts
 from spiral_games.report.viewer import file_step, outcome, render_page
 from spiral_games.types import PolicyOutput
 
-from .conftest import REPO
+from ..conftest import REPO
 
 GAMES = ("kuhn", "tictactoe", "negotiation")
 

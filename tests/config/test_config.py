@@ -25,7 +25,7 @@ from spiral_games.errors import ConfigError
 from spiral_games.play.loop import GameRules
 from spiral_games.play.registry import build_rules
 
-from .conftest import REPO
+from ..conftest import REPO
 
 CONF = REPO / "conf"
 

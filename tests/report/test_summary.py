@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from .conftest import REPO
+from ..conftest import REPO
 
 
 def fake_run(run_dir, rae, win_rates):
