@@ -21,6 +21,7 @@ precision: fp32 against bf16 on this machine, for the rollout engine (generation
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -155,9 +156,7 @@ def bench_rollout(cfg: RunConfig, episodes: int | None) -> dict:
     a_tokens, a_s = _measure(raw)
     worker.close()
 
-    hf = build_engine(
-        "hf", model.path, dtype=worker.cfg.dtype, max_model_len=cfg.rollout.max_model_len
-    )
+    hf = build_engine(worker.cfg.engine_spec("hf", 0))
     name = next(iter(cfg.games))
     naive_policy = LLMPolicy(
         hf, model.tokenizer, params, {name: cfg.games[name].prompt_style}, cfg.rollout.max_model_len
@@ -477,6 +476,7 @@ GENERATE_BATCHES = (1, 8, 32)
 
 def _generation_speed(cfg: RunConfig, engine_kind: str, dtype: str, batches: tuple[int, ...]):
     """Generated tokens/s of the engine in `dtype` at each batch size (after one warm-up)."""
+    from spiral_games.actors.rollout_worker import WorkerConfig
     from spiral_games.config.hardware import set_cpu_threads
     from spiral_games.llm.engines.factory import build_engine
     from spiral_games.llm.prompting import encode_user_message
@@ -485,15 +485,8 @@ def _generation_speed(cfg: RunConfig, engine_kind: str, dtype: str, batches: tup
     model = resolve_configured(cfg.model)
     plan = plan_runtime(cfg)
     set_cpu_threads(plan.rollout_threads)
-    engine = build_engine(
-        engine_kind,
-        model.path,
-        dtype=dtype,
-        max_model_len=cfg.rollout.max_model_len,
-        seed=cfg.seed,
-        cpu_threads=plan.rollout_threads,
-        kv_cache_gib=cfg.rollout.kv_cache_gib,
-    )
+    worker = WorkerConfig.from_run(cfg, model.path, plan)
+    engine = build_engine(dataclasses.replace(worker.engine_spec(engine_kind, 0), dtype=dtype))
     prompt = encode_user_message(model.tokenizer, "Tell me a long story about a poker game.")
     params = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=cfg.rollout.max_tokens)
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 from spiral_games.config.hardware import RuntimePlan, plan_runtime, ram_tmp_dir, set_cpu_threads
 from spiral_games.config.schema import GameConfig, RunConfig
 from spiral_games.errors import ConfigError
-from spiral_games.llm.engines.base import Engine
+from spiral_games.llm.engines.base import Engine, EngineSpec
 from spiral_games.llm.engines.factory import build_engine
 from spiral_games.llm.models import load_tokenizer
 from spiral_games.llm.policy import LLMPolicy
@@ -87,6 +87,22 @@ class WorkerConfig:
             eval_concurrency=cfg.eval.concurrency,
         )
 
+    def engine_spec(self, kind: str, index: int) -> EngineSpec:
+        """What worker `index` builds its `kind` engine from: seeded `seed + index`, and bound
+        to the `index`-th slice of the machine's cores."""
+        return EngineSpec(
+            kind=kind,
+            model_path=Path(self.model_path),
+            dtype=self.dtype,
+            max_model_len=self.max_model_len,
+            seed=self.seed + index,
+            cpu_threads=self.cpu_threads,
+            kv_cache_gib=self.kv_cache_gib,
+            tensor_parallel_size=self.tensor_parallel_size,
+            sleep_mode=self.sleep_mode,
+            worker_index=index,
+        )
+
 
 class RolloutWorker:
     """Plays batches of episodes with the current policy weights; accepts new weights."""
@@ -131,18 +147,7 @@ class RolloutWorker:
     def _build_engine(self, kind: str) -> Engine:
         cfg = self.cfg
         try:
-            return build_engine(
-                kind,
-                Path(cfg.model_path),
-                dtype=cfg.dtype,
-                max_model_len=cfg.max_model_len,
-                seed=cfg.seed + self.index,
-                cpu_threads=cfg.cpu_threads,
-                kv_cache_gib=cfg.kv_cache_gib,
-                tensor_parallel_size=cfg.tensor_parallel_size,
-                sleep_mode=cfg.sleep_mode,
-                worker_index=self.index,
-            )
+            return build_engine(cfg.engine_spec(kind, self.index))
         except Exception as exc:  # vLLM fails to start in many ways; auto falls back on any
             if cfg.engine_fallback is None or kind == cfg.engine_fallback:
                 raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -11,8 +12,8 @@ from typing import Any
 
 from spiral_games.bench.data import CHOICE_BENCHMARKS, Problem, load_benchmark
 from spiral_games.bench.grading import grade_choice, grade_math
-from spiral_games.config.schema import HarnessConfig
-from spiral_games.llm.engines.base import Engine
+from spiral_games.config.schema import HarnessConfig, RolloutConfig
+from spiral_games.llm.engines.base import Engine, EngineSpec
 from spiral_games.llm.engines.factory import build_engine
 from spiral_games.llm.models import resolve_model
 from spiral_games.llm.prompting import encode_user_message
@@ -46,13 +47,15 @@ def _engine(cfg: HarnessConfig, path: Path) -> Engine:
     log.info("engine %s (%s), dtype %s (%s)", kind, why, dtype, dtype_why)
     if warning:
         log.warning(warning)
+    rollout = RolloutConfig(max_model_len=cfg.max_model_len)
+    spec = EngineSpec.from_rollout(kind, path, rollout, dtype=dtype, seed=cfg.seed)
     try:
-        return build_engine(kind, path, dtype=dtype, max_model_len=cfg.max_model_len, seed=cfg.seed)
+        return build_engine(spec)
     except Exception as exc:  # vLLM fails to start in many ways; auto falls back on any
         if fallback is None:
             raise
         log.warning("vLLM failed to start (%s); falling back to transformers.", exc)
-        return build_engine(fallback, path, dtype=dtype, max_model_len=cfg.max_model_len)
+        return build_engine(dataclasses.replace(spec, kind=fallback))
 
 
 def score_model(label: str, name: str, problems: list[Problem], cfg: HarnessConfig) -> list[dict]:

@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from spiral_games.llm.engines.base import Engine
+from spiral_games.config.schema import RolloutConfig
+from spiral_games.llm.engines.base import Engine, EngineSpec
 from spiral_games.llm.engines.factory import build_engine
 from spiral_games.llm.models import resolve_model
 from spiral_games.llm.prompting import encode_prompt
@@ -104,7 +105,15 @@ def llm_opponent(
     """
     resolved = resolve_model(model, Path(cache_dir) if cache_dir else None)
     return LLMPolicy(
-        build_engine(engine, resolved.path, dtype=dtype, max_model_len=max_model_len, seed=seed),
+        build_engine(
+            EngineSpec.from_rollout(
+                engine,
+                resolved.path,
+                RolloutConfig(max_model_len=max_model_len),
+                dtype=dtype,
+                seed=seed,
+            )
+        ),
         resolved.tokenizer,
         SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens),
         max_model_len=max_model_len,

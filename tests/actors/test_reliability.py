@@ -371,8 +371,13 @@ def test_vllm_engine_processes_die_with_a_sigkilled_owner(tiny, reliability):
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
+        "from spiral_games.config.schema import RolloutConfig\n"
+        "from spiral_games.llm.engines.base import EngineSpec\n"
         "from spiral_games.llm.engines.vllm import VLLMEngine\n"
-        "engine = VLLMEngine(Path(sys.argv[1]), dtype='float32', max_model_len=256)\n"
+        "rollout = RolloutConfig(max_model_len=256)\n"
+        "spec = EngineSpec.from_rollout('vllm', Path(sys.argv[1]), rollout, dtype='float32', "
+        "seed=0)\n"
+        "engine = VLLMEngine(spec)\n"
         "print('ready', flush=True)\n"
         "time.sleep(600)\n"
     )

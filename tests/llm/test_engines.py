@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 
+from spiral_games.config.schema import RolloutConfig
 from spiral_games.errors import EngineError
+from spiral_games.llm.engines.base import EngineSpec
 from spiral_games.llm.engines.factory import build_engine
 from spiral_games.llm.prompting import encode_prompt, encode_user_message
 from spiral_games.types import SamplingParams
@@ -14,9 +18,14 @@ from spiral_games.types import SamplingParams
 GREEDY = SamplingParams(temperature=0.0, max_tokens=16)
 
 
+def spec(kind, model, **rollout):
+    """An engine built as a worker of `RolloutConfig(**rollout)` would be."""
+    return EngineSpec.from_rollout(kind, model.path, RolloutConfig(**rollout), dtype="auto", seed=0)
+
+
 @pytest.fixture(scope="module")
 def smol_hf(smollm2):
-    engine = build_engine("hf", smollm2.path, dtype="auto")
+    engine = build_engine(spec("hf", smollm2))
     yield engine
     engine.close()
 
@@ -24,7 +33,7 @@ def smol_hf(smollm2):
 @pytest.fixture(scope="module")
 def smol_vllm(smollm2):
     pytest.importorskip("vllm")
-    engine = build_engine("vllm", smollm2.path, dtype="auto")
+    engine = build_engine(spec("vllm", smollm2))
     yield engine
     engine.close()
 
@@ -76,4 +85,15 @@ def test_prompt_plus_budget_beyond_context_is_a_clear_error(engine_fixture, requ
 
 def test_unknown_engine_names_the_choices(tiny):
     with pytest.raises(EngineError, match="'vllm' or 'hf'"):
-        build_engine("tensorrt", tiny.path)
+        build_engine(spec("tensorrt", tiny))
+
+
+def test_engine_spec_takes_its_numbers_from_the_rollout_config():
+    """EngineSpec declares no defaults of its own: each has one home, the config dataclass."""
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(EngineSpec))
+    rollout = RolloutConfig(max_model_len=512, cpu_threads=3, kv_cache_gib=2)
+    got = EngineSpec.from_rollout("vllm", Path("m"), rollout, dtype="float32", seed=7)
+    assert (got.max_model_len, got.cpu_threads, got.kv_cache_gib, got.seed) == (512, 3, 2, 7)
+    assert (got.tensor_parallel_size, got.sleep_mode, got.worker_index) == (1, False, 0)
+    auto = EngineSpec.from_rollout("hf", Path("m"), RolloutConfig(), dtype="auto", seed=0)
+    assert auto.cpu_threads >= 1  # rollout.cpu_threads=0 resolved: vLLM-CPU binds real cores

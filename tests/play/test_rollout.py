@@ -148,10 +148,13 @@ def test_missing_vllm_is_a_clear_engine_error(tiny, monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # what an install without vLLM looks like
+    from spiral_games.config.schema import RolloutConfig
+    from spiral_games.llm.engines.base import EngineSpec
     from spiral_games.llm.engines.factory import build_engine
 
+    spec = EngineSpec.from_rollout("vllm", tiny.path, RolloutConfig(), dtype="auto", seed=0)
     with pytest.raises(EngineError, match=r"rollout\.engine=hf"):
-        build_engine("vllm", tiny.path)
+        build_engine(spec)
 
 
 def test_llm_opponent_from_a_model_name_sits_in_the_fixed_seat(tiny):
@@ -184,11 +187,14 @@ def test_llm_opponent_from_a_model_name_sits_in_the_fixed_seat(tiny):
 
 @pytest.mark.parametrize("mode", ["draw", "truncate"])
 def test_history_beyond_the_context_is_truncated_or_drawn_by_config(mode, tiny, reliability):
+    from spiral_games.config.schema import RolloutConfig
+    from spiral_games.llm.engines.base import EngineSpec
     from spiral_games.llm.engines.hf import HFEngine
     from spiral_games.llm.policy import LLMPolicy
     from spiral_games.types import Observation, SamplingParams
 
-    engine = HFEngine(tiny.path, dtype="float32", max_model_len=400)
+    rollout = RolloutConfig(max_model_len=400)
+    engine = HFEngine(EngineSpec.from_rollout("hf", tiny.path, rollout, dtype="float32", seed=0))
     policy = LLMPolicy(
         engine,
         tiny.tokenizer,
@@ -229,11 +235,14 @@ def test_short_prompt_style_lists_the_legal_moves_in_the_chat_template(tiny):
 
 
 def test_short_prompt_shows_the_position_and_chat_the_full_observation(tiny):
+    from spiral_games.config.schema import RolloutConfig
+    from spiral_games.llm.engines.base import EngineSpec
     from spiral_games.llm.engines.hf import HFEngine
     from spiral_games.llm.policy import LLMPolicy
     from spiral_games.types import Observation, SamplingParams
 
-    engine = HFEngine(tiny.path, dtype="float32", max_model_len=512)
+    rollout = RolloutConfig(max_model_len=512)
+    engine = HFEngine(EngineSpec.from_rollout("hf", tiny.path, rollout, dtype="float32", seed=0))
     obs = Observation(
         "tictactoe", 0, "[GAME] history of every board", ("[4]",), position="the board now"
     )

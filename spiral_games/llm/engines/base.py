@@ -1,13 +1,63 @@
-"""The engine interface every implementation satisfies, and the shared context check."""
+"""The engine interface every implementation satisfies, what an engine is built from, and the
+shared context check."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from spiral_games.config.hardware import choose_threads, this_machine
+from spiral_games.config.schema import RolloutConfig
 from spiral_games.errors import EngineError
 from spiral_games.types import Generation, SamplingParams
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything an engine is built from. No field has a default: the numbers come from the
+    config dataclasses (`WorkerConfig.engine_spec` in a run, `from_rollout` elsewhere)."""
+
+    kind: str  # vllm | hf
+    model_path: Path  # an HF model directory
+    dtype: str  # bfloat16 | float32 | float16; auto: `build_engine` picks for this machine
+    max_model_len: int  # context: prompt plus reply, in tokens
+    seed: int
+    cpu_threads: int  # vLLM-CPU threads, resolved (>= 1)
+    kv_cache_gib: int  # vLLM-CPU KV cache (VLLM_CPU_KVCACHE_SPACE)
+    tensor_parallel_size: int
+    sleep_mode: bool  # GPU vLLM: can release its memory while a collocated learner runs
+    worker_index: int  # which slice of this machine's cores vLLM-CPU binds to
+
+    @classmethod
+    def from_rollout(
+        cls,
+        kind: str,
+        model_path: Path,
+        rollout: RolloutConfig,
+        *,
+        dtype: str,
+        seed: int,
+        worker_index: int = 0,
+    ) -> EngineSpec:
+        """An engine outside a run's rollout workers (benchmarks, opponents, tests), sized by
+        `rollout` as a worker would be; `cpu_threads=0` becomes this machine's cores split over
+        `rollout.num_workers`."""
+        return cls(
+            kind=kind,
+            model_path=model_path,
+            dtype=dtype,
+            max_model_len=rollout.max_model_len,
+            seed=seed,
+            cpu_threads=choose_threads(
+                rollout.cpu_threads, this_machine().cores, rollout.num_workers
+            ),
+            kv_cache_gib=rollout.kv_cache_gib,
+            tensor_parallel_size=rollout.tensor_parallel_size,
+            sleep_mode=rollout.sleep_when_training,
+            worker_index=worker_index,
+        )
 
 
 class Engine(Protocol):

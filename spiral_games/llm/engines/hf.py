@@ -9,27 +9,27 @@ from typing import cast
 import torch
 
 from spiral_games.errors import EngineError
-from spiral_games.llm.engines.base import check_context
+from spiral_games.llm.engines.base import EngineSpec, check_context
 from spiral_games.types import Generation, SamplingParams
 
 
 class HFEngine:
     """Runs a causal LM with transformers; works on any CPU or GPU torch supports."""
 
-    def __init__(
-        self, model_path: Path, dtype: str = "bfloat16", max_model_len: int = 2048, seed: int = 0
-    ) -> None:
+    def __init__(self, spec: EngineSpec) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.max_model_len = max_model_len
+        self.max_model_len = spec.max_model_len
         self.version = 0
-        torch.manual_seed(seed)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        torch.manual_seed(spec.seed)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(spec.model_path))
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=getattr(torch, dtype))
+        model = AutoModelForCausalLM.from_pretrained(
+            str(spec.model_path), dtype=getattr(torch, spec.dtype)
+        )
         # transformers wraps PreTrainedModel.to in functools.wraps(nn.Module.to), whose typeshed
         # type does not bind `self`: mypy reads `device` as the model argument.
         self.model = model.to(device)  # type: ignore[arg-type]

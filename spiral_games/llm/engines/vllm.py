@@ -15,7 +15,7 @@ from spiral_games.config.hardware import (
     vllm_unavailable,
 )
 from spiral_games.errors import EngineError
-from spiral_games.llm.engines.base import check_context
+from spiral_games.llm.engines.base import EngineSpec, check_context
 from spiral_games.types import Generation, SamplingParams
 
 if TYPE_CHECKING:
@@ -49,18 +49,7 @@ def _configure_cpu_env(cpu_threads: int, kv_cache_gib: int, worker_index: int) -
 class VLLMEngine:
     """An offline `vllm.LLM` whose weights can be replaced in place (see `WeightReloader`)."""
 
-    def __init__(
-        self,
-        model_path: Path,
-        dtype: str = "bfloat16",
-        max_model_len: int = 2048,
-        seed: int = 0,
-        cpu_threads: int = 2,
-        kv_cache_gib: int = 1,
-        tensor_parallel_size: int = 1,
-        sleep_mode: bool = False,
-        worker_index: int = 0,
-    ) -> None:
+    def __init__(self, spec: EngineSpec) -> None:
         import torch
 
         on_gpu = torch.cuda.is_available()
@@ -71,7 +60,7 @@ class VLLMEngine:
                 "transformers) or rollout.engine=hf."
             )
         if not on_gpu:
-            _configure_cpu_env(cpu_threads, kv_cache_gib, worker_index)
+            _configure_cpu_env(spec.cpu_threads, spec.kv_cache_gib, spec.worker_index)
         try:
             import vllm
         except ImportError as exc:
@@ -83,18 +72,18 @@ class VLLMEngine:
 
         os.environ[OWNER_ENV] = owner_token()  # the engine's processes die with this one
         self.version = 0
-        self.max_model_len = max_model_len
+        self.max_model_len = spec.max_model_len
         try:
             self.llm = vllm.LLM(
-                model=str(model_path),
-                dtype=cast("ModelDType", dtype),  # config allows only names vLLM accepts
-                max_model_len=max_model_len,
-                seed=seed,
+                model=str(spec.model_path),
+                dtype=cast("ModelDType", spec.dtype),  # config allows only names vLLM accepts
+                max_model_len=spec.max_model_len,
+                seed=spec.seed,
                 enforce_eager=not on_gpu,  # CUDA graphs on GPU; eager measured fastest on CPU
                 enable_prefix_caching=True,
                 block_size=None if on_gpu else 32,  # CPU: 32-token blocks share more prefix
-                tensor_parallel_size=tensor_parallel_size,
-                enable_sleep_mode=sleep_mode and on_gpu,  # frees GPU memory for the learner
+                tensor_parallel_size=spec.tensor_parallel_size,
+                enable_sleep_mode=spec.sleep_mode and on_gpu,  # frees GPU memory for the learner
                 worker_extension_cls="spiral_games.llm.engines.vllm_worker.WeightReloader",
             )
         except Exception as exc:  # vLLM fails to start in many ways; one error type for all
@@ -104,7 +93,7 @@ class VLLMEngine:
                 "rollout.engine=auto (falls back to transformers) or rollout.engine=hf."
             ) from exc
         self._vllm = vllm
-        self.sleep_mode = sleep_mode and on_gpu
+        self.sleep_mode = spec.sleep_mode and on_gpu
 
     def generate(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams
