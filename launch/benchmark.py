@@ -26,6 +26,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -159,7 +160,11 @@ def bench_rollout(cfg: RunConfig, episodes: int | None) -> dict:
     hf = build_engine(worker.cfg.engine_spec("hf", 0))
     name = next(iter(cfg.games))
     naive_policy = LLMPolicy(
-        hf, model.tokenizer, params, {name: cfg.games[name].prompt_style}, cfg.rollout.max_model_len
+        hf,
+        model.tokenizer,
+        params,
+        {name: cfg.games[name].prompt_style or cfg.model.prompt_style},
+        cfg.rollout.max_model_len,
     )
     rules = build_rules(name, cfg.games[name])
     naive_games = max(1, min(4, episodes // 8))
@@ -488,12 +493,12 @@ def _generation_speed(cfg: RunConfig, engine_kind: str, dtype: str, batches: tup
     worker = WorkerConfig.from_run(cfg, model.path, plan)
     engine = build_engine(dataclasses.replace(worker.engine_spec(engine_kind, 0), dtype=dtype))
     prompt = encode_user_message(model.tokenizer, "Tell me a long story about a poker game.")
-    params = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=cfg.rollout.max_tokens)
+    params = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=worker.sampling.max_tokens)
     try:
         engine.generate([prompt], params)  # warm-up: first calls pay one-off costs
         rows = {}
         for batch in batches:
-            generations, seconds = _measure(lambda b=batch: engine.generate([prompt] * b, params))
+            generations, seconds = _measure(partial(engine.generate, [prompt] * batch, params))
             tokens = sum(len(g.token_ids) for g in generations)
             rows[str(batch)] = {
                 "tokens": tokens,

@@ -47,7 +47,10 @@ def _play(args: argparse.Namespace, overrides: list[str]) -> int:
     )
     for name, game in cfg.games.items():
         rules = build_rules(name, game)
-        policies = tuple(build_opponent(name, game, s, cfg.seed + i) for i, s in enumerate(seats))
+        policies = (
+            build_opponent(name, game, seats[0], cfg.seed),
+            build_opponent(name, game, seats[1], cfg.seed + 1),
+        )
         jobs = [GameJob(rules, cfg.seed + k, policies) for k in range(args.episodes)]
         episodes = play_games(jobs)
         write_transcripts(episodes, out_dir / "transcripts" / f"{name}.jsonl")
