@@ -66,6 +66,7 @@ def main(argv: list[str]) -> int:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second one must not cut teardown
     raise KeyboardInterrupt(f"signal {signum}")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from spiral_games.config.schema import LearnerConfig
 from spiral_games.learn.learner import Learner, LearnerSpec, free_port
 from spiral_games.types import TrainBatch
 
@@ -62,16 +63,14 @@ class LearnerRank:
 class LearnerGroup:
     """The same interface as `Learner`, over `world_size` Ray actor ranks."""
 
-    def __init__(
-        self,
-        spec: LearnerSpec,
-        world_size: int,
-        cpus_per_rank: float = 1.0,
-        gpus_per_rank: float = 0.0,
-    ) -> None:
+    def __init__(self, spec: LearnerSpec, learner: LearnerConfig) -> None:
+        """`learner.num_ranks` ranks of `learner.cpus_per_rank`/`gpus_per_rank` each."""
         import ray
 
-        actor = ray.remote(LearnerRank).options(num_cpus=cpus_per_rank, num_gpus=gpus_per_rank)
+        world_size = learner.num_ranks
+        actor = ray.remote(LearnerRank).options(
+            num_cpus=learner.cpus_per_rank, num_gpus=learner.gpus_per_rank
+        )
         # Any: Ray types a handle as `ActorHandle[T] | type[T]`, so its methods lack `.remote`
         self.ranks: list[Any] = [actor.remote() for _ in range(world_size)]
         addr, port = ray.get(self.ranks[0].address.remote())

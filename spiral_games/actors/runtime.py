@@ -3,30 +3,39 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 
 from spiral_games.config.schema import RayConfig
 
 
 def init_ray(cfg: RayConfig) -> None:
-    """Start a local Ray bound to 127.0.0.1, or connect to `cfg.address`; no-op if running."""
+    """Start a local Ray bound to 127.0.0.1, or connect to `cfg.address`; no-op if running.
+
+    Workers import `spiral_games` and `games` from the installed project (`launch/install.sh`
+    installs it, editable, on every node). The process's SIGTERM handler is kept: `ray.init`
+    replaces it with one that exits without unwinding, which would skip the trainer's save of
+    its completed steps and Ray's own shutdown.
+    """
     import ray
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Ray workers must import `spiral_games` and `games` even when run from a checkout.
-    runtime_env = {"env_vars": {"PYTHONPATH": _project_pythonpath()}}
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    on_sigterm = signal.getsignal(signal.SIGTERM) if in_main_thread else None
     if cfg.address:
-        ray.init(address=cfg.address, runtime_env=runtime_env, log_to_driver=True)
+        ray.init(address=cfg.address, log_to_driver=True)
     else:
         ray.init(
             address="local",  # always a fresh instance: never join a stray local cluster
             num_cpus=cfg.num_cpus,
             include_dashboard=False,
             _node_ip_address="127.0.0.1",  # nothing listens beyond loopback unless asked
-            runtime_env=runtime_env,
         )
+    if in_main_thread and on_sigterm is not None:
+        signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def stop_ray() -> None:
@@ -39,11 +48,3 @@ def stop_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
-
-
-def _project_pythonpath() -> str:
-    from pathlib import Path
-
-    root = str(Path(__file__).resolve().parents[1])
-    existing = os.environ.get("PYTHONPATH", "")
-    return root if not existing else f"{root}{os.pathsep}{existing}"

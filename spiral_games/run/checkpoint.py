@@ -125,7 +125,11 @@ def latest_checkpoint(run_dir: Path) -> tuple[Path, LoopState] | None:
     for candidate in reversed(list_checkpoints(run_dir)):
         problem = verify_manifest(candidate)
         if problem is None:
-            return candidate, LoopState.from_json(json.loads((candidate / STATE_FILE).read_text()))
+            try:
+                state = json.loads((candidate / STATE_FILE).read_text())
+                return candidate, LoopState.from_json(state)
+            except (OSError, ValueError, TypeError) as exc:  # a state this version cannot read
+                problem = f"unreadable {STATE_FILE} ({exc})"
         log.warning(
             "Skipping checkpoint %s: %s. Falling back to an earlier one.", candidate, problem
         )

@@ -48,7 +48,7 @@ def train(cfg: RunConfig) -> Path:
     )
     display = _Display(cfg.train.steps, state.step)
     saved, version = state, state.version  # the last checkpointed state; the weights served
-    updated = False  # the learner has stepped past `state` (its weights are not `state`'s)
+    updating = False  # the learner is mid-update: its weights match no LoopState
     eval_at = set(cfg.eval.steps(cfg.train.steps))  # step 0 (before training), the end, between
     eval_games = {name: cfg.eval.games_for(name) for name in cfg.eval.opponents}
 
@@ -82,16 +82,18 @@ def train(cfg: RunConfig) -> Path:
                     )
 
             # ---- update on every collected sample ----------------------------------------
-            updated = True  # the learner's weights are now newer than `state`
+            updating = True  # stopped now, the learner's weights would be half a step on
             with clock("update"):
                 if cfg.rollout.sleep_when_training:
                     pool.sleep()
                 train_metrics = learner.update(TrainBatch(tuple(samples), step))
+            push = done % cfg.train.push_every == 0 or cfg.rollout.sleep_when_training
+            version = done if push else version  # a sleeping worker needs the new weights
+            state, updating = LoopState.capture(done, version, baselines, rng, learner), False
 
-            # ---- push the new weights to every rollout worker (a sleeping one needs them) --
+            # ---- push the new weights to every rollout worker ----------------------------
             with clock("push"):
-                if done % cfg.train.push_every == 0 or cfg.rollout.sleep_when_training:
-                    version = done
+                if push:
                     path = learner.export_weights(push_dir / "weights.safetensors")
                     pool.push_weights(str(path), version)
 
@@ -102,7 +104,6 @@ def train(cfg: RunConfig) -> Path:
                     evaluation = evaluate(done)
 
             # ---- checkpoint, then log (a logged step is never newer than its checkpoint) ---
-            state, updated = LoopState.capture(done, version, baselines, rng, learner), False
             if cfg.train.checkpoint_due(done):
                 with clock("checkpoint"):
                     saved = _checkpoint(cfg, run_dir, state, learner, model)
@@ -116,7 +117,7 @@ def train(cfg: RunConfig) -> Path:
             logger.log(done, metrics)
             display.update(done, metrics)
     except (RolloutError, KeyboardInterrupt):  # workers lost, or Ctrl-C / SIGTERM
-        if state.step > saved.step and not updated:  # keep every completed step before stopping
+        if state.step > saved.step and not updating:  # keep every updated step before stopping
             _checkpoint(cfg, run_dir, state, learner, model)
         raise
     finally:
@@ -213,11 +214,7 @@ def _build_actors(
     init_ray(cfg.ray)
     spec = LearnerSpec.from_run(cfg, start.weights_path, plan)
     lc = cfg.learner
-    learner: Learner | LearnerGroup = (
-        LearnerGroup(spec, lc.num_ranks, lc.cpus_per_rank, lc.gpus_per_rank)
-        if lc.num_ranks > 1
-        else Learner(spec)
-    )
+    learner: Learner | LearnerGroup = LearnerGroup(spec, lc) if lc.num_ranks > 1 else Learner(spec)
     if start.resumed:
         learner.load_optimizer(start.weights_path)
         learner.set_rng_state(start.state.learner_rng)

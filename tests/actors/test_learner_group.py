@@ -6,6 +6,7 @@ import pytest
 
 from spiral_games.actors.learner_group import LearnerGroup
 from spiral_games.config.compose import compose_run_config
+from spiral_games.config.schema import LearnerConfig
 from spiral_games.learn.learner import Learner, LearnerSpec
 from spiral_games.types import Sample, TrainBatch
 
@@ -43,7 +44,7 @@ def test_two_ranks_make_the_same_update_as_one(tiny, local_ray):
     batch = TrainBatch(samples, step=0)
     probe = ([[1, 2, 3]], [[4, 5, 6]])
 
-    group = LearnerGroup(spec, world_size=2)
+    group = LearnerGroup(spec, LearnerConfig(num_ranks=2))
     try:
         before = group.logprobs(*probe)
         metrics = group.update(batch)

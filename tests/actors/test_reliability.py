@@ -430,15 +430,20 @@ def processes_of(session: int, text: str) -> list[str]:
     return found
 
 
+STOP_ARGS = ["train.steps=200", "train.checkpoint_every=1000"]
+
+
 def test_sigterm_stops_the_run_cleanly_and_leaves_no_process_behind(tiny, tmp_path, reliability):
-    """SIGTERM to a training run mid-way: it exits with 130, keeps its completed steps, says how
-    to resume, and no process of its own (actors, engines) or of its Ray instance survives."""
+    """SIGTERM to a training run mid-way, with no checkpoint due before step 1000: it saves the
+    steps it completed, exits with 130 saying how to resume, and no process of its own (actors,
+    engines) or of its Ray instance survives."""
     ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths are capped
     run_dir = tmp_path / "run"
     log_path = tmp_path / "run.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, *KILL_ARGS, f"output_dir={run_dir}", "train.steps=200"],
+            # checkpoints only at the end: the completed steps are saved by the SIGTERM itself
+            [sys.executable, *KILL_ARGS, f"output_dir={run_dir}", *STOP_ARGS],
             cwd=REPO,
             env={**os.environ, "RAY_TMPDIR": ray_tmp},
             start_new_session=True,
@@ -460,8 +465,7 @@ def test_sigterm_stops_the_run_cleanly_and_leaves_no_process_behind(tiny, tmp_pa
         text = log_path.read_text()
         assert "interrupted" in text and "train.resume=true" in text
         found = latest_checkpoint(run_dir)
-        assert found is not None and found[1].step >= 2
-        assert max(logged_steps(run_dir)) == found[1].step  # nothing logged is lost
+        assert found is not None and found[1].step >= max(logged_steps(run_dir)) >= 2
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -59,10 +61,40 @@ def test_pool_collects_episodes_and_pushes_versioned_weights(tiny, local_ray, tm
         state = {k: v + 0.01 * torch.randn_like(v) for k, v in state.items()}
         path = tmp_path / "weights.safetensors"
         save_file(state, str(path))
-        assert pool.push_weights(str(path), version=3) == [3, 3]
+        pool.sleep()  # collocated mode: free memory for the learner (the hf engine: a no-op)
+        assert pool.push_weights(str(path), version=3) == [3, 3]  # a push wakes the workers
         assert {e.version for e in pool.collect(4, seed=1)} == {3}
     finally:
         pool.shutdown()
+
+
+def test_workers_import_this_project_and_keep_the_drivers_sigterm_handler(local_ray):
+    import signal
+
+    import spiral_games
+    from spiral_games.actors.runtime import init_ray
+    from spiral_games.config.schema import RayConfig
+
+    @local_ray.remote(num_cpus=1)
+    def where() -> tuple[str, str]:
+        import games.kuhn
+        import spiral_games.types
+
+        return spiral_games.types.__file__, games.kuhn.__file__
+
+    package, game = local_ray.get(where.remote())
+    assert Path(package).parent == Path(spiral_games.__file__).parent
+    assert Path(game).parent == REPO / "games"
+    # init_ray keeps the process's SIGTERM handler (ray.init would install one that exits
+    # without unwinding, so the trainer could not save its completed steps).
+    local_ray.shutdown()
+    mine = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        handler = signal.getsignal(signal.SIGTERM)
+        init_ray(RayConfig(num_cpus=2))
+        assert signal.getsignal(signal.SIGTERM) is handler
+    finally:
+        signal.signal(signal.SIGTERM, mine)
 
 
 def test_pool_that_cannot_be_placed_is_a_clear_error(tiny, local_ray):

@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from spiral_games.learn.advantage import RoleBaselines
+from spiral_games.manifest import write_manifest
 from spiral_games.run.checkpoint import (
     LoopState,
     latest_checkpoint,
@@ -105,6 +106,15 @@ def random_state_of(seed):
     return random.Random(seed).getstate()
 
 
-def test_unknown_trainer_state_keys_are_refused():
+def test_unknown_trainer_state_keys_are_refused_and_such_a_checkpoint_skipped(tmp_path, caplog):
     with pytest.raises(ValueError, match="unknown trainer state keys"):
         LoopState.from_json({"step": 1, "stepp": 2})
+    for step in (1, 2):
+        save_checkpoint(tmp_path, LoopState(step=step), write_files, keep=3)
+    newer = tmp_path / "checkpoints" / "step_000002"  # as written by a later version
+    state = json.loads((newer / "trainer_state.json").read_text())
+    (newer / "trainer_state.json").write_text(json.dumps({**state, "league": []}))
+    write_manifest(newer)
+    with caplog.at_level(logging.WARNING):
+        assert latest_checkpoint(tmp_path)[1] == LoopState(step=1)
+    assert "unknown trainer state keys" in caplog.text
