@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -27,8 +28,10 @@ def test_readme_tutorial_adds_a_game_without_touching_the_library(tmp_path):
     play = blocks["bash"].strip().splitlines()[0]
     assert play.startswith(".venv/bin/python launch/play.py +games=[race]")
     args = [*play.split()[1:], "--out", str(tmp_path / "out")]
+    # The copy stands in for the user's own installed checkout: it comes first on the path.
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     out = subprocess.run(
-        [sys.executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        [sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stderr
     row = next(line for line in out.stdout.splitlines() if line.startswith("race"))
@@ -39,6 +42,7 @@ def test_readme_tutorial_adds_a_game_without_touching_the_library(tmp_path):
     selected = subprocess.run(
         [sys.executable, "launch/selfplay.py", "+games=[race,kuhn]", "--cfg"],
         cwd=tmp_path,
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
