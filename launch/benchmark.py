@@ -165,6 +165,7 @@ def bench_rollout(cfg: RunConfig, episodes: int | None) -> dict:
         params,
         {name: cfg.games[name].prompt_style or cfg.model.prompt_style},
         cfg.rollout.max_model_len,
+        on_context_overflow=cfg.rollout.on_context_overflow,
     )
     rules = build_rules(name, cfg.games[name])
     naive_games = max(1, min(4, episodes // 8))

@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from spiral_games.config.schema import RolloutConfig
+from spiral_games.config.schema import EvalConfig, ModelConfig, RolloutConfig
+from spiral_games.errors import GameError
 from spiral_games.llm.engines.base import Engine, EngineSpec
 from spiral_games.llm.engines.factory import build_engine
 from spiral_games.llm.models import resolve_model
@@ -22,16 +23,20 @@ class LLMPolicy:
         engine: Engine,
         tokenizer: Any,
         params: SamplingParams,
-        prompt_styles: Mapping[str, str] | None = None,
-        max_model_len: int = 2048,
-        default_style: str = "chat",
-        on_context_overflow: str = "draw",
+        prompt_styles: Mapping[str, str],
+        max_model_len: int,
+        *,
+        on_context_overflow: str,
+        default_style: str | None = None,
     ) -> None:
+        """`prompt_styles`: each game's style (`default_style` for a game not listed; None:
+        every game played must be listed). `max_model_len` and `on_context_overflow` are the
+        run's (`rollout.*`): this class declares no defaults of its own."""
         self.engine = engine
         self.on_context_overflow = on_context_overflow  # draw: end the game; truncate: history
         self.tokenizer = tokenizer
         self.params = params
-        self.prompt_styles = dict(prompt_styles or {})
+        self.prompt_styles = dict(prompt_styles)
         self.max_model_len = max_model_len
         self.default_style = default_style
 
@@ -40,6 +45,11 @@ class LLMPolicy:
         prompts, cut = [], []
         for obs in observations:
             style = self.prompt_styles.get(obs.game, self.default_style)
+            if style is None:
+                raise GameError(
+                    f"No prompt style for game {obs.game!r}: pass it in prompt_styles "
+                    "(RunConfig resolves games.<g>.prompt_style) or set default_style."
+                )
             text = obs.position if style == "short" and obs.position is not None else obs.text
             ids = encode_prompt(self.tokenizer, text, style, obs.legal_actions)
             shortened = len(ids) > budget and self.on_context_overflow == "truncate"
@@ -90,32 +100,41 @@ def llm_opponent(
     model: str,
     seed: int = 0,
     engine: str = "hf",
-    dtype: str = "bfloat16",
-    temperature: float = 0.6,
-    top_p: float = 0.95,
-    max_tokens: int = 256,
-    max_model_len: int = 2048,
-    prompt_style: str = "chat",
+    dtype: str | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    max_tokens: int | None = None,
+    max_model_len: int | None = None,
+    prompt_style: str | None = None,
     cache_dir: str | None = None,
 ) -> LLMPolicy:
     """A fixed LLM opponent from any model name (a past checkpoint, a hub id, a builtin).
 
     Use it in a game's `opponents`, e.g. `{_target_: spiral_games.llm.policy.llm_opponent,
-    model: runs/x/checkpoints/step_10}`.
+    model: runs/x/checkpoints/step_10}`. What is left unset comes from the config dataclasses:
+    sampling from `EvalConfig` (an opponent plays like the evaluated policy), dtype, reply
+    budget and prompt style from `ModelConfig`, context and overflow policy from
+    `RolloutConfig`.
     """
+    evaluation, model_cfg = EvalConfig(), ModelConfig()
+    rollout = (
+        RolloutConfig() if max_model_len is None else RolloutConfig(max_model_len=max_model_len)
+    )
     resolved = resolve_model(model, Path(cache_dir) if cache_dir else None)
+    spec = EngineSpec.from_rollout(
+        engine, resolved.path, rollout, dtype=dtype or model_cfg.dtype, seed=seed
+    )
+    params = SamplingParams(
+        temperature=evaluation.temperature if temperature is None else temperature,
+        top_p=evaluation.top_p if top_p is None else top_p,
+        max_tokens=max_tokens or model_cfg.max_tokens,
+    )
     return LLMPolicy(
-        build_engine(
-            EngineSpec.from_rollout(
-                engine,
-                resolved.path,
-                RolloutConfig(max_model_len=max_model_len),
-                dtype=dtype,
-                seed=seed,
-            )
-        ),
+        build_engine(spec),
         resolved.tokenizer,
-        SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens),
-        max_model_len=max_model_len,
-        default_style=prompt_style,
+        params,
+        {},
+        rollout.max_model_len,
+        on_context_overflow=rollout.on_context_overflow,
+        default_style=prompt_style or model_cfg.prompt_style,
     )

@@ -10,7 +10,7 @@ import torch
 
 from spiral_games.actors.rollout_worker import RolloutWorker, WorkerConfig
 from spiral_games.config.compose import compose_run_config
-from spiral_games.errors import ConfigError, EngineError
+from spiral_games.errors import ConfigError, EngineError, GameError
 from spiral_games.logprobs import response_logprobs
 
 from ..conftest import REPO
@@ -158,7 +158,7 @@ def test_missing_vllm_is_a_clear_engine_error(tiny, monkeypatch):
 
 
 def test_llm_opponent_from_a_model_name_sits_in_the_fixed_seat(tiny):
-    from spiral_games.config.schema import GameConfig
+    from spiral_games.config.schema import EvalConfig, GameConfig, ModelConfig, RolloutConfig
     from spiral_games.play.loop import GameJob, play_games
     from spiral_games.play.registry import build_opponent, build_rules
 
@@ -177,6 +177,13 @@ def test_llm_opponent_from_a_model_name_sits_in_the_fixed_seat(tiny):
         }
     )
     opponent = build_opponent("kuhn", game, "past", seed=0)
+    # What the YAML leaves unset comes from the config dataclasses, not from llm_opponent.
+    assert (opponent.params.temperature, opponent.params.top_p) == (
+        EvalConfig().temperature,
+        EvalConfig().top_p,
+    )
+    assert opponent.params.max_tokens == 8 and opponent.default_style == ModelConfig().prompt_style
+    assert opponent.max_model_len == RolloutConfig().max_model_len
     rand = build_opponent("kuhn", cfg, "random", seed=0)
     episodes = play_games(
         [GameJob(build_rules("kuhn", game), s, (opponent, rand)) for s in range(3)]
@@ -199,6 +206,7 @@ def test_history_beyond_the_context_is_truncated_or_drawn_by_config(mode, tiny, 
         engine,
         tiny.tokenizer,
         SamplingParams(max_tokens=16),
+        {"kuhn": "chat"},
         max_model_len=400,
         on_context_overflow=mode,
     )
@@ -249,8 +257,18 @@ def test_short_prompt_shows_the_position_and_chat_the_full_observation(tiny):
     prompts = {}
     for style in ("short", "chat"):
         policy = LLMPolicy(
-            engine, tiny.tokenizer, SamplingParams(max_tokens=4), {"tictactoe": style}, 512
+            engine,
+            tiny.tokenizer,
+            SamplingParams(max_tokens=4),
+            {"tictactoe": style},
+            512,
+            on_context_overflow="draw",
         )
         prompts[style] = tiny.tokenizer.decode(policy.act([obs])[0].prompt_ids)
+    unlisted = LLMPolicy(
+        engine, tiny.tokenizer, SamplingParams(max_tokens=4), {}, 512, on_context_overflow="draw"
+    )
+    with pytest.raises(GameError, match="No prompt style for game 'tictactoe'"):
+        unlisted.act([obs])
     assert "the board now" in prompts["short"] and "history" not in prompts["short"]
     assert "history of every board" in prompts["chat"] and "board now" not in prompts["chat"]
