@@ -57,11 +57,7 @@ class WorkerConfig:
         by `plan` (default: planned for this machine)."""
         r = cfg.rollout
         plan = plan or plan_runtime(cfg)
-        if r.max_tokens is None:  # RunConfig.__post_init__ fills it in
-            raise ConfigError(
-                "rollout.max_tokens is unset: RunConfig fills it from model.max_tokens when it "
-                "is built; do not set it back to None afterwards."
-            )
+        max_tokens = cfg.reply_budget()
         return cls(
             model_path=str(model_path),
             engine=plan.engine,
@@ -74,14 +70,14 @@ class WorkerConfig:
             sleep_mode=r.sleep_when_training,
             concurrent_games=r.concurrent_games,
             sampling=SamplingParams(
-                temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens
+                temperature=r.temperature, top_p=r.top_p, max_tokens=max_tokens
             ),
             games=cfg.games,
             opponent=r.opponent,
             seed=cfg.seed,
             on_context_overflow=r.on_context_overflow,
             eval_sampling=SamplingParams(
-                temperature=cfg.eval.temperature, top_p=cfg.eval.top_p, max_tokens=r.max_tokens
+                temperature=cfg.eval.temperature, top_p=cfg.eval.top_p, max_tokens=max_tokens
             ),
             eval_opponents=tuple(cfg.eval.opponents),
             eval_concurrency=cfg.eval.concurrency,

@@ -363,6 +363,15 @@ class RunConfig:
                     "Add it to games.<name>.opponents or set rollout.opponent=null (self-play)."
                 )
 
+    def reply_budget(self) -> int:
+        """`rollout.max_tokens` as `__post_init__` resolved it (the model's budget unless set)."""
+        if self.rollout.max_tokens is None:
+            raise ConfigError(
+                "rollout.max_tokens is unset: RunConfig fills it from model.max_tokens when it "
+                "is built; do not set it back to None afterwards."
+            )
+        return self.rollout.max_tokens
+
 
 def format_lines(cfg: RunConfig) -> list[str]:
     """How each game is prompted and read, and the reply budget: printed at the start of a run,

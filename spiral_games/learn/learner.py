@@ -14,7 +14,6 @@ import torch
 
 from spiral_games.config.hardware import RuntimePlan, plan_runtime, set_cpu_threads
 from spiral_games.config.schema import RunConfig
-from spiral_games.errors import ConfigError
 from spiral_games.faults import kill_point
 from spiral_games.learn.loss import LossOutput, policy_loss
 from spiral_games.logprobs import pack_sequences, token_logprobs
@@ -57,11 +56,6 @@ class LearnerSpec:
         by `plan` (default: planned for this machine)."""
         lc = cfg.learner
         plan = plan or plan_runtime(cfg)
-        if cfg.rollout.max_tokens is None:  # RunConfig.__post_init__ fills it in
-            raise ConfigError(
-                "rollout.max_tokens is unset: RunConfig fills it from model.max_tokens when it "
-                "is built; do not set it back to None afterwards."
-            )
         return cls(
             model_path=str(model_path),
             lr=lc.lr,
@@ -73,7 +67,7 @@ class LearnerSpec:
             loss=lc.loss,
             clip=lc.clip,
             kl_coef=lc.kl_coef,
-            normalizer=cfg.rollout.max_tokens,
+            normalizer=cfg.reply_budget(),
             bf16=plan.learner_bf16,
             gradient_checkpointing=lc.gradient_checkpointing,
             lora_rank=lc.lora_rank,

@@ -26,7 +26,7 @@ from spiral_games.config.schema import RunConfig, format_lines
 from spiral_games.errors import ConfigError, RolloutError
 from spiral_games.learn.advantage import RoleBaselines, episode_samples
 from spiral_games.learn.learner import Learner, LearnerSpec
-from spiral_games.llm.models import resolve_configured
+from spiral_games.llm.models import ResolvedModel, resolve_configured
 from spiral_games.report.summary import write_run_report
 from spiral_games.report.transcripts import write_transcripts
 from spiral_games.run.checkpoint import LoopState, latest_checkpoint, save_checkpoint
@@ -135,7 +135,7 @@ class RunStart:
     """Where a run starts: its directory, the model, the weights to load and the loop state."""
 
     run_dir: Path
-    model: Any  # the resolved model (`llm.models.ResolvedModel`): its tokenizer goes in checkpoints
+    model: ResolvedModel  # its tokenizer goes into every checkpoint
     weights_path: Path  # the model's weights, or the checkpoint's when resuming
     state: LoopState  # LoopState() when starting fresh
     resumed: bool  # a checkpoint was loaded
@@ -234,7 +234,11 @@ def _build_actors(
 
 
 def _checkpoint(
-    cfg: RunConfig, run_dir: Path, state: LoopState, learner: Learner | LearnerGroup, model: Any
+    cfg: RunConfig,
+    run_dir: Path,
+    state: LoopState,
+    learner: Learner | LearnerGroup,
+    model: ResolvedModel,
 ) -> LoopState:
     """Save `state` with the learner's weights and optimizer and the tokenizer; returns it."""
 

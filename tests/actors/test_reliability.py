@@ -167,17 +167,24 @@ def run_trainer(run_dir, log_path, *extra, kill_at=None):
     return proc.returncode
 
 
-def kill_processes_mentioning(text):
+def other_processes():
+    """(pid, /proc/<pid>/stat, command line) of every process but this one."""
     for proc_dir in Path("/proc").iterdir():
         if not proc_dir.name.isdigit() or int(proc_dir.name) == os.getpid():
             continue
         try:
+            stat = (proc_dir / "stat").read_text()
             cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
+        yield int(proc_dir.name), stat, cmdline
+
+
+def kill_processes_mentioning(text):
+    for pid, _stat, cmdline in other_processes():
         if text in cmdline:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(int(proc_dir.name), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
 
 
 def logged_steps(run_dir):
@@ -416,17 +423,10 @@ def processes_of(session: int, text: str) -> list[str]:
     """Processes still in the job's session, or mentioning its private Ray temp dir (Ray's
     daemons start sessions of their own)."""
     found = []
-    for proc_dir in Path("/proc").iterdir():
-        if not proc_dir.name.isdigit() or int(proc_dir.name) == os.getpid():
-            continue
-        try:
-            stat = (proc_dir / "stat").read_text()
-            cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
+    for pid, stat, cmdline in other_processes():
         fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp session
         if fields[0] != "Z" and (int(fields[3]) == session or text in cmdline):
-            found.append(f"{proc_dir.name}: {cmdline[:120]}")
+            found.append(f"{pid}: {cmdline[:120]}")
     return found
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 
 import pytest
 
@@ -77,8 +78,6 @@ def test_corrupted_latest_checkpoint_is_reported_and_the_previous_used(
 
 
 def test_loop_state_is_plain_json_and_reads_back_equal(tmp_path):
-    import random
-
     rng = random.Random(5)
     rng.random()
     baselines = RoleBaselines(decay=0.9)
@@ -96,14 +95,10 @@ def test_loop_state_is_plain_json_and_reads_back_equal(tmp_path):
 
 
 class _Learner:
+    """The one learner method `LoopState.capture` calls: its minibatch RNG's state."""
+
     def rng_state(self):
-        return random_state_of(11)
-
-
-def random_state_of(seed):
-    import random
-
-    return random.Random(seed).getstate()
+        return random.Random(11).getstate()
 
 
 def test_unknown_trainer_state_keys_are_refused_and_such_a_checkpoint_skipped(tmp_path, caplog):
