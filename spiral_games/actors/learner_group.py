@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from spiral_games.actors.trainer_side import TrainerSide, WorkerClient
 from spiral_games.config.schema import LearnerConfig
 from spiral_games.learn.learner import Learner, LearnerSpec, free_port
 from spiral_games.types import TrainBatch
@@ -20,6 +21,7 @@ class LearnerRank:
 
     def __init__(self) -> None:
         self.learner: Learner | None = None
+        self.sync: TrainerSide | None = None
 
     def address(self) -> tuple[str, int]:
         import ray
@@ -28,6 +30,23 @@ class LearnerRank:
 
     def setup(self, spec: LearnerSpec, rank: int, world: int, addr: str, port: int) -> None:
         self.learner = Learner(spec, rank, world, addr, port)
+        self.sync = TrainerSide(self.learner, rank)
+
+    def connect_sync(
+        self,
+        backend: str,
+        addr: str,
+        port: int,
+        world_size: int,
+        client: WorkerClient | None,
+        dtype: str,
+    ) -> None:
+        assert self.sync is not None, "setup() was not called"
+        self.sync.connect(backend, addr, port, world_size, client, dtype)
+
+    def send_weights(self, version: int) -> None:
+        assert self.sync is not None, "setup() was not called"
+        self.sync.send(version)
 
     def update(self, batch: TrainBatch) -> dict[str, float]:
         return self._learner.update(batch)
@@ -51,8 +70,9 @@ class LearnerRank:
         return self._learner.logprobs(prompts, responses)
 
     def parameters_checksum(self) -> float:
-        """Sum of all parameters: equal on every rank after a synchronous update."""
-        return float(sum(p.detach().double().sum() for p in self._learner.model.parameters()))
+        """Sum of the full weights (LoRA merged): equal on every rank after a synchronous update.
+        Under ZeRO-3 they are gathered module by module, so every rank must call it."""
+        return float(sum(t.double().sum() for _, t in self._learner.named_weights()))
 
     @property
     def _learner(self) -> Learner:
@@ -91,9 +111,32 @@ class LearnerGroup:
         return {**merged, "train/samples_left_out": float(len(batch.samples) - used)}
 
     def export_weights(self, path: Path) -> Path:
+        """Rank 0 writes the file; every rank takes part (ZeRO-3 gathers are collectives)."""
         import ray
 
-        return Path(ray.get(self.ranks[0].export_weights.remote(str(path))))
+        paths = ray.get([r.export_weights.remote(str(path)) for r in self.ranks])
+        return Path(paths[0])
+
+    def connect_sync(self, backend: str, world_size: int, client: WorkerClient, dtype: str) -> None:
+        """Open the streamed-push group: rank 0 sends to `client`'s workers, the other ranks
+        only join the gathers."""
+        import ray
+
+        addr, port = ray.get(self.ranks[0].address.remote())
+        ray.get(
+            [
+                r.connect_sync.remote(
+                    backend, addr, port, world_size, client if i == 0 else None, dtype
+                )
+                for i, r in enumerate(self.ranks)
+            ]
+        )
+
+    def send_weights(self, version: int) -> None:
+        """One streamed push, as `version`, on every rank at once."""
+        import ray
+
+        ray.get([r.send_weights.remote(version) for r in self.ranks])
 
     def save(self, directory: Path) -> None:
         import ray
@@ -116,9 +159,10 @@ class LearnerGroup:
         ray.get([r.set_rng_state.remote(s) for r, s in zip(self.ranks, state, strict=True)])
 
     def logprobs(self, prompts: list[list[int]], responses: list[list[int]]) -> list[list[float]]:
+        """Rank 0's answer; every rank runs the forward (under ZeRO-3 it gathers each layer)."""
         import ray
 
-        return ray.get(self.ranks[0].logprobs.remote(prompts, responses))
+        return ray.get([r.logprobs.remote(prompts, responses) for r in self.ranks])[0]
 
     def checksums(self) -> list[float]:
         import ray

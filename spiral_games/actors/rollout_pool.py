@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from spiral_games.actors.rollout_worker import RolloutWorker, WorkerConfig
@@ -51,7 +52,9 @@ class RolloutPool:
             rollout.on_node_loss
         )  # stop: raise RolloutError; continue: drop the worker
         self.failures = 0
-        self.weights: tuple[str, int] | None = None  # last push, re-sent to restarted workers
+        self.weights: tuple[str, int] | None = None  # last file push, re-sent on a restart
+        # streamed pushes (WeightSync): brings a restarted worker to the latest version
+        self.catch_up: Callable[[int], None] | None = None
         self._shipped: tuple[tuple[str, int], Any] | None = None  # object-store copy of a push
         actor = ray.remote(RolloutWorker)
         # Any: Ray types a handle as `ActorHandle[T] | type[T]`, so its methods lack `.remote`
@@ -184,7 +187,9 @@ class RolloutPool:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(1.0)
-        if self.weights is not None:
+        if self.catch_up is not None:
+            self.catch_up(index)
+        elif self.weights is not None:
             ray.get(self._load(index, *self.weights))
             log.warning(
                 "Restarted worker %d now serves weights version %d.", index, self.weights[1]
@@ -225,6 +230,16 @@ class RolloutPool:
             with open(path, "rb") as fh:
                 self._shipped = ((path, version), ray.put(fh.read()))
         return worker.load_weights_bytes.remote(self._shipped[1], version)
+
+    def call(self, indices: list[int], method: str, *args: Any) -> list[Any]:
+        """`method(*args)` on each of the workers `indices`, waited for."""
+        import ray
+
+        return ray.get([getattr(self.workers[i], method).remote(*args) for i in indices])
+
+    def versions(self) -> list[int]:
+        """The weights version each live worker serves."""
+        return self.call(self.live(), "version")
 
     def sleep(self) -> None:
         """Free every live worker's accelerator memory for a collocated learner; the next

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from spiral_games.config.hardware import RuntimePlan, plan_runtime, ram_tmp_dir, set_cpu_threads
 from spiral_games.config.schema import GameConfig, RunConfig
-from spiral_games.errors import ConfigError
+from spiral_games.errors import ConfigError, EngineError
 from spiral_games.llm.engines.base import Engine, EngineSpec
 from spiral_games.llm.engines.factory import build_engine
+from spiral_games.llm.engines.vllm import VLLMEngine
 from spiral_games.llm.models import load_tokenizer
 from spiral_games.llm.policy import LLMPolicy
 from spiral_games.play.loop import play_games
@@ -48,6 +49,7 @@ class WorkerConfig:
     eval_sampling: SamplingParams
     eval_opponents: tuple[str, ...]  # used where a game configures them
     eval_concurrency: int
+    weight_sync: str  # resolved: file | spiral_gloo | nccl | ipc
 
     @classmethod
     def from_run(
@@ -81,6 +83,7 @@ class WorkerConfig:
             ),
             eval_opponents=tuple(cfg.eval.opponents),
             eval_concurrency=cfg.eval.concurrency,
+            weight_sync=plan.weight_sync,
         )
 
     def engine_spec(self, kind: str, index: int) -> EngineSpec:
@@ -97,6 +100,7 @@ class WorkerConfig:
             tensor_parallel_size=self.tensor_parallel_size,
             sleep_mode=self.sleep_mode,
             worker_index=index,
+            weight_sync=self.weight_sync if kind == "vllm" else "file",
         )
 
 
@@ -208,6 +212,39 @@ class RolloutWorker:
         self.engine.wake()
         self.engine.load_weights(Path(safetensors_path), version)
         return self.engine.version
+
+    # ---- streamed pushes (rollout.weight_sync != file): vLLM's weight-transfer protocol ----
+
+    def served_dtype(self) -> str:
+        return self._streaming().served_dtype()
+
+    def init_weight_transfer(self, init_info: dict) -> None:
+        self._streaming().init_weight_transfer(init_info)
+
+    def shutdown_weight_transfer(self) -> None:
+        self._streaming().shutdown_weight_transfer()
+
+    def start_weight_update(self) -> None:
+        self.engine.wake()
+        self._streaming().start_weight_update()
+
+    def update_weights(self, update_info: dict) -> None:
+        self._streaming().update_weights(update_info)
+
+    def finish_weight_update(self, version: int) -> int:
+        self._streaming().finish_weight_update(version)
+        return self.engine.version
+
+    def transfer_timing(self) -> dict[str, float]:
+        return self._streaming().transfer_timing()
+
+    def _streaming(self) -> VLLMEngine:
+        if not isinstance(self.engine, VLLMEngine):
+            raise EngineError(
+                f"Rollout worker {self.index} runs {self.engine_kind}, which takes weights "
+                "from a file only; the pool pushes to it with rollout.weight_sync=file."
+            )
+        return self.engine
 
     def score(self, prompts: list[list[int]], responses: list[list[int]]) -> list[list[float]]:
         """Log-probs the served weights give to fixed token sequences (sync checks)."""

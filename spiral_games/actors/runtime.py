@@ -48,3 +48,10 @@ def stop_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+def cluster_resources() -> dict[str, float]:
+    """What the running Ray cluster has in all (CPU, GPU, memory, ...)."""
+    import ray
+
+    return dict(ray.cluster_resources())

@@ -197,6 +197,8 @@ class RuntimePlan:
     learner_reason: str
     rollout_threads: int  # CPU threads per rollout worker
     learner_threads: int  # CPU threads per learner rank
+    weight_sync: str  # file | spiral_gloo | nccl | ipc (see choose_weight_sync)
+    weight_sync_reason: str
     warnings: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
@@ -207,6 +209,7 @@ class RuntimePlan:
             f"rollout.engine: {self.engine} ({self.engine_reason})",
             f"model.dtype: {self.dtype} ({self.dtype_reason})",
             f"learner precision: {precision} ({self.learner_reason})",
+            f"rollout.weight_sync: {self.weight_sync} ({self.weight_sync_reason})",
             f"threads: {self.rollout_threads} per rollout worker, {self.learner_threads} per "
             "learner rank (rollout and update alternate, so each may use every core)",
             *(f"warning: {w}" for w in self.warnings),
@@ -225,6 +228,38 @@ def _bf16_reason(hw: Hardware) -> str:
     if hw.native_bf16:
         return f"CPU has native bf16 ({', '.join(f for f in hw.flags if 'bf16' in f)})"
     return f"no native bf16 on this {hw.isa} CPU"
+
+
+WEIGHT_SYNC_BACKENDS = {"file": "file", "gloo": "spiral_gloo", "nccl": "nccl", "ipc": "ipc"}
+
+
+def choose_weight_sync(requested: str, engine: str, gpus: bool) -> tuple[str, str]:
+    """(backend, reason) for `rollout.weight_sync=requested` with rollout `engine` (vllm | hf),
+    on GPUs or not. Backends: `file` (a safetensors file in /dev/shm, any engine), `spiral_gloo`
+    (vLLM's weight-transfer protocol over gloo: CPU, any node), `nccl` (vLLM's NCCL engine:
+    learner and rollout GPUs apart) and `ipc` (vLLM's CUDA IPC engine: the same GPU).
+
+    Raises:
+        EngineError: an explicit choice cannot run with this engine or hardware.
+    """
+    if requested == "auto":
+        if engine == "hf":
+            return "file", "transformers reloads a safetensors file"
+        if gpus:
+            return "nccl", "vLLM on GPUs: its NCCL weight-transfer engine"
+        return "spiral_gloo", "vLLM on CPU: its weight-transfer protocol over gloo"
+    backend = WEIGHT_SYNC_BACKENDS[requested]
+    if backend != "file" and engine == "hf":
+        raise EngineError(
+            f"rollout.weight_sync={requested} streams into vLLM, but the rollout engine is "
+            "transformers (hf). Set rollout.weight_sync=file (or auto), or rollout.engine=vllm."
+        )
+    if backend in ("nccl", "ipc") and not gpus:
+        raise EngineError(
+            f"rollout.weight_sync={requested} needs CUDA GPUs, and this run has none. Set "
+            "rollout.weight_sync=gloo (or auto) on CPU."
+        )
+    return backend, "set explicitly"
 
 
 def choose_engine(
@@ -330,6 +365,8 @@ def plan_runtime(
     # On a cluster the driver cannot see the worker nodes; one worker per node is assumed
     # (set rollout.cpu_threads for denser packing).
     workers_here = cfg.rollout.num_workers if local else 1
+    gpus = hw.gpus > 0 or cfg.rollout.worker_gpus > 0
+    sync, sync_reason = choose_weight_sync(cfg.rollout.weight_sync, engine, gpus)
     return RuntimePlan(
         hardware=hw,
         engine=engine,
@@ -341,6 +378,8 @@ def plan_runtime(
         learner_reason=bf16_reason,
         rollout_threads=choose_threads(cfg.rollout.cpu_threads, cores, workers_here),
         learner_threads=choose_threads(cfg.learner.cpu_threads, cores, cfg.learner.num_ranks),
+        weight_sync=sync,
+        weight_sync_reason=sync_reason,
         warnings=tuple(w for w in (dtype_warning, bf16_warning) if w),
     )
 

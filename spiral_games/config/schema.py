@@ -8,6 +8,7 @@ from typing import Any
 from spiral_games.errors import ConfigError
 
 ENGINES = ("auto", "vllm", "hf")
+WEIGHT_SYNCS = ("auto", "file", "gloo", "nccl", "ipc")
 DTYPES = ("auto", "bfloat16", "float32", "float16")
 SWITCHES = ("auto", "true", "false")
 PROMPT_STYLES = ("chat", "raw", "short")
@@ -128,9 +129,13 @@ class RolloutConfig:
     on_context_overflow: str = "draw"  # a prompt beyond the context: draw, or truncate history
     # a worker's node leaves the cluster: continue with the other workers, or stop (checkpoint)
     on_node_loss: str = "continue"
+    # how new weights reach the engines: auto (vLLM: gloo on CPU, nccl on GPUs; hf: file),
+    # file (safetensors in /dev/shm), gloo, nccl or ipc (vLLM's weight-transfer API)
+    weight_sync: str = "auto"
 
     def __post_init__(self) -> None:
         _check_choice("rollout.engine", self.engine, ENGINES)
+        _check_choice("rollout.weight_sync", self.weight_sync, WEIGHT_SYNCS)
         _check_positive("rollout.num_workers", self.num_workers)
         _check_positive("rollout.concurrent_games", self.concurrent_games)
         _check_positive("rollout.temperature", self.temperature, allow_zero=True)
@@ -148,6 +153,11 @@ class RolloutConfig:
         _check_choice("rollout.placement_strategy", self.placement_strategy, PLACEMENT_STRATEGIES)
         _check_choice("rollout.on_context_overflow", self.on_context_overflow, ("draw", "truncate"))
         _check_choice("rollout.on_node_loss", self.on_node_loss, ("continue", "stop"))
+        if self.engine == "hf" and self.weight_sync not in ("auto", "file"):
+            raise ConfigError(
+                f"rollout.weight_sync={self.weight_sync} streams into vLLM; the hf engine loads "
+                "a file. Set rollout.weight_sync=file (or auto), or rollout.engine=vllm."
+            )
         if self.engine == "hf" and (self.tensor_parallel_size > 1 or self.sleep_when_training):
             raise ConfigError(
                 "rollout.tensor_parallel_size>1 and rollout.sleep_when_training need "
@@ -218,13 +228,6 @@ class LearnerConfig:
         )
         _check_positive("learner.epochs", self.epochs)
         _check_choice("learner.zero_stage", str(self.zero_stage), ("0", "1", "2", "3"))
-        if self.zero_stage == 3:
-            raise ConfigError(
-                "learner.zero_stage=3 partitions the parameters, and gathering them for the "
-                "weight push and for checkpoints is not implemented yet (the workers would get "
-                "empty tensors). Use learner.zero_stage=2 (sharded optimizer state and "
-                "gradients), or learner.lora_rank>0 to shrink the optimizer state."
-            )
         _check_positive("learner.grad_clip", self.grad_clip)
         _check_choice("learner.loss", self.loss, ("ppo", "reinforce"))
         _check_positive("learner.clip", self.clip)

@@ -6,15 +6,19 @@ import os
 import random
 import socket
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from spiral_games.config.hardware import RuntimePlan, plan_runtime, set_cpu_threads
 from spiral_games.config.schema import RunConfig
+from spiral_games.errors import ConfigError
 from spiral_games.faults import kill_point
+from spiral_games.learn import weights
 from spiral_games.learn.loss import LossOutput, policy_loss
 from spiral_games.logprobs import pack_sequences, token_logprobs
 from spiral_games.types import Sample, TrainBatch
@@ -24,6 +28,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 OPTIMIZER_FILE = "optimizer.pt"
+WEIGHTS_FILE = "model.safetensors"  # the name save_pretrained gives one unsharded file
 
 
 @dataclass(frozen=True)
@@ -163,7 +168,10 @@ class Learner:
             # update() accumulates micro-batches itself and calls step() once per minibatch,
             # so a last, partial minibatch is a step of its own instead of dropped samples
             "managed_gradient_accumulation": False,
-            "zero_optimization": {"stage": spec.zero_stage},
+            # ZeRO-3's default memory_efficient_linear swaps torch.nn.functional.linear for its own
+            # for the whole process, for good (other models, other stages, other rounding); its
+            # gather-before-backward hooks keep training correct without it
+            "zero_optimization": {"stage": spec.zero_stage, "memory_efficient_linear": False},
             "bf16": {"enabled": spec.bf16 and self.on_gpu},
             "steps_per_print": 1 << 30,
             "wall_clock_breakdown": False,
@@ -256,58 +264,160 @@ class Learner:
         return out, int(attention.sum())
 
     def _grad_norm(self) -> float | None:
-        """Pre-clip gradient norm from local grads (None when ZeRO partitions them)."""
+        """Pre-clip gradient norm from local grads; None when ZeRO partitions them (ZeRO-3 always:
+        its parameters keep no `.grad`), and the engine's global norm is reported instead."""
+        if self.spec.zero_stage == 3:
+            return None
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         if not grads:
             return None
         return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
 
-    def full_model(self) -> PreTrainedModel:
-        """The plain HF model: with LoRA, the base model with the adapters merged in a copy."""
-        if self.spec.lora_rank <= 0:
-            return cast("PreTrainedModel", self.model)
-        import copy
+    def named_weights(self, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+        """The full weights as `(name, tensor)`, streamed one module at a time in `state_dict`
+        order, under the plain HF model's `state_dict` names (what vLLM's `load_weights` and
+        `save_pretrained` use); the tied lm_head is left out, as `save_pretrained` leaves it.
+        With LoRA, each adapted layer yields its merged weight, W + scale * B @ A, under the base
+        name. Tensors are detached, contiguous and on the CPU; floating ones cast to `dtype`.
 
-        return cast("PeftModel", copy.deepcopy(self.model)).merge_and_unload()
+        Under ZeRO-3 each module's parameters are gathered (`GatheredParameters`, a collective)
+        just long enough to copy them out, so one module at most is ever whole and no extra copy
+        of the model is built. So EVERY rank must iterate this generator, to the end and in
+        lock-step with the others; only rank 0's tensors need be used (the others may drop
+        them). Without ZeRO-3 no rank waits for another; a tensor that needs no move or cast
+        then shares storage with the live weight: use it before the next update, or clone it.
+        """
+        zero3 = self.spec.zero_stage == 3
+        yield from weights.stream(self._hf_model(), self._lora_layer(), dtype, _gathered, zero3)
+
+    def weight_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """The names and full shapes `named_weights` yields, in its order, read without gathering
+        (no collective: any rank may call it alone)."""
+        return [(name, shape) for name, shape, _ in self._weight_layout(None)]
+
+    def _weight_layout(self, dtype: torch.dtype | None) -> weights.Layout:
+        return weights.layout(self._hf_model(), self._lora_layer(), dtype, _full_shape)
+
+    def _hf_model(self) -> PreTrainedModel:
+        """The HF model inside the engine (with LoRA: the base model, adapters injected)."""
+        if self.spec.lora_rank > 0:
+            return cast("PeftModel", self.model).get_base_model()  # type: ignore[return-value]
+        return cast("PreTrainedModel", self.model)
+
+    def _lora_layer(self) -> type | None:
+        if self.spec.lora_rank <= 0:
+            return None
+        from peft.tuners.lora import LoraLayer
+
+        return LoraLayer
 
     def state_dict_for_push(self) -> dict[str, torch.Tensor]:
-        """Full weights as contiguous CPU tensors; the tied lm_head is left out, as HF saves."""
-        model = self.full_model()
-        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-        if self.tied:
-            state.pop("lm_head.weight", None)
-        return state
+        """`named_weights` as one dict (every rank must call it under ZeRO-3; use rank 0's)."""
+        return dict(self.named_weights())
 
     def export_weights(self, path: Path) -> Path:
-        """Write the weights to one safetensors file (put it in /dev/shm for speed)."""
-        from safetensors.torch import save_file
+        """Write the weights to one safetensors file (put it in /dev/shm for speed), streamed
+        from `named_weights`: one tensor at a time in memory, never the whole dict.
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file(self.state_dict_for_push(), str(tmp))
-        os.replace(tmp, path)
+        Every rank must call it under ZeRO-3 (the gathers are collectives); rank 0 writes the
+        file and every rank returns `path`.
+        """
+        self._write_weights(path)
         return path
 
-    def save(self, directory: Path) -> None:
-        """An HF checkpoint (safetensors; LoRA merged) plus the optimizer state in `directory`.
+    def _write_weights(self, path: Path) -> None:
+        """Rank 0 streams `named_weights` into `path` (through a temporary file); under ZeRO-3
+        the other ranks iterate alongside, for the gathers."""
+        if self.rank != 0:
+            if self.spec.zero_stage == 3:
+                for _ in self.named_weights():
+                    pass
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        weights.write_safetensors(tmp, self._weight_layout(None), self.named_weights())
+        os.replace(tmp, path)
 
-        Rank 0 writes the model; every rank writes its own optimizer state (ZeRO shards it).
+    def save(self, directory: Path) -> None:
+        """An HF checkpoint in `directory`: config and `model.safetensors` (LoRA merged; the
+        adapter itself in `adapter/`) as `save_pretrained` writes them, plus optimizer state.
+
+        Every rank must call it: under ZeRO-3 they gather the weights together and rank 0 writes
+        them. Every rank writes its own optimizer state (ZeRO shards it).
         """
+        directory.mkdir(parents=True, exist_ok=True)
+        self._write_weights(directory / WEIGHTS_FILE)
         if self.rank == 0:
-            self.full_model().save_pretrained(str(directory), safe_serialization=True)
-            if self.spec.lora_rank > 0:
-                cast("PeftModel", self.model).save_pretrained(str(directory / "adapter"))
-        torch.save(self.optimizer.state_dict(), directory / self._optimizer_file())
+            model = self._hf_model()
+            # what save_pretrained records next to the weights
+            model.config.dtype = str(model.dtype).split(".")[1]
+            model.config.architectures = [type(model).__name__]
+            model.config.save_pretrained(str(directory))
+            if model.can_generate():
+                model.generation_config.save_pretrained(str(directory))
+        if self.spec.lora_rank > 0:
+            self._save_adapter(directory / "adapter")
+        torch.save(self._optimizer_state(), directory / self._optimizer_file())
+
+    def _save_adapter(self, directory: Path) -> None:
+        """peft's adapter files by rank 0, from adapters gathered on every rank under ZeRO-3."""
+        adapters = [p for n, p in self.model.named_parameters() if "lora_" in n]
+        with _gathered(adapters):
+            if self.rank == 0:
+                cast("PeftModel", self.model).save_pretrained(str(directory))
 
     def _optimizer_file(self) -> str:
         return OPTIMIZER_FILE if self.rank == 0 else f"optimizer_rank{self.rank}.pt"
 
+    def _optimizer_state(self) -> dict[str, Any]:
+        """This rank's optimizer state, as `torch.load(weights_only=True)` can read it back.
+
+        A ZeRO optimizer's state holds this rank's shard (moments and fp32 master weights) next
+        to a loss-scaler object and a stage enum, which weights-only loading refuses, and
+        (stages 1-2) a map for universal checkpoints; `load_optimizer` restores the first two
+        from the running optimizer (fp32 and bf16 use a static scale of 1) and needs no map.
+        """
+        state = self.optimizer.state_dict()
+        if self.spec.zero_stage == 0:
+            return state
+        from deepspeed.checkpoint.constants import LOSS_SCALER, PARAM_SLICE_MAPPINGS, ZERO_STAGE
+
+        state = {k: v for k, v in state.items() if k not in (LOSS_SCALER, PARAM_SLICE_MAPPINGS)}
+        state[ZERO_STAGE] = int(state[ZERO_STAGE])
+        return state
+
     def load_optimizer(self, directory: Path) -> None:
-        """Restore the optimizer state saved by `save` (tensors only: weights_only=True)."""
+        """Restore the optimizer state saved by `save` (tensors only: weights_only=True): every
+        rank its own file, saved by as many ranks as there are now.
+
+        Under ZeRO this also restores the rank's fp32 master weights and refreshes the model's
+        shard from them, as DeepSpeed's own `load_checkpoint` does; every rank must call it.
+        """
         state = torch.load(
             directory / self._optimizer_file(), weights_only=True, map_location="cpu"
         )
-        self.optimizer.load_state_dict(state)
+        if self.spec.zero_stage == 0:
+            self.optimizer.load_state_dict(state)
+            return
+        from deepspeed.checkpoint.constants import LOSS_SCALER, PARTITION_COUNT, ZERO_STAGE
+        from deepspeed.runtime.zero.config import ZeroStageEnum
+
+        if state[PARTITION_COUNT] != self.optimizer.partition_count:
+            raise ConfigError(
+                f"The optimizer state in {directory} is sharded over {state[PARTITION_COUNT]} "
+                f"ranks, not {self.optimizer.partition_count}: resume with the learner.num_ranks "
+                "it was saved with."
+            )
+        state[LOSS_SCALER] = self.optimizer.loss_scaler
+        state[ZERO_STAGE] = ZeroStageEnum(state[ZERO_STAGE])
+        # ZeRO's loader takes every rank's state, by rank, and reads this rank's own entry
+        states: list[dict[str, Any] | None] = [None] * self.world_size
+        states[self.rank] = state
+        if self.spec.zero_stage == 3:
+            self.optimizer.checkpoint_event_prologue()  # partition all, as load_checkpoint does
+        self.optimizer.load_state_dict(states, load_from_fp32_weights=True)
+        if self.spec.zero_stage == 3:
+            self.optimizer.checkpoint_event_epilogue()  # re-gather the persistent parameters
 
     def shutdown(self) -> None:
         """Nothing runs in the background of a single in-process rank."""
@@ -320,11 +430,25 @@ class Learner:
         self.rng.setstate(state)  # type: ignore[arg-type]
 
     def logprobs(self, prompts: list[list[int]], responses: list[list[int]]) -> list[list[float]]:
-        """Teacher-forced response log-probs under the current weights (for sync checks)."""
+        """Teacher-forced response log-probs under the current weights (for sync checks). Under
+        ZeRO-3 the forward gathers each layer (a collective): every rank must call it alike."""
         from spiral_games.logprobs import response_logprobs
 
         self.engine.eval()
         return response_logprobs(self.model, prompts, responses, self.pad_id)
+
+
+def _gathered(params: Sequence[torch.Tensor]) -> AbstractContextManager[object]:
+    """ZeRO-3 parameters made whole on every rank inside the context, read-only (a collective:
+    every rank enters it with the same parameters); a no-op for parameters ZeRO-3 does not own."""
+    from deepspeed.runtime.zero.partition_parameters import GatheredParameters
+
+    return GatheredParameters(params, modifier_rank=None)
+
+
+def _full_shape(t: torch.Tensor) -> tuple[int, ...]:
+    """A tensor's shape; a partitioned ZeRO-3 parameter's `.shape` is (0,), its own `ds_shape`."""
+    return tuple(getattr(t, "ds_shape", t.shape))
 
 
 def _chunks(items: list[Sample], size: int) -> list[list[Sample]]:

@@ -9,8 +9,6 @@ import json
 import logging
 import os
 import random
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,8 +18,10 @@ import torch
 from spiral_games.actors.learner_group import LearnerGroup
 from spiral_games.actors.rollout_pool import RolloutPool
 from spiral_games.actors.rollout_worker import WorkerConfig
-from spiral_games.actors.runtime import init_ray
-from spiral_games.config.hardware import RuntimePlan, plan_runtime, ram_tmp_dir
+from spiral_games.actors.runtime import cluster_resources, init_ray
+from spiral_games.actors.weight_sync import WeightSync
+from spiral_games.config.hardware import RuntimePlan, plan_runtime
+from spiral_games.config.placement import check_fits
 from spiral_games.config.schema import RunConfig, format_lines
 from spiral_games.errors import ConfigError, RolloutError
 from spiral_games.learn.advantage import RoleBaselines, episode_samples
@@ -42,7 +42,7 @@ def train(cfg: RunConfig) -> Path:
     start = _start(cfg, plan)
     run_dir, state, model = start.run_dir, start.state, start.model
     baselines, rng = _driver_state(cfg, state)
-    learner, pool, push_dir = _build_actors(cfg, plan, start)
+    learner, pool, sync = _build_actors(cfg, plan, start)
     logger = MetricsLogger(
         run_dir, cfg.train.wandb_mode, cfg.train.wandb_project, dataclasses.asdict(cfg)
     )
@@ -94,8 +94,7 @@ def train(cfg: RunConfig) -> Path:
             # ---- push the new weights to every rollout worker ----------------------------
             with clock("push"):
                 if push:
-                    path = learner.export_weights(push_dir / "weights.safetensors")
-                    pool.push_weights(str(path), version)
+                    sync.push(version)
 
             # ---- evaluate against the fixed opponents ------------------------------------
             evaluation: dict[str, float] = {}
@@ -123,9 +122,9 @@ def train(cfg: RunConfig) -> Path:
     finally:
         display.close()
         logger.close()
+        sync.close()
         pool.shutdown()
         learner.shutdown()
-        shutil.rmtree(push_dir, ignore_errors=True)
     _report(run_dir)
     return run_dir
 
@@ -208,10 +207,11 @@ def _driver_state(cfg: RunConfig, state: LoopState) -> tuple[RoleBaselines, rand
 
 def _build_actors(
     cfg: RunConfig, plan: RuntimePlan, start: RunStart
-) -> tuple[Learner | LearnerGroup, RolloutPool, Path]:
+) -> tuple[Learner | LearnerGroup, RolloutPool, WeightSync]:
     """Start Ray, the learner (one process, or a group of ranks) and the rollout workers, with
-    the resumed optimizer, learner RNG and weights; plus the directory weight pushes go through."""
+    the resumed optimizer, learner RNG and weights; plus the weight sync between them."""
     init_ray(cfg.ray)
+    check_fits(cfg, cluster_resources())  # one clear error before any actor waits for room
     spec = LearnerSpec.from_run(cfg, start.weights_path, plan)
     lc = cfg.learner
     learner: Learner | LearnerGroup = LearnerGroup(spec, lc) if lc.num_ranks > 1 else Learner(spec)
@@ -226,11 +226,10 @@ def _build_actors(
             engine=fallbacks[0]["engine"], engine_note=fallbacks[0]["note"]
         )
         (start.run_dir / "config.json").write_text(json.dumps(start.config_record, indent=2))
-    push_dir = Path(tempfile.mkdtemp(prefix="spiral-weights-", dir=ram_tmp_dir()))
+    sync = WeightSync(learner, pool, plan.weight_sync, cfg.rollout.tensor_parallel_size)
     if start.resumed:
-        weights = learner.export_weights(push_dir / "weights.safetensors")
-        pool.push_weights(str(weights), start.state.version)
-    return learner, pool, push_dir
+        sync.push(start.state.version)
+    return learner, pool, sync
 
 
 def _checkpoint(

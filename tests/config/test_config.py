@@ -49,6 +49,12 @@ def test_learner_bf16_takes_booleans_and_auto(value, expected):
     assert cfg.learner.bf16 == expected
 
 
+def test_zero_stage_3_is_accepted_with_and_without_lora():
+    for extra in ([], ["learner.lora_rank=4"]):
+        cfg = compose_run_config(CONF, ["+games=[kuhn]", "learner.zero_stage=3", *extra])
+        assert cfg.learner.zero_stage == 3
+
+
 def test_overrides_reach_nested_values():
     cfg = compose_run_config(
         CONF, ["+games=[kuhn]", "games.kuhn.env.num_rounds=3", "model=tiny-random", "seed=5"]
@@ -79,7 +85,6 @@ BAD = [
     (["+games=[kuhn]", "learner.zero_stage=4"], "learner.zero_stage='4' is not valid"),
     (["+games=[kuhn]", "games.kuhn.action_format=loose"], "action_format='loose' is not valid"),
     (["+games=[kuhn]", "rollout.on_node_loss=retry"], "rollout.on_node_loss='retry' is not valid"),
-    (["+games=[kuhn]", "learner.zero_stage=3"], "Use learner.zero_stage=2"),
 ]
 
 

@@ -26,7 +26,7 @@ from spiral_games.config.hardware import (
     probe_hardware,
     this_machine,
 )
-from spiral_games.errors import EngineError
+from spiral_games.errors import ConfigError, EngineError
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "tests" / "fixtures" / "cpuinfo"
@@ -253,3 +253,41 @@ def test_tensor_parallel_never_falls_back_to_one_device():
     hw = recorded("amd_epyc_avx2.txt", "x86_64", gpus=2)
     plan = plan_runtime(config("rollout.tensor_parallel_size=2"), hw, vllm_installed=True)
     assert plan.engine == "vllm" and plan.engine_fallback is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "gpus", "installed", "backend"),
+    [
+        ((), 0, True, "spiral_gloo"),  # vLLM on CPU: vLLM's transfer protocol over gloo
+        ((), 8, True, "nccl"),  # vLLM on GPUs
+        (("rollout.worker_gpus=1",), 0, True, "nccl"),  # GPUs on the worker nodes only
+        ((), 0, False, "file"),  # transformers reloads a file
+        (("rollout.engine=hf",), 8, True, "file"),
+        (("rollout.weight_sync=file",), 0, True, "file"),
+        (("rollout.weight_sync=gloo",), 8, True, "spiral_gloo"),
+        (("rollout.weight_sync=ipc",), 8, True, "ipc"),
+    ],
+)
+def test_weight_sync_is_chosen_per_engine_and_hardware(overrides, gpus, installed, backend):
+    plan = plan_runtime(
+        config(*overrides), recorded("amd_epyc_avx2.txt", "x86_64", gpus=gpus), installed
+    )
+    assert plan.weight_sync == backend
+    assert f"rollout.weight_sync: {backend}" in "\n".join(plan.lines())
+
+
+@pytest.mark.parametrize("sync", ["nccl", "ipc"])
+def test_a_gpu_weight_sync_without_gpus_is_one_error_naming_gloo(sync):
+    with pytest.raises(EngineError, match=r"needs CUDA GPUs.*rollout\.weight_sync=gloo"):
+        plan_runtime(
+            config(f"rollout.weight_sync={sync}"), recorded("amd_epyc_avx2.txt", "x86_64"), True
+        )
+
+
+def test_a_streamed_weight_sync_into_transformers_is_refused():
+    with pytest.raises(EngineError, match=r"rollout\.weight_sync=file"):  # auto resolved to hf
+        plan_runtime(
+            config("rollout.weight_sync=gloo"), recorded("amd_epyc_avx2.txt", "x86_64"), False
+        )
+    with pytest.raises(ConfigError, match=r"rollout\.weight_sync=file"):  # hf set explicitly
+        config("rollout.engine=hf", "rollout.weight_sync=nccl")

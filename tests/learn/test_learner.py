@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import types
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -123,3 +126,105 @@ def test_reinforce_mode_and_bad_loss_name(tiny):
 
     with pytest.raises(ConfigError, match=r"learner\.loss='a2c'"):
         spec(tiny, "learner.loss=a2c")
+
+
+def test_named_weights_streams_the_hf_state_dict_names_in_model_order(tiny, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    learner = Learner(spec(tiny))
+    learner.update(batch())
+    stream = learner.named_weights()
+    assert isinstance(stream, types.GeneratorType)  # lazy: every rank iterates it in lock-step
+    plain = AutoModelForCausalLM.from_pretrained(str(tiny.path)).state_dict()
+    assert learner.tied  # tiny-random ties lm_head to embed_tokens: the head is left out
+    expected = [name for name in plain if name != "lm_head.weight"]
+    weights = list(stream)
+    assert [name for name, _ in weights] == expected
+    live = learner.model.state_dict()
+    assert all(t.device.type == "cpu" and torch.equal(t, live[name]) for name, t in weights)
+    assert learner.weight_shapes() == [(name, tuple(t.shape)) for name, t in weights]
+    assert {t.dtype for _, t in learner.named_weights(torch.bfloat16)} == {torch.bfloat16}
+    exported = load_file(str(learner.export_weights(tmp_path / "w.safetensors")))
+    assert exported.keys() == set(expected)
+    assert all(torch.equal(exported[name], t) for name, t in weights)
+
+
+def assert_same_training(got: dict, expected: dict, lr: float) -> None:
+    """`got` holds the same tensor names, in order, as `expected` and the same weights up to
+    fp32 summation order. ZeRO-3's hooks sit in the autograd graph, so a tensor's gradient
+    contributions add up in another order (~2e-7 relative). Adam's first steps, g / (|g| + 1e-8),
+    magnify that on the few entries whose gradient is near 1e-8: a handful of weights differ by
+    up to ~1e-2 lr, and all but 0.1% agree to 1e-6 (updates move them by ~lr per step)."""
+    assert list(got) == list(expected)
+    off, total = 0, 0
+    for name, want in expected.items():
+        diff = (got[name] - want).abs()
+        assert float(diff.max()) <= 2e-2 * lr, name
+        off, total = off + int((diff > 1e-6).sum()), total + want.numel()
+    assert off <= 1e-3 * total, f"{off} of {total} weights differ by more than 1e-6"
+
+
+@pytest.fixture
+def zero3_partitions_everything(monkeypatch):
+    """ZeRO-3 keeps parameters of up to 1e5 elements whole on every rank, which is all of
+    tiny-random's layers; a threshold of 0 partitions every parameter, so every gather runs."""
+    import deepspeed
+
+    initialize = deepspeed.initialize
+
+    def partitioning(*args, config, **kwargs):
+        if config["zero_optimization"]["stage"] == 3:
+            zero = {**config["zero_optimization"], "stage3_param_persistence_threshold": 0}
+            config = {**config, "zero_optimization": zero}
+        return initialize(*args, config=config, **kwargs)
+
+    monkeypatch.setattr(deepspeed, "initialize", partitioning)
+
+
+def _trained(tiny, *overrides: str) -> Learner:
+    """A learner (LoRA adapters drawn from seed 0) after two updates on `batch()`."""
+    torch.manual_seed(0)
+    learner = Learner(spec(tiny, "learner.bf16=false", *overrides))
+    learner.update(batch())
+    learner.update(batch())
+    return learner
+
+
+@pytest.mark.parametrize("lora", ["learner.lora_rank=0", "learner.lora_rank=4"])
+def test_zero3_streams_and_saves_the_same_weights_as_zero0(
+    tiny, tmp_path, lora, zero3_partitions_everything
+):
+    from transformers import AutoModelForCausalLM
+
+    zero3 = _trained(tiny, "learner.zero_stage=3", lora)
+    assert all(p.numel() == 0 for p in zero3.model.parameters())  # all partitioned away
+    zero0 = dict(_trained(tiny, "learner.zero_stage=0", lora).named_weights())
+    streamed = dict(zero3.named_weights())
+    assert_same_training(streamed, zero0, lr=1e-2)  # LoRA merged, under the plain HF names
+    zero3.save(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path)).state_dict()
+    assert all(torch.equal(loaded[name], t) for name, t in streamed.items())
+    assert (tmp_path / "adapter").is_dir() == (lora == "learner.lora_rank=4")
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_zero_resumes_from_its_checkpoint_exactly(
+    tiny, tmp_path, stage, zero3_partitions_everything
+):
+    # a ZeRO optimizer's state holds a loss-scaler object (weights-only loading refuses it) and
+    # its loader takes a list by rank: save -> load_optimizer must still give the same next step
+    learner = _trained(tiny, f"learner.zero_stage={stage}")
+    learner.save(tmp_path)
+    rng = learner.rng_state()
+    learner.update(batch())
+    resumed = Learner(
+        dataclasses.replace(
+            spec(tiny, "learner.bf16=false", f"learner.zero_stage={stage}"),
+            model_path=str(tmp_path),
+        )
+    )
+    resumed.load_optimizer(tmp_path)
+    resumed.set_rng_state(rng)
+    resumed.update(batch())
+    expected = dict(learner.named_weights())
+    assert all(torch.equal(t, expected[name]) for name, t in resumed.named_weights())

@@ -96,13 +96,26 @@ def test_precision_benchmark_measures_fp32_and_bf16_for_engine_and_learner(tiny,
     assert result["auto_dtype"] == result["runtime"]["dtype"]
 
 
-def test_sync_benchmark_compares_the_push_with_an_in_process_copy(tiny, tmp_path):
+@pytest.mark.parametrize(
+    ("engine", "backends"),
+    [("hf", {"file"}), pytest.param("vllm", {"file", "spiral_gloo"}, marks=pytest.mark.vllm)],
+)
+def test_sync_benchmark_compares_each_backend_with_an_in_process_copy(
+    engine, backends, tiny, tmp_path
+):
     stdout, result = run_benchmark(
-        "sync", tmp_path, "model=tiny-random", "rollout.engine=hf", "ray.num_cpus=2"
+        "sync", tmp_path, "model=tiny-random", f"rollout.engine={engine}", "ray.num_cpus=2"
     )
-    assert "ratio push/copy" in stdout
-    assert result["push_seconds"] >= result["export_seconds"] > 0 and result["copy_seconds"] > 0
-    assert result["megabytes"] > 0 and result["workers"] == 1
+    assert stdout.count("ratio push/copy") == len(backends)
+    assert set(result["backends"]) == backends
+    assert result["copy_seconds"] > 0 and result["megabytes"] > 0 and result["workers"] == 1
+    for row in result["backends"].values():
+        assert row["engine"] == engine
+        assert row["push_seconds"] > 0 and row["ratio_push_over_copy"] > 0
+    if "spiral_gloo" in backends:
+        parts = result["backends"]["spiral_gloo"]["parts"]
+        assert set(parts) == {"receive_s", "load_s", "finalize_s"}
+        assert all(v >= 0 for v in parts.values())
 
 
 def test_iteration_benchmark_splits_a_real_step_into_phases(tiny, tmp_path):

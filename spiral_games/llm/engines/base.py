@@ -29,6 +29,7 @@ class EngineSpec:
     tensor_parallel_size: int
     sleep_mode: bool  # GPU vLLM: can release its memory while a collocated learner runs
     worker_index: int  # which slice of this machine's cores vLLM-CPU binds to
+    weight_sync: str  # file | spiral_gloo | nccl | ipc: vLLM's weight-transfer backend, if any
 
     @classmethod
     def from_rollout(
@@ -57,6 +58,7 @@ class EngineSpec:
             tensor_parallel_size=rollout.tensor_parallel_size,
             sleep_mode=rollout.sleep_when_training,
             worker_index=worker_index,
+            weight_sync="file",  # outside a run's workers nothing streams weights in
         )
 
 

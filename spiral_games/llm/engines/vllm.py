@@ -73,6 +73,15 @@ class VLLMEngine:
         os.environ[OWNER_ENV] = owner_token()  # the engine's processes die with this one
         self.version = 0
         self.max_model_len = spec.max_model_len
+        self.weight_sync = spec.weight_sync
+        transfer = None
+        if spec.weight_sync != "file":
+            from vllm.config import WeightTransferConfig
+
+            from spiral_games.llm.engines.vllm_sync import register
+
+            register()  # the worker processes register it when they load `vllm_worker`
+            transfer = WeightTransferConfig(backend=spec.weight_sync)
         try:
             self.llm = vllm.LLM(
                 model=str(spec.model_path),
@@ -85,6 +94,7 @@ class VLLMEngine:
                 tensor_parallel_size=spec.tensor_parallel_size,
                 enable_sleep_mode=spec.sleep_mode and on_gpu,  # frees GPU memory for the learner
                 worker_extension_cls="spiral_games.llm.engines.vllm_worker.WeightReloader",
+                weight_transfer_config=transfer,
             )
         except Exception as exc:  # vLLM fails to start in many ways; one error type for all
             first_line = str(exc).splitlines()[0] if str(exc) else ""
@@ -149,6 +159,51 @@ class VLLMEngine:
         self.llm.collective_rpc("reload_from_safetensors", args=(str(safetensors_path),))
         self.llm.reset_prefix_cache()
         self.version = version
+
+    # ---- vLLM's weight-transfer protocol (rollout.weight_sync != file) ----------------------
+    # A trainer-side engine (`vllm_sync.trainer_engine`) drives these through a client: init
+    # once per group, then start -> update (while the trainer sends) -> finish per push.
+
+    def served_dtype(self) -> str:
+        """The dtype vLLM serves in (what pushes are cast to before they are sent)."""
+        return str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
+
+    def init_weight_transfer(self, init_info: dict) -> None:
+        """Join the trainer's transfer group (blocks until every member has joined)."""
+        self._check_streaming()
+        self.llm.init_weight_transfer_engine({"init_info": init_info})
+
+    def shutdown_weight_transfer(self) -> None:
+        """Leave the transfer group (before a new one is formed)."""
+        self._check_streaming()
+        self.llm.shutdown_weight_transfer_engine()
+
+    def start_weight_update(self) -> None:
+        self._check_streaming()
+        self.llm.start_weight_update()
+
+    def update_weights(self, update_info: dict | list[dict]) -> None:
+        """Receive one push (blocks while the trainer sends)."""
+        self.llm.update_weights({"update_info": update_info})
+
+    def finish_weight_update(self, version: int) -> None:
+        """Serve the received weights from now on, as `version`."""
+        self.llm.finish_weight_update(weight_version=str(version))
+        self.llm.collective_rpc("refresh_tied_lm_head")
+        self.llm.reset_prefix_cache()
+        self.version = version
+
+    def transfer_timing(self) -> dict[str, float]:
+        """The last streamed push in this engine's first process: seconds receiving, loading
+        (layer-wise) and finalizing (the post-load processing: repacking on CPU)."""
+        return self.llm.collective_rpc("weight_transfer_timing")[0]
+
+    def _check_streaming(self) -> None:
+        if self.weight_sync == "file":
+            raise EngineError(
+                "This vLLM engine was started with rollout.weight_sync=file; it takes new "
+                "weights from a file (load_weights), not through the weight-transfer API."
+            )
 
     def reseed(self, seed: int) -> None:
         """No-op: vLLM's sampler is seeded once, in its engine process, at start-up. Rollouts

@@ -13,6 +13,8 @@ import signal
 import threading
 import time
 
+from spiral_games.llm.engines.vllm_sync import register as register_weight_sync
+
 OWNER_ENV = "SPIRAL_ENGINE_OWNER"  # "<pid>:<start time>" of the process that built the engine
 
 
@@ -54,6 +56,7 @@ def _start_watchdog() -> None:
 
 
 _start_watchdog()
+register_weight_sync()  # vLLM builds its weight-transfer engine after loading this module
 
 
 class WeightReloader:
@@ -76,9 +79,14 @@ class WeightReloader:
             ),
             is_checkpoint_format=True,
         )
-        self._refresh_tied_lm_head()
+        self.refresh_tied_lm_head()
 
-    def _refresh_tied_lm_head(self) -> None:
+    def weight_transfer_timing(self) -> dict[str, float]:
+        """Where the last streamed push spent its time in this worker (spiral_gloo only)."""
+        engine = getattr(self, "weight_transfer_engine", None)
+        return dict(getattr(engine, "timing", {}))
+
+    def refresh_tied_lm_head(self) -> None:
         """Re-tie and re-pack a tied LM head: the reload updates only the input embedding.
 
         Without this, models with tied embeddings (SmolLM2, Qwen3 small sizes) keep scoring

@@ -1,0 +1,162 @@
+"""WeightSync on the CPU with real Ray, vLLM and DeepSpeed: after every push the workers score a
+fixed batch exactly as the learner does, for each backend that runs on a CPU (file into hf,
+file into vLLM, and spiral_gloo: vLLM's weight-transfer API over gloo), from one learner
+process or a group of ranks; a restarted worker catches up with the latest version."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+
+import pytest
+
+from spiral_games.actors.rollout_pool import RolloutPool
+from spiral_games.actors.rollout_worker import WorkerConfig
+from spiral_games.actors.runtime import init_ray
+from spiral_games.actors.weight_sync import WeightSync
+from spiral_games.config.hardware import plan_runtime
+from spiral_games.config.schema import RolloutConfig
+from spiral_games.learn.learner import Learner, LearnerSpec
+from spiral_games.types import Sample, TrainBatch
+
+from ..run.test_trainer import run_cfg
+
+PROMPTS, RESPONSES = [[1, 50, 60, 70], [5, 6]], [[80, 90, 100], [7, 8, 9, 10]]
+
+
+def batch(step: int) -> TrainBatch:
+    samples = tuple(
+        Sample(tuple(p), tuple(r), tuple([-10.0] * len(r)), adv, "kuhn", 0, 0)
+        for p, r, adv in zip(PROMPTS, RESPONSES, (1.0, -1.0), strict=True)
+    )
+    return TrainBatch(samples + samples, step=step)
+
+
+def assert_workers_score_like(pool, expected, atol=2e-3):
+    for worker_scores in pool.score(PROMPTS, RESPONSES):
+        for theirs, mine in zip(worker_scores, expected, strict=True):
+            assert theirs == pytest.approx(mine, abs=atol)
+
+
+@pytest.fixture
+def ray_shutdown():
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+def start(tmp_path, engine, sync, workers=2, *extra):
+    cfg = run_cfg(
+        tmp_path,
+        f"rollout.engine={engine}",
+        f"rollout.weight_sync={sync}",
+        "model.dtype=float32",
+        "learner.bf16=false",
+        f"rollout.num_workers={workers}",
+        *extra,
+    )
+    init_ray(cfg.ray)
+    return cfg, plan_runtime(cfg)
+
+
+@pytest.mark.parametrize(
+    ("engine", "sync", "backend"),
+    [
+        ("hf", "auto", "file"),
+        pytest.param("vllm", "file", "file", marks=pytest.mark.vllm),
+        pytest.param("vllm", "gloo", "spiral_gloo", marks=pytest.mark.vllm),
+    ],
+)
+def test_workers_score_like_the_learner_after_every_push(
+    engine, sync, backend, tiny, tmp_path, ray_shutdown
+):
+    if engine == "vllm":
+        pytest.importorskip("vllm")
+    cfg, plan = start(tmp_path, engine, sync)
+    assert plan.weight_sync == backend
+    learner = Learner(LearnerSpec.from_run(cfg, tiny.path, plan))
+    pool = RolloutPool(
+        WorkerConfig.from_run(cfg, tiny.path, plan), RolloutConfig(num_workers=2, worker_cpus=1)
+    )
+    weights = WeightSync(learner, pool, plan.weight_sync, ranks_per_worker=1)
+    try:
+        assert weights.backend == backend
+        before = learner.logprobs(PROMPTS, RESPONSES)
+        for version in (1, 2):  # the second push reuses the transfer group
+            learner.update(batch(version))
+            updated = learner.logprobs(PROMPTS, RESPONSES)
+            assert updated != before
+            assert weights.push(version) == [version, version]
+            assert_workers_score_like(pool, updated)
+            before = updated
+    finally:
+        weights.close()
+        pool.shutdown()
+
+
+@pytest.mark.vllm
+def test_gloo_push_from_a_learner_group_of_two_ranks(tiny, tmp_path, ray_shutdown):
+    """Rank 0 of a 2-rank ZeRO-3 group sends; rank 1 takes part in each layer's gather."""
+    pytest.importorskip("vllm")
+    from spiral_games.actors.learner_group import LearnerGroup
+
+    cfg, plan = start(
+        tmp_path,
+        "vllm",
+        "gloo",
+        1,
+        "learner.num_ranks=2",
+        "learner.cpus_per_rank=0.5",
+        "learner.micro_batch_size=2",
+        "learner.zero_stage=3",
+    )
+    group = LearnerGroup(LearnerSpec.from_run(cfg, tiny.path, plan), cfg.learner)
+    pool = RolloutPool(
+        WorkerConfig.from_run(cfg, tiny.path, plan), RolloutConfig(num_workers=1, worker_cpus=1)
+    )
+    weights = WeightSync(group, pool, plan.weight_sync, ranks_per_worker=1)
+    try:
+        group.update(batch(0))
+        assert weights.push(1) == [1]
+        assert_workers_score_like(pool, group.logprobs(PROMPTS, RESPONSES))
+    finally:
+        weights.close()
+        pool.shutdown()
+        group.shutdown()
+
+
+@pytest.mark.vllm
+def test_a_restarted_worker_catches_up_with_the_latest_version_over_gloo(
+    tiny, tmp_path, caplog, ray_shutdown
+):
+    pytest.importorskip("vllm")
+    cfg, plan = start(tmp_path, "vllm", "gloo")
+    learner = Learner(LearnerSpec.from_run(cfg, tiny.path, plan))
+    pool = RolloutPool(
+        WorkerConfig.from_run(cfg, tiny.path, plan),
+        RolloutConfig(num_workers=2, worker_cpus=1, max_worker_failures=2),
+    )
+    weights = WeightSync(learner, pool, plan.weight_sync, ranks_per_worker=1)
+    try:
+        learner.update(batch(0))
+        assert weights.push(3) == [3, 3]
+        pid = pool.locations()[1]["pid"]
+        timer = threading.Timer(1.0, os.kill, (pid, signal.SIGKILL))
+        timer.start()
+        with caplog.at_level(logging.WARNING):
+            episodes = pool.collect(16, seed=1)
+        timer.join()
+        assert pool.failures == 1 and len(episodes) == 16
+        assert {e.version for e in episodes} == {3}  # the restarted worker played version 3
+        assert "re-forming the spiral_gloo transfer group" in caplog.text
+        assert pool.versions() == [3, 3]
+        assert_workers_score_like(pool, learner.logprobs(PROMPTS, RESPONSES))
+        learner.update(batch(1))  # and the re-formed group carries the next push
+        assert weights.push(4) == [4, 4]
+        assert_workers_score_like(pool, learner.logprobs(PROMPTS, RESPONSES))
+    finally:
+        weights.close()
+        pool.shutdown()
