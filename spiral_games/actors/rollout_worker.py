@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,7 @@ class WorkerConfig:
     eval_sampling: SamplingParams
     eval_opponents: tuple[str, ...]  # used where a game configures them
     eval_concurrency: int
-    weight_sync: str  # resolved: file | spiral_gloo | nccl | ipc
+    weight_sync: str  # resolved: file | spiral_gloo | nccl
 
     @classmethod
     def from_run(
@@ -110,6 +111,7 @@ class RolloutWorker:
     def __init__(self, cfg: WorkerConfig, index: int = 0) -> None:
         self.cfg = cfg
         self.index = index
+        self._incarnation = f"{os.getpid()}:{time.time_ns()}"  # new after every Ray restart
         set_cpu_threads(cfg.cpu_threads)  # Ray gives a 1-CPU actor OMP_NUM_THREADS=1
         self.engine_kind, self.engine_note = cfg.engine, ""
         self.engine = self._build_engine(cfg.engine)
@@ -249,6 +251,10 @@ class RolloutWorker:
     def score(self, prompts: list[list[int]], responses: list[list[int]]) -> list[list[float]]:
         """Log-probs the served weights give to fixed token sequences (sync checks)."""
         return self.engine.score(prompts, responses)
+
+    def incarnation(self) -> str:
+        """Which start of this worker is answering (changes when Ray restarts it)."""
+        return self._incarnation
 
     def version(self) -> int:
         """The weights version currently served."""

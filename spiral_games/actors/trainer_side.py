@@ -75,7 +75,7 @@ class TrainerSide:
 
         self.close()
         self.client = client
-        device = "cuda" if backend in ("nccl", "ipc") else "cpu"
+        device = "cuda" if backend == "nccl" else "cpu"
         source = StreamedWeights(
             self.learner.weight_shapes(), self.learner.named_weights, getattr(torch, dtype), device
         )

@@ -4,14 +4,16 @@ Backends (`rollout.weight_sync`, resolved by `config.hardware.choose_weight_sync
 
 - `file`: the learner writes one safetensors file to /dev/shm and every worker reloads it
   (other nodes get its bytes through Ray's object store). The transformers engine's path.
-- `spiral_gloo` (CPU), `nccl` (separate learner and rollout GPUs, other nodes) and `ipc` (the
-  same GPU): vLLM's weight-transfer API. Learner rank 0 streams the weights tensor by tensor
-  (ZeRO-3 gathers each one on every rank) into each engine's start/update/finish protocol;
-  the trainer side is vLLM's `TrainerWeightTransferEngine` for every backend.
+- `spiral_gloo` (CPU, or GPUs without a learner GPU of its own) and `nccl` (learner and rollout
+  GPUs apart, other nodes): vLLM's weight-transfer API. Learner rank 0 streams the weights in
+  packs (ZeRO-3 gathers one module at a time on every rank) into each engine's
+  start/update/finish protocol; the trainer side is vLLM's `TrainerWeightTransferEngine`.
 
-Every push carries its version. A worker that Ray restarts, or a worker set that shrinks when a
-node leaves, re-forms the transfer group, and the live workers catch up with the learner's
-weights at once, under the latest pushed version.
+Every push carries its version. A worker that Ray restarts (mid-call or while idle), or a worker
+set that shrinks when a node leaves, makes the next push re-form the transfer group; a worker
+restarted mid-collection is caught up at once: every live worker gets the learner's current
+weights, labelled with the step they come from (`trained`). A push that fails is a
+`RolloutError`, so the trainer checkpoints its completed steps before it stops.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from spiral_games.actors.learner_group import LearnerGroup
 from spiral_games.actors.rollout_pool import RolloutPool
 from spiral_games.actors.trainer_side import TrainerSide, WorkerClient
 from spiral_games.config.hardware import ram_tmp_dir
+from spiral_games.errors import RolloutError
 from spiral_games.faults import kill_point
 from spiral_games.learn.learner import Learner, free_port
 
@@ -56,8 +59,9 @@ class WeightSync:
         self.learner, self.pool, self.backend = learner, pool, backend
         self.push_dir = Path(tempfile.mkdtemp(prefix="spiral-weights-", dir=ram_tmp_dir()))
         self.ranks_per_worker = ranks_per_worker
-        self.version: int | None = None  # the latest version pushed
-        self.members: list[int] | None = None  # the live workers the transfer group holds
+        self.version: int | None = None  # the version the workers serve (None: the start's)
+        self.learner_version: int | None = None  # the step the learner's weights come from
+        self.members: dict[int, str] = {}  # worker index -> incarnation, in the transfer group
         self.local = TrainerSide(learner, 0) if isinstance(learner, Learner) else None
         if backend != "file":
             pool.catch_up = self._catch_up
@@ -66,30 +70,53 @@ class WeightSync:
     def streaming(self) -> bool:
         return self.backend != "file"
 
+    def trained(self, step: int) -> None:
+        """The learner's weights now come from `step` (what a catch-up serves)."""
+        self.learner_version = step
+
     def push(self, version: int) -> list[int]:
         """Serve the learner's current weights as `version` on every live worker; returns each
-        worker's version afterwards."""
-        if not self.streaming:
-            path = self.learner.export_weights(self.push_dir / "weights.safetensors")
-            return self.pool.push_weights(str(path), version)
-        if self.members != self.pool.live():
-            self._connect()
-        kill_point("push")
-        self._send(version)
-        self.version = version
-        return self.pool.versions()
+        worker's version afterwards.
 
-    def _connect(self, restarted: int | None = None) -> None:
-        """(Re-)form the transfer group of the learner and every live worker."""
+        Raises:
+            RolloutError: the push failed (a worker or the transfer group died).
+        """
+        try:
+            if not self.streaming:
+                path = self.learner.export_weights(self.push_dir / "weights.safetensors")
+                versions = self.pool.push_weights(str(path), version)
+            else:
+                if self.members != self._incarnations():
+                    self._connect()
+                kill_point("push")
+                self._send(version)
+                versions = self.pool.versions()
+        except RolloutError:
+            raise
+        except Exception as exc:  # Ray, gloo and NCCL fail in many ways; one error for all
+            raise RolloutError(
+                f"Pushing weights version {version} ({self.backend}) failed: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. "
+                "Completed steps are checkpointed; resume with train.resume=true."
+            ) from exc
+        self.version = self.learner_version = version
+        return versions
+
+    def _incarnations(self) -> dict[int, str]:
+        live = self.pool.live()
+        return dict(zip(live, self.pool.call(live, "incarnation"), strict=True))
+
+    def _connect(self) -> None:
+        """(Re-)form the transfer group of the learner and every live worker; the workers of
+        the old group that are still the same processes leave it first."""
         import ray
 
-        live = self.pool.live()
-        if self.members is not None:  # members of the old group leave it first
-            self.pool.call(
-                [i for i in live if i in self.members and i != restarted],
-                "shutdown_weight_transfer",
-            )
-        workers = [self.pool.workers[i] for i in live]
+        now = self._incarnations()
+        self.pool.call(
+            [i for i, token in now.items() if self.members.get(i) == token],
+            "shutdown_weight_transfer",
+        )
+        workers = [self.pool.workers[i] for i in now]
         client = WorkerClient(workers, self.ranks_per_worker)
         dtype = ray.get(workers[0].served_dtype.remote())
         world_size = 1 + len(workers) * self.ranks_per_worker
@@ -99,7 +126,7 @@ class WeightSync:
         else:
             assert isinstance(self.learner, LearnerGroup)
             self.learner.connect_sync(self.backend, world_size, client, dtype)
-        self.members = live
+        self.members = now
 
     def _send(self, version: int) -> None:
         if self.local is not None:
@@ -109,19 +136,20 @@ class WeightSync:
             self.learner.send_weights(version)
 
     def _catch_up(self, index: int) -> None:
-        """Worker `index` was restarted with the starting weights: re-form the group and push
-        the learner's weights to every live worker under the latest version."""
+        """Worker `index` was restarted mid-call with the starting weights. Streamed weights
+        are not kept anywhere but in the learner, so every live worker gets the learner's
+        weights again, labelled with the step they come from."""
         if self.version is None:
-            return  # nothing was pushed yet: the restarted worker serves the right weights
+            return  # nothing was pushed yet: every worker serves the starting weights
+        version = self.learner_version if self.learner_version is not None else self.version
         log.warning(
             "Rollout worker %d restarted: re-forming the %s transfer group and pushing "
-            "version %d again.",
+            "version %d to every worker.",
             index,
             self.backend,
-            self.version,
+            version,
         )
-        self._connect(restarted=index)
-        self._send(self.version)
+        self.push(version)
 
     def close(self) -> None:
         """Leave the transfer group and remove the push file."""

@@ -197,7 +197,7 @@ class RuntimePlan:
     learner_reason: str
     rollout_threads: int  # CPU threads per rollout worker
     learner_threads: int  # CPU threads per learner rank
-    weight_sync: str  # file | spiral_gloo | nccl | ipc (see choose_weight_sync)
+    weight_sync: str  # file | spiral_gloo | nccl (see choose_weight_sync)
     weight_sync_reason: str
     warnings: tuple[str, ...] = ()
 
@@ -230,14 +230,17 @@ def _bf16_reason(hw: Hardware) -> str:
     return f"no native bf16 on this {hw.isa} CPU"
 
 
-WEIGHT_SYNC_BACKENDS = {"file": "file", "gloo": "spiral_gloo", "nccl": "nccl", "ipc": "ipc"}
+WEIGHT_SYNC_BACKENDS = {"file": "file", "gloo": "spiral_gloo", "nccl": "nccl"}
 
 
-def choose_weight_sync(requested: str, engine: str, gpus: bool) -> tuple[str, str]:
+def choose_weight_sync(
+    requested: str, engine: str, worker_gpus: bool, learner_gpus: bool
+) -> tuple[str, str]:
     """(backend, reason) for `rollout.weight_sync=requested` with rollout `engine` (vllm | hf),
-    on GPUs or not. Backends: `file` (a safetensors file in /dev/shm, any engine), `spiral_gloo`
-    (vLLM's weight-transfer protocol over gloo: CPU, any node), `nccl` (vLLM's NCCL engine:
-    learner and rollout GPUs apart) and `ipc` (vLLM's CUDA IPC engine: the same GPU).
+    rollout workers on GPUs or not, and learner ranks on GPUs of their own or not. Backends:
+    `file` (a safetensors file in /dev/shm, any engine), `spiral_gloo` (vLLM's weight-transfer
+    protocol over gloo: any device, any node) and `nccl` (vLLM's NCCL engine: learner and
+    rollout GPUs apart; NCCL refuses two ranks on one GPU, so `auto` picks it only then).
 
     Raises:
         EngineError: an explicit choice cannot run with this engine or hardware.
@@ -245,19 +248,19 @@ def choose_weight_sync(requested: str, engine: str, gpus: bool) -> tuple[str, st
     if requested == "auto":
         if engine == "hf":
             return "file", "transformers reloads a safetensors file"
-        if gpus:
-            return "nccl", "vLLM on GPUs: its NCCL weight-transfer engine"
-        return "spiral_gloo", "vLLM on CPU: its weight-transfer protocol over gloo"
+        if worker_gpus and learner_gpus:
+            return "nccl", "vLLM on GPUs, learner ranks on GPUs of their own: its NCCL engine"
+        return "spiral_gloo", "vLLM's weight-transfer protocol over gloo"
     backend = WEIGHT_SYNC_BACKENDS[requested]
     if backend != "file" and engine == "hf":
         raise EngineError(
             f"rollout.weight_sync={requested} streams into vLLM, but the rollout engine is "
             "transformers (hf). Set rollout.weight_sync=file (or auto), or rollout.engine=vllm."
         )
-    if backend in ("nccl", "ipc") and not gpus:
+    if backend == "nccl" and not worker_gpus:
         raise EngineError(
-            f"rollout.weight_sync={requested} needs CUDA GPUs, and this run has none. Set "
-            "rollout.weight_sync=gloo (or auto) on CPU."
+            f"rollout.weight_sync={requested} needs rollout workers on CUDA GPUs, and this run "
+            "has none. Set rollout.weight_sync=gloo (or auto)."
         )
     return backend, "set explicitly"
 
@@ -365,8 +368,13 @@ def plan_runtime(
     # On a cluster the driver cannot see the worker nodes; one worker per node is assumed
     # (set rollout.cpu_threads for denser packing).
     workers_here = cfg.rollout.num_workers if local else 1
-    gpus = hw.gpus > 0 or cfg.rollout.worker_gpus > 0
-    sync, sync_reason = choose_weight_sync(cfg.rollout.weight_sync, engine, gpus)
+    lc = cfg.learner
+    sync, sync_reason = choose_weight_sync(
+        cfg.rollout.weight_sync,
+        engine,
+        worker_gpus=cfg.rollout.worker_gpus > 0 or (local and hw.gpus > 0),
+        learner_gpus=lc.num_ranks > 1 and lc.gpus_per_rank > 0,
+    )
     return RuntimePlan(
         hardware=hw,
         engine=engine,

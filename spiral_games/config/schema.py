@@ -8,7 +8,7 @@ from typing import Any
 from spiral_games.errors import ConfigError
 
 ENGINES = ("auto", "vllm", "hf")
-WEIGHT_SYNCS = ("auto", "file", "gloo", "nccl", "ipc")
+WEIGHT_SYNCS = ("auto", "file", "gloo", "nccl")
 DTYPES = ("auto", "bfloat16", "float32", "float16")
 SWITCHES = ("auto", "true", "false")
 PROMPT_STYLES = ("chat", "raw", "short")
@@ -130,11 +130,17 @@ class RolloutConfig:
     # a worker's node leaves the cluster: continue with the other workers, or stop (checkpoint)
     on_node_loss: str = "continue"
     # how new weights reach the engines: auto (vLLM: gloo on CPU, nccl on GPUs; hf: file),
-    # file (safetensors in /dev/shm), gloo, nccl or ipc (vLLM's weight-transfer API)
+    # file (safetensors in /dev/shm), gloo or nccl (vLLM's weight-transfer API)
     weight_sync: str = "auto"
 
     def __post_init__(self) -> None:
         _check_choice("rollout.engine", self.engine, ENGINES)
+        if self.weight_sync == "ipc":
+            raise ConfigError(
+                "rollout.weight_sync=ipc (vLLM's CUDA IPC engine) needs a learner rank on each "
+                "vLLM engine's own GPU, which this version cannot place (docs/gpu.md). Use "
+                "rollout.weight_sync=nccl (or auto)."
+            )
         _check_choice("rollout.weight_sync", self.weight_sync, WEIGHT_SYNCS)
         _check_positive("rollout.num_workers", self.num_workers)
         _check_positive("rollout.concurrent_games", self.concurrent_games)

@@ -87,6 +87,7 @@ def train(cfg: RunConfig) -> Path:
                 if cfg.rollout.sleep_when_training:
                     pool.sleep()
                 train_metrics = learner.update(TrainBatch(tuple(samples), step))
+            sync.trained(done)
             push = done % cfg.train.push_every == 0 or cfg.rollout.sleep_when_training
             version = done if push else version  # a sleeping worker needs the new weights
             state, updating = LoopState.capture(done, version, baselines, rng, learner), False
@@ -110,6 +111,7 @@ def train(cfg: RunConfig) -> Path:
                 episodes[: cfg.train.transcripts_per_step],
                 run_dir / "transcripts" / f"step_{done:06d}.jsonl",
             )
+            version = version if sync.version is None else sync.version  # after any catch-up
             metrics = step_metrics(
                 episodes, samples, train_metrics, clock, version, baselines.values, evaluation
             )

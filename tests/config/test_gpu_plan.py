@@ -95,11 +95,7 @@ def test_cpu_learner_ranks_beside_gpu_workers_are_flagged_and_fractions_have_no_
 
 def test_the_14b_override_keeps_the_plan_and_needs_zero_3():
     """docs/gpu.md: `model.name=Qwen/Qwen3-14B-Base learner.zero_stage=3` on the same 8 GPUs."""
-    try:
-        cfg = _spiral("model.name=Qwen/Qwen3-14B-Base", "learner.zero_stage=3")
-    except ConfigError as exc:
-        if "learner.zero_stage=3" in str(exc):
-            pytest.skip("LearnerConfig still refuses ZeRO-3 (its parameter gather is pending)")
-        raise
+    cfg = _spiral("model.name=Qwen/Qwen3-14B-Base", "learner.zero_stage=3")
+    assert cfg.learner.zero_stage == 3
     plan = plan_resources(cfg)
     assert plan.gpus == GPUS and len(set(plan.gpu_owners() or [])) == GPUS

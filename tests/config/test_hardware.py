@@ -259,13 +259,20 @@ def test_tensor_parallel_never_falls_back_to_one_device():
     ("overrides", "gpus", "installed", "backend"),
     [
         ((), 0, True, "spiral_gloo"),  # vLLM on CPU: vLLM's transfer protocol over gloo
-        ((), 8, True, "nccl"),  # vLLM on GPUs
-        (("rollout.worker_gpus=1",), 0, True, "nccl"),  # GPUs on the worker nodes only
+        ((), 8, True, "spiral_gloo"),  # the in-process learner may share a worker's GPU
+        (("learner.num_ranks=2", "learner.gpus_per_rank=1"), 8, True, "nccl"),
+        (
+            ("rollout.worker_gpus=1", "learner.num_ranks=2", "learner.gpus_per_rank=1"),
+            0,
+            True,
+            "nccl",
+        ),
+        (("experiment=spiral_qwen3_4b",), 0, True, "nccl"),  # 4 rollout + 4 learner GPUs
         ((), 0, False, "file"),  # transformers reloads a file
         (("rollout.engine=hf",), 8, True, "file"),
         (("rollout.weight_sync=file",), 0, True, "file"),
         (("rollout.weight_sync=gloo",), 8, True, "spiral_gloo"),
-        (("rollout.weight_sync=ipc",), 8, True, "ipc"),
+        (("rollout.weight_sync=nccl",), 8, True, "nccl"),
     ],
 )
 def test_weight_sync_is_chosen_per_engine_and_hardware(overrides, gpus, installed, backend):
@@ -276,12 +283,16 @@ def test_weight_sync_is_chosen_per_engine_and_hardware(overrides, gpus, installe
     assert f"rollout.weight_sync: {backend}" in "\n".join(plan.lines())
 
 
-@pytest.mark.parametrize("sync", ["nccl", "ipc"])
-def test_a_gpu_weight_sync_without_gpus_is_one_error_naming_gloo(sync):
-    with pytest.raises(EngineError, match=r"needs CUDA GPUs.*rollout\.weight_sync=gloo"):
+def test_nccl_without_gpus_is_one_error_naming_gloo():
+    with pytest.raises(EngineError, match=r"needs rollout workers on CUDA GPUs.*=gloo"):
         plan_runtime(
-            config(f"rollout.weight_sync={sync}"), recorded("amd_epyc_avx2.txt", "x86_64"), True
+            config("rollout.weight_sync=nccl"), recorded("amd_epyc_avx2.txt", "x86_64"), True
         )
+
+
+def test_ipc_is_refused_naming_nccl():
+    with pytest.raises(ConfigError, match=r"cannot place.*rollout\.weight_sync=nccl"):
+        config("rollout.weight_sync=ipc")
 
 
 def test_a_streamed_weight_sync_into_transformers_is_refused():

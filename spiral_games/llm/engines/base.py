@@ -29,7 +29,7 @@ class EngineSpec:
     tensor_parallel_size: int
     sleep_mode: bool  # GPU vLLM: can release its memory while a collocated learner runs
     worker_index: int  # which slice of this machine's cores vLLM-CPU binds to
-    weight_sync: str  # file | spiral_gloo | nccl | ipc: vLLM's weight-transfer backend, if any
+    weight_sync: str  # file | spiral_gloo | nccl: vLLM's weight-transfer backend, if any
 
     @classmethod
     def from_rollout(

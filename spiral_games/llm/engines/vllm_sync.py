@@ -13,8 +13,8 @@ side and the start/update/finish lifecycle are one code path on CPU and GPU:
   the trainer, and in vLLM's worker processes through `vllm_worker` (the worker extension);
 - the trainer (rank 0) opens a TCPStore + gloo group; every vLLM worker process joins at
   `rank_offset + its rank`;
-- weights stream one tensor at a time in the served dtype: neither side ever holds a second
-  full copy of the model;
+- weights stream in the served dtype, in packs of at most PACK_BYTES (one broadcast each):
+  neither side ever holds a second full copy of the model;
 - the worker loads each tensor through vLLM's layer-wise reload, which re-runs each layer's
   post-load processing (on CPU: repacking the linear weights for its kernels) once the layer
   is complete.
@@ -22,6 +22,7 @@ side and the start/update/finish lifecycle are one code path on CPU and GPU:
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 import time
@@ -48,7 +49,7 @@ from vllm.distributed.weight_transfer.factory import (
 )
 
 GLOO = "spiral_gloo"
-STREAMING_BACKENDS = (GLOO, "nccl", "ipc")  # `file` is the safetensors path in /dev/shm
+STREAMING_BACKENDS = (GLOO, "nccl")  # `file` is the safetensors path in /dev/shm
 RENDEZVOUS_TIMEOUT_S = 300.0
 _registered = threading.Lock()
 
@@ -101,6 +102,46 @@ def _local_address(address: str, port: int) -> str:
         return str(probe.getsockname()[0])
 
 
+# ---- packing: tensors travel in buffers of up to PACK_BYTES (one broadcast each) ------------
+
+PACK_BYTES = 64 << 20  # bounds the extra memory on each side; a larger tensor travels alone
+_ALIGN = 64  # every tensor starts at a multiple of this in its pack (any dtype can view it)
+
+
+@dataclass(frozen=True)
+class Pack:
+    """Consecutive tensors sent as one byte buffer: (index, byte offset) of each."""
+
+    entries: tuple[tuple[int, int], ...]
+    nbytes: int
+
+
+def plan_packs(dtypes: Sequence[torch.dtype], shapes: Sequence[Sequence[int]]) -> list[Pack]:
+    """Cut the tensors, in order, into packs of at most PACK_BYTES; both sides compute the
+    same plan from the push's metadata, so nothing but the bytes crosses the wire."""
+    packs: list[Pack] = []
+    entries: list[tuple[int, int]] = []
+    used = 0
+    for i, (dtype, shape) in enumerate(zip(dtypes, shapes, strict=True)):
+        size = math.prod(shape) * dtype.itemsize
+        if entries and used + size > PACK_BYTES:
+            packs.append(Pack(tuple(entries), used))
+            entries, used = [], 0
+        entries.append((i, used))
+        used += -(-size // _ALIGN) * _ALIGN
+    if entries:
+        packs.append(Pack(tuple(entries), used))
+    return packs
+
+
+def unpack(
+    buffer: torch.Tensor, offset: int, dtype: torch.dtype, shape: Sequence[int]
+) -> torch.Tensor:
+    """The tensor at `offset` of a received pack (a view: no copy)."""
+    size = math.prod(shape) * dtype.itemsize
+    return buffer[offset : offset + size].view(dtype).reshape(tuple(shape))
+
+
 # ---- worker side (inside vLLM's worker process) -------------------------------------------
 
 
@@ -151,15 +192,18 @@ class GlooWeightTransferEngine(WeightTransferEngine[GlooInitInfo, GlooUpdateInfo
         if self.group is None:
             raise RuntimeError("spiral_gloo: init_weight_transfer_engine was not called.")
         receive_s = load_s = 0.0
-        for name, dtype_name, shape in zip(
-            update_info.names, update_info.dtype_names, update_info.shapes, strict=True
-        ):
+        dtypes = [getattr(torch, d) for d in update_info.dtype_names]
+        for pack in plan_packs(dtypes, update_info.shapes):
             t0 = time.perf_counter()
-            tensor = torch.empty(shape, dtype=getattr(torch, dtype_name))
-            self.group.broadcast(tensor)
+            buffer = torch.empty(pack.nbytes, dtype=torch.uint8)
+            self.group.broadcast(buffer)
             t1 = time.perf_counter()
-            cast(Any, self.model).load_weights([(name, tensor)])
-            del tensor
+            tensors = [
+                (update_info.names[i], unpack(buffer, offset, dtypes[i], update_info.shapes[i]))
+                for i, offset in pack.entries
+            ]
+            cast(Any, self.model).load_weights(tensors)
+            del buffer, tensors
             receive_s, load_s = receive_s + t1 - t0, load_s + time.perf_counter() - t1
         self.timing = {"receive_s": receive_s, "load_s": load_s}
 
@@ -243,13 +287,19 @@ class GlooTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerIni
         pool = ThreadPoolExecutor(max_workers=1)
         try:
             received = pool.submit(self.client.update_weights, asdict(info))
-            for expected, (name, tensor) in zip(meta, self.source, strict=True):
-                if name != expected.name or tuple(tensor.shape) != expected.shape:
-                    raise RuntimeError(
-                        f"WeightSource yielded {name} {tuple(tensor.shape)}, but its metadata "
-                        f"promised {expected.name} {expected.shape}."
-                    )
-                self.group.broadcast(tensor.to(expected.dtype).contiguous())
+            stream = zip(meta, self.source, strict=True)
+            for pack in plan_packs([m.dtype for m in meta], [m.shape for m in meta]):
+                buffer = torch.empty(pack.nbytes, dtype=torch.uint8)
+                for _, offset in pack.entries:  # the source yields one tensor at a time
+                    expected, (name, tensor) = next(stream)
+                    if name != expected.name or tuple(tensor.shape) != expected.shape:
+                        raise RuntimeError(
+                            f"WeightSource yielded {name} {tuple(tensor.shape)}, but its "
+                            f"metadata promised {expected.name} {expected.shape}."
+                        )
+                    flat = tensor.to(expected.dtype).contiguous().view(-1).view(torch.uint8)
+                    buffer[offset : offset + flat.numel()] = flat
+                self.group.broadcast(buffer)
             received.result()
         finally:
             pool.shutdown(wait=False)  # a failed broadcast leaves the receivers blocked
@@ -274,7 +324,7 @@ class StreamedWeights(WeightSource):
         self.meta = [ParamMeta(name, dtype, tuple(shape)) for name, shape in shapes]
         self.stream = stream
         self.dtype = dtype
-        self.device = device  # nccl and ipc send from the GPU
+        self.device = device  # nccl sends from the GPU
 
     def metadata(self) -> list[ParamMeta]:
         return self.meta
@@ -295,7 +345,7 @@ def trainer_engine(
     client: VLLMWeightSyncClient,
     source: WeightSource,
 ) -> TrainerWeightTransferEngine:
-    """The trainer side of `backend` (spiral_gloo | nccl | ipc), through vLLM's trainer
+    """The trainer side of `backend` (spiral_gloo | nccl), through vLLM's trainer
     factory; called on every learner rank (rank 0 sends)."""
     register()
     init_info: TrainerInitInfo
@@ -305,10 +355,6 @@ def trainer_engine(
         from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
 
         init_info = NCCLTrainerInitInfo(address, port, world_size, rank=rank)
-    elif backend == "ipc":
-        from vllm.distributed.weight_transfer.ipc_engine import IPCTrainerInitInfo
-
-        init_info = IPCTrainerInitInfo(rank=rank)
     else:
         raise ValueError(f"No streaming weight-sync backend {backend!r}: {STREAMING_BACKENDS}.")
     return WeightTransferTrainerFactory.trainer_init(init_info, client=client, source=source)
