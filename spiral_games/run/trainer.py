@@ -221,14 +221,16 @@ def _build_actors(
         learner.load_optimizer(start.weights_path)
         learner.set_rng_state(start.state.learner_rng)
     pool = RolloutPool(WorkerConfig.from_run(cfg, start.weights_path, plan), cfg.rollout)
+    sync = WeightSync(learner, pool, plan.weight_sync, cfg.rollout.tensor_parallel_size)
     fallbacks = [info for info in pool.engine_infos() if info["note"]]
     if fallbacks:  # rollout.engine=auto fell back: say so once and record what really runs
         print(f"rollout.engine: {fallbacks[0]['engine']} ({fallbacks[0]['note']})", flush=True)
         start.config_record["runtime"].update(
-            engine=fallbacks[0]["engine"], engine_note=fallbacks[0]["note"]
+            engine=fallbacks[0]["engine"],
+            engine_note=fallbacks[0]["note"],
+            weight_sync=sync.backend,
         )
         (start.run_dir / "config.json").write_text(json.dumps(start.config_record, indent=2))
-    sync = WeightSync(learner, pool, plan.weight_sync, cfg.rollout.tensor_parallel_size)
     if start.resumed:
         sync.push(start.state.version)
     return learner, pool, sync

@@ -186,3 +186,32 @@ def test_restarted_workers_catch_up_with_the_learner_over_gloo(
     finally:
         weights.close()
         pool.shutdown()
+
+
+@pytest.mark.vllm
+def test_workers_that_fell_back_to_transformers_get_their_weights_through_a_file(
+    tiny, tmp_path, caplog, ray_shutdown
+):
+    """rollout.engine=auto planned vLLM (so gloo), but vLLM cannot start here: the tiny model
+    allows 8192 positions and the run asks for 16384. The worker serves with transformers, and
+    WeightSync pushes through a file instead of a transfer group nobody can join."""
+    pytest.importorskip("vllm")
+    cfg, plan = start(tmp_path, "auto", "auto", 1, "rollout.max_model_len=16384")
+    if plan.engine != "vllm":
+        pytest.skip(f"auto does not try vLLM on this machine ({plan.engine_reason})")
+    assert plan.weight_sync == "spiral_gloo"
+    learner = Learner(LearnerSpec.from_run(cfg, tiny.path, plan))
+    pool = RolloutPool(
+        WorkerConfig.from_run(cfg, tiny.path, plan), RolloutConfig(num_workers=1, worker_cpus=1)
+    )
+    with caplog.at_level(logging.WARNING):
+        weights = WeightSync(learner, pool, plan.weight_sync, ranks_per_worker=1)
+    try:
+        assert pool.engine_infos()[0]["engine"] == "hf"
+        assert weights.backend == "file" and "pushing through a file" in caplog.text
+        learner.update(batch(0))
+        assert weights.push(1) == [1]
+        assert_workers_score_like(pool, learner.logprobs(PROMPTS, RESPONSES))
+    finally:
+        weights.close()
+        pool.shutdown()

@@ -94,6 +94,25 @@ def test_two_steps_with_vllm_and_deepspeed_learn_push_and_checkpoint(tiny, tmp_p
 
 
 @pytest.mark.vllm
+def test_a_vllm_run_resumes_and_pushes_its_checkpoint_over_gloo(tiny, tmp_path, ray_shutdown):
+    """The resumed run streams the checkpoint's weights (spiral_gloo) before it plays again."""
+    pytest.importorskip("vllm")
+    import ray
+
+    from spiral_games.run.trainer import train
+
+    common = ["rollout.engine=vllm", "train.checkpoint_every=1", "train.transcripts_per_step=100"]
+    train(run_cfg(tmp_path, *common, "train.steps=1"))
+    ray.shutdown()
+    run_dir = train(run_cfg(tmp_path, *common, "train.steps=2", "train.resume=true"))
+    runtime = json.loads((run_dir / "config.json").read_text())["runtime"]
+    assert runtime["weight_sync"] == "spiral_gloo"
+    assert [m["sync/version"] for m in read_metrics(run_dir)] == [1.0, 2.0]
+    rows = (run_dir / "transcripts" / "step_000002.jsonl").read_text().splitlines()
+    assert {json.loads(row)["version"] for row in rows} == {1}  # the checkpoint's weights
+
+
+@pytest.mark.vllm
 def test_collocated_sleep_mode_trains_and_pushes_every_step(tmp_path, ray_shutdown):
     """rollout.sleep_when_training=true (SPIRAL's collocated mode): the workers sleep during
     each update (a no-op on CPU, where vLLM has no sleep mode) and get the new weights after
