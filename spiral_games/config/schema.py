@@ -193,6 +193,10 @@ class LearnerConfig:
     loss: str = "ppo"  # ppo (clipped ratio to the behaviour policy) or reinforce
     clip: float = 0.2
     kl_coef: float = 0.0  # no KL by default
+    # truncated importance sampling (oat's tis_c, e.g. 2.0) for the engine/learner mismatch:
+    # the PPO ratio is taken to the learner's own log-probs before the update, and each token
+    # is weighted by min(exp(learner - behaviour), tis_cap); 0: off (ratio to behaviour)
+    tis_cap: float = 0.0
     # auto: bf16 on a GPU (weights) or a CPU with native bf16 (autocast), else fp32; true/false
     bf16: str = "auto"
     gradient_checkpointing: bool = False
@@ -238,6 +242,7 @@ class LearnerConfig:
         _check_choice("learner.loss", self.loss, ("ppo", "reinforce"))
         _check_positive("learner.clip", self.clip)
         _check_positive("learner.kl_coef", self.kl_coef, allow_zero=True)
+        _check_positive("learner.tis_cap", self.tis_cap, allow_zero=True)
 
 
 @dataclass

@@ -45,6 +45,7 @@ class LearnerSpec:
     loss: str  # ppo | reinforce
     clip: float
     kl_coef: float
+    tis_cap: float  # truncated importance sampling cap; 0: off
     normalizer: int  # Dr.GRPO constant: the maximum generation length
     bf16: bool  # bf16 autocast (CPU) / bf16 weights (GPU)
     gradient_checkpointing: bool
@@ -72,6 +73,7 @@ class LearnerSpec:
             loss=lc.loss,
             clip=lc.clip,
             kl_coef=lc.kl_coef,
+            tis_cap=lc.tis_cap,
             normalizer=cfg.reply_budget(),
             bf16=plan.learner_bf16,
             gradient_checkpointing=lc.gradient_checkpointing,
@@ -200,11 +202,15 @@ class Learner:
         tokens, start = 0, time.perf_counter()
         samples = list(batch.samples)
         per_rank = max(spec.minibatch_size // self.world_size, 1)
+        # TIS: the learner's own log-probs before any step of this update, per sample
+        proximal = self._proximal(samples) if spec.tis_cap > 0 else None
+        tis_weights: list[float] = []
+        tis_capped: list[float] = []
         for _ in range(spec.epochs):
             self.rng.shuffle(samples)
             for mini in _chunks(samples, per_rank):
                 for micro in _chunks(mini, spec.micro_batch_size):
-                    out, n_tokens = self._loss(micro)
+                    out, n_tokens = self._loss(micro, proximal, (tis_weights, tis_capped))
                     # the micro loss is a mean over its samples: weight it to the minibatch mean
                     self.engine.backward(out.loss * (len(micro) / len(mini)), scale_wrt_gas=False)
                     kill_point("update")
@@ -229,10 +235,44 @@ class Learner:
             "train/tokens": float(tokens),
             "train/tokens_per_s": tokens / seconds if seconds else 0.0,
             "train/seconds": seconds,
+            **(
+                {
+                    "train/tis_weight": sum(tis_weights) / len(tis_weights),
+                    "train/tis_capped_fraction": sum(tis_capped) / len(tis_capped),
+                }
+                if proximal is not None
+                else {}
+            ),
         }
 
-    def _loss(self, micro: list[Sample]) -> tuple[LossOutput, int]:
-        """The loss of one micro-batch (forward under bf16 autocast) and its token count."""
+    def _proximal(self, samples: list[Sample]) -> dict[int, torch.Tensor]:
+        """Each sample's response log-probs under the weights before this update (no grad),
+        keyed by `id(sample)`; under ZeRO-3 a collective, like the update itself."""
+        out: dict[int, torch.Tensor] = {}
+        for micro in _chunks(samples, self.spec.micro_batch_size):
+            ids, attention, mask = pack_sequences(
+                [s.prompt_ids for s in micro], [s.response_ids for s in micro], self.pad_id
+            )
+            device = self.engine.device
+            with torch.no_grad(), self._autocast():
+                lp = token_logprobs(
+                    self.engine, ids.to(device), attention.to(device), mask.to(device)
+                )
+            for row, s in enumerate(micro):
+                start_at = len(s.prompt_ids) - 1
+                out[id(s)] = lp[row, start_at : start_at + len(s.response_ids)].float().cpu()
+        return out
+
+    def _loss(
+        self,
+        micro: list[Sample],
+        proximal: dict[int, torch.Tensor] | None = None,
+        tis_log: tuple[list[float], list[float]] | None = None,
+    ) -> tuple[LossOutput, int]:
+        """The loss of one micro-batch (forward under bf16 autocast) and its token count. With
+        `proximal` (TIS) the ratio is to those log-probs, each token weighted by
+        min(exp(proximal - behaviour), tis_cap); the mean weight and the capped share of the
+        micro-batch's tokens are appended to `tis_log`."""
         spec = self.spec
         ids, attention, mask = pack_sequences(
             [s.prompt_ids for s in micro], [s.response_ids for s in micro], self.pad_id
@@ -249,6 +289,18 @@ class Learner:
             if self.reference is not None:
                 with torch.no_grad():
                     ref = token_logprobs(self.reference.to(device), ids, attention, mask)
+        weights = None
+        if proximal is not None:
+            behaviour, old = old, torch.zeros_like(mask, dtype=torch.float32)
+            for row, s in enumerate(micro):
+                start_at = len(s.prompt_ids) - 1
+                old[row, start_at : start_at + len(s.response_ids)] = proximal[id(s)]
+            raw = torch.exp(old - behaviour)
+            weights = raw.clamp(max=spec.tis_cap)
+            on = mask.bool()
+            if tis_log is not None:
+                tis_log[0].append(float(weights[on].mean()))
+                tis_log[1].append(float((raw[on] > spec.tis_cap).float().mean()))
         advantages = torch.tensor([s.advantage for s in micro], device=device)
         out = policy_loss(
             lp,
@@ -260,6 +312,7 @@ class Learner:
             clip=spec.clip,
             ref_logprobs=ref,
             kl_coef=spec.kl_coef,
+            token_weights=weights,
         )
         return out, int(attention.sum())
 

@@ -30,8 +30,14 @@ def policy_loss(
     clip: float = 0.2,
     ref_logprobs: torch.Tensor | None = None,  # [B, T] frozen reference, for the KL term
     kl_coef: float = 0.0,
+    token_weights: torch.Tensor | None = None,  # [B, T] e.g. truncated importance weights
 ) -> LossOutput:
-    """SPIRAL's objective (Eq. 6): clipped surrogate with per-sample advantages."""
+    """SPIRAL's objective (Eq. 6): clipped surrogate with per-sample advantages.
+
+    With `token_weights` (truncated importance sampling, as oat's `tis_c`), `old_logprobs` are
+    the learner's own log-probs before the update and each token's policy-gradient term is
+    scaled by its weight, min(exp(learner - behaviour), cap), which carries no gradient.
+    """
     mask = mask.to(logprobs.dtype)
     adv = advantages.to(logprobs.dtype).unsqueeze(-1)
     if mode == "ppo":
@@ -45,6 +51,8 @@ def policy_loss(
         clip_active = torch.zeros_like(mask)
     else:
         raise ValueError(f"Unknown loss mode {mode!r}: use 'ppo' or 'reinforce'.")
+    if token_weights is not None:
+        per_token = per_token * token_weights.detach().to(per_token.dtype)
     kl = torch.zeros_like(per_token)
     if ref_logprobs is not None and kl_coef:
         log_ratio = ref_logprobs - logprobs

@@ -228,3 +228,30 @@ def test_zero_resumes_from_its_checkpoint_exactly(
     resumed.update(batch())
     expected = dict(learner.named_weights())
     assert all(torch.equal(t, expected[name]) for name, t in resumed.named_weights())
+
+
+def test_truncated_importance_sampling_weights_tokens_by_learner_over_behaviour(tiny):
+    """learner.tis_cap (oat's tis_c): behaviour log-probs equal to the learner's give weight 1;
+    behaviour far below them gives exp(gap) capped at tis_cap, on every token."""
+    learner = Learner(spec(tiny, "learner.tis_cap=2.0", "learner.bf16=false"))
+    prompts, responses = [[1, 2, 3]] * 4, [[4, 5]] * 4
+    mine = learner.logprobs(prompts, responses)[0]
+    matched = TrainBatch(
+        tuple(
+            Sample((1, 2, 3), (4, 5), tuple(mine), adv, "kuhn", 0, 0)
+            for adv in (1.0, -1.0, 0.5, 2.0)
+        ),
+        step=0,
+    )
+    metrics = learner.update(matched)
+    # epoch 1 meets the weights it started from; weights moved by the first minibatch only
+    # change the ratio, never the TIS weights (computed once, before the update)
+    assert metrics["train/tis_weight"] == pytest.approx(1.0, abs=1e-4)
+    assert metrics["train/tis_capped_fraction"] == 0.0
+    low = TrainBatch(
+        tuple(dataclasses.replace(s, logprobs=(-40.0, -40.0)) for s in batch().samples), 0
+    )
+    far = learner.update(low)  # behaviour -40: exp(learner - behaviour) >> 2 on every token
+    assert far["train/tis_weight"] == pytest.approx(2.0)
+    assert far["train/tis_capped_fraction"] == 1.0
+    assert "train/tis_weight" not in Learner(spec(tiny)).update(batch())  # off by default

@@ -61,3 +61,15 @@ def test_unknown_mode_is_rejected():
         policy_loss(
             torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1), torch.ones(1, 1), 1, mode="a2c"
         )
+
+
+def test_token_weights_scale_each_policy_gradient_term_without_gradient():
+    lp = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+    weights = torch.tensor([[2.0, 0.5]], requires_grad=True)  # as TIS would give, capped at 2
+    out = policy_loss(
+        lp, lp.detach(), torch.tensor([1.0]), torch.ones(1, 2), normalizer=1, token_weights=weights
+    )
+    assert out.loss.item() == pytest.approx(-(2.0 + 0.5))  # ratio 1 per token, times its weight
+    out.loss.backward()
+    assert lp.grad.tolist() == [[-2.0, -0.5]]
+    assert weights.grad is None  # the weights are constants of the loss
