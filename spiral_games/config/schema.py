@@ -242,7 +242,11 @@ class LearnerConfig:
         _check_choice("learner.loss", self.loss, ("ppo", "reinforce"))
         _check_positive("learner.clip", self.clip)
         _check_positive("learner.kl_coef", self.kl_coef, allow_zero=True)
-        _check_positive("learner.tis_cap", self.tis_cap, allow_zero=True)
+        if self.tis_cap != 0 and self.tis_cap < 1:
+            raise ConfigError(
+                f"learner.tis_cap={self.tis_cap}: a cap below 1 down-weights every token. Use 0 "
+                "(off) or a cap >= 1, e.g. 2.0 as oat does."
+            )
 
 
 @dataclass

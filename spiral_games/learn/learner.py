@@ -202,15 +202,13 @@ class Learner:
         tokens, start = 0, time.perf_counter()
         samples = list(batch.samples)
         per_rank = max(spec.minibatch_size // self.world_size, 1)
-        # TIS: the learner's own log-probs before any step of this update, per sample
-        proximal = self._proximal(samples) if spec.tis_cap > 0 else None
-        tis_weights: list[float] = []
-        tis_capped: list[float] = []
+        # TIS: the learner's own log-probs before any step of this update, and token weights
+        importance, tis_metrics = self._importance(samples) if spec.tis_cap > 0 else (None, {})
         for _ in range(spec.epochs):
             self.rng.shuffle(samples)
             for mini in _chunks(samples, per_rank):
                 for micro in _chunks(mini, spec.micro_batch_size):
-                    out, n_tokens = self._loss(micro, proximal, (tis_weights, tis_capped))
+                    out, n_tokens = self._loss(micro, importance)
                     # the micro loss is a mean over its samples: weight it to the minibatch mean
                     self.engine.backward(out.loss * (len(micro) / len(mini)), scale_wrt_gas=False)
                     kill_point("update")
@@ -235,20 +233,19 @@ class Learner:
             "train/tokens": float(tokens),
             "train/tokens_per_s": tokens / seconds if seconds else 0.0,
             "train/seconds": seconds,
-            **(
-                {
-                    "train/tis_weight": sum(tis_weights) / len(tis_weights),
-                    "train/tis_capped_fraction": sum(tis_capped) / len(tis_capped),
-                }
-                if proximal is not None
-                else {}
-            ),
+            **tis_metrics,
         }
 
-    def _proximal(self, samples: list[Sample]) -> dict[int, torch.Tensor]:
-        """Each sample's response log-probs under the weights before this update (no grad),
-        keyed by `id(sample)`; under ZeRO-3 a collective, like the update itself."""
-        out: dict[int, torch.Tensor] = {}
+    def _importance(
+        self, samples: list[Sample]
+    ) -> tuple[dict[int, tuple[torch.Tensor, torch.Tensor]], dict[str, float]]:
+        """Truncated importance sampling: per sample (keyed by `id`), its response log-probs
+        under the weights before this update (no grad) and its token weights
+        min(exp(those - behaviour), tis_cap); plus the token-weighted mean weight and capped
+        share. Under ZeRO-3 each forward is a collective, like the update itself."""
+        cap = self.spec.tis_cap
+        out: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        tokens, weight_sum, capped = 0, 0.0, 0
         for micro in _chunks(samples, self.spec.micro_batch_size):
             ids, attention, mask = pack_sequences(
                 [s.prompt_ids for s in micro], [s.response_ids for s in micro], self.pad_id
@@ -257,50 +254,58 @@ class Learner:
             with torch.no_grad(), self._autocast():
                 lp = token_logprobs(
                     self.engine, ids.to(device), attention.to(device), mask.to(device)
-                )
+                ).cpu()
             for row, s in enumerate(micro):
-                start_at = len(s.prompt_ids) - 1
-                out[id(s)] = lp[row, start_at : start_at + len(s.response_ids)].float().cpu()
-        return out
+                start_at, n = len(s.prompt_ids) - 1, len(s.response_ids)
+                proximal = lp[row, start_at : start_at + n].float()
+                raw = torch.exp(proximal - torch.tensor(s.logprobs, dtype=torch.float32))
+                weights = raw.clamp(max=cap)
+                out[id(s)] = (proximal, weights)
+                tokens, weight_sum = tokens + n, weight_sum + float(weights.sum())
+                capped += int((raw > cap).sum())
+        metrics = {
+            "train/tis_weight": weight_sum / max(tokens, 1),
+            "train/tis_capped_fraction": capped / max(tokens, 1),
+        }
+        return out, metrics
 
     def _loss(
         self,
         micro: list[Sample],
-        proximal: dict[int, torch.Tensor] | None = None,
-        tis_log: tuple[list[float], list[float]] | None = None,
+        importance: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> tuple[LossOutput, int]:
-        """The loss of one micro-batch (forward under bf16 autocast) and its token count. With
-        `proximal` (TIS) the ratio is to those log-probs, each token weighted by
-        min(exp(proximal - behaviour), tis_cap); the mean weight and the capped share of the
-        micro-batch's tokens are appended to `tis_log`."""
+        """The loss of one micro-batch (forward under bf16 autocast) and its token count. The
+        ratio is to the behaviour log-probs, or with `importance` (TIS) to the learner's own
+        log-probs before the update, each token weighted as `_importance` says."""
         spec = self.spec
         ids, attention, mask = pack_sequences(
             [s.prompt_ids for s in micro], [s.response_ids for s in micro], self.pad_id
         )
+        old = torch.zeros(mask.shape, dtype=torch.float32)  # built here, moved once
+        weights = torch.ones(mask.shape, dtype=torch.float32) if importance else None
+        for row, s in enumerate(micro):
+            start_at, n = len(s.prompt_ids) - 1, len(s.response_ids)
+            if len(s.logprobs) != n:
+                raise ValueError(
+                    f"A sample has {len(s.logprobs)} behaviour log-probs for {n} response tokens."
+                )
+            if importance is None:
+                old[row, start_at : start_at + n] = torch.tensor(s.logprobs)
+            else:
+                assert weights is not None
+                old[row, start_at : start_at + n], weights[row, start_at : start_at + n] = (
+                    importance[id(s)]
+                )
         device = self.engine.device
         ids, attention, mask = ids.to(device), attention.to(device), mask.to(device)
-        old = torch.zeros_like(mask)
-        for row, s in enumerate(micro):
-            start_at = len(s.prompt_ids) - 1
-            old[row, start_at : start_at + len(s.logprobs)] = torch.tensor(s.logprobs)
+        old = old.to(device=device, dtype=mask.dtype)
+        weights = weights.to(device) if weights is not None else None
         with self._autocast():
             lp = token_logprobs(self.engine, ids, attention, mask)
             ref = None
             if self.reference is not None:
                 with torch.no_grad():
                     ref = token_logprobs(self.reference.to(device), ids, attention, mask)
-        weights = None
-        if proximal is not None:
-            behaviour, old = old, torch.zeros_like(mask, dtype=torch.float32)
-            for row, s in enumerate(micro):
-                start_at = len(s.prompt_ids) - 1
-                old[row, start_at : start_at + len(s.response_ids)] = proximal[id(s)]
-            raw = torch.exp(old - behaviour)
-            weights = raw.clamp(max=spec.tis_cap)
-            on = mask.bool()
-            if tis_log is not None:
-                tis_log[0].append(float(weights[on].mean()))
-                tis_log[1].append(float((raw[on] > spec.tis_cap).float().mean()))
         advantages = torch.tensor([s.advantage for s in micro], device=device)
         out = policy_loss(
             lp,

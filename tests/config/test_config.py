@@ -193,6 +193,7 @@ MORE_BAD = [
     (["+games=[kuhn]", "learner.micro_batch_size=3"], "micro_batch_size=3"),
     (["+games=[kuhn]", "learner.loss=a2c"], "learner.loss='a2c'"),
     (["+games=[kuhn]", "learner.kl_coef=-0.1"], "learner.kl_coef=-0.1"),
+    (["+games=[kuhn]", "learner.tis_cap=0.5"], "learner.tis_cap=0.5"),
     (["+games=[kuhn]", "learner.bf16=maybe"], "learner.bf16='maybe' is not valid"),
     (["+games=[kuhn]", "model.dtype=fp8"], "model.dtype='fp8' is not valid"),
     (["+games=[kuhn]", "model.prompt_style=poem"], "model.prompt_style='poem' is not valid"),
