@@ -19,8 +19,10 @@ weights, labelled with the step they come from (`trained`). A push that fails is
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from spiral_games.actors.learner_group import LearnerGroup
@@ -32,6 +34,38 @@ from spiral_games.faults import kill_point
 from spiral_games.learn.learner import Learner, free_port
 
 log = logging.getLogger(__name__)
+PUSH_DIR_PREFIX = "spiral-weights-"
+
+
+def sweep_stale_push_dirs(root: Path) -> list[Path]:
+    """Remove the push directories under `root` whose run is gone (a SIGKILL leaves its own
+    behind: up to a model's size of RAM in /dev/shm each); returns what was removed. A directory
+    is named `spiral-weights-<pid>-<random>`; one whose pid runs no process is stale. Older
+    names without a pid are stale once nothing has touched them for a day."""
+    removed = []
+    for path in root.glob(f"{PUSH_DIR_PREFIX}*"):
+        pid = path.name.removeprefix(PUSH_DIR_PREFIX).split("-", 1)[0]
+        if pid.isdigit():
+            stale = not _alive(int(pid))
+        else:
+            try:
+                stale = time.time() - path.stat().st_mtime > 86400
+            except OSError:
+                continue
+        if stale and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 class WeightSync:
@@ -57,7 +91,7 @@ class WeightSync:
             )
             backend = "file"
         self.learner, self.pool, self.backend = learner, pool, backend
-        self.push_dir = Path(tempfile.mkdtemp(prefix="spiral-weights-", dir=ram_tmp_dir()))
+        self._push_dir: Path | None = None  # made on the first file push
         self.ranks_per_worker = ranks_per_worker
         self.version: int | None = None  # the version the workers serve (None: the start's)
         self.learner_version: int | None = None  # the step the learner's weights come from
@@ -69,6 +103,18 @@ class WeightSync:
     @property
     def streaming(self) -> bool:
         return self.backend != "file"
+
+    @property
+    def push_dir(self) -> Path:
+        """This run's directory for file pushes (RAM-backed where /dev/shm exists), named after
+        this process so a later run can remove it if this one is killed."""
+        if self._push_dir is None:
+            root = ram_tmp_dir() or tempfile.gettempdir()
+            sweep_stale_push_dirs(Path(root))
+            self._push_dir = Path(
+                tempfile.mkdtemp(prefix=f"{PUSH_DIR_PREFIX}{os.getpid()}-", dir=root)
+            )
+        return self._push_dir
 
     def trained(self, step: int) -> None:
         """The learner's weights now come from `step` (what a catch-up serves)."""
@@ -155,4 +201,5 @@ class WeightSync:
         """Leave the transfer group and remove the push file."""
         if self.local is not None:
             self.local.close()
-        shutil.rmtree(self.push_dir, ignore_errors=True)
+        if self._push_dir is not None:
+            shutil.rmtree(self._push_dir, ignore_errors=True)

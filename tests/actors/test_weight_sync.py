@@ -215,3 +215,31 @@ def test_workers_that_fell_back_to_transformers_get_their_weights_through_a_file
     finally:
         weights.close()
         pool.shutdown()
+
+
+def test_push_dirs_of_killed_runs_are_swept_and_live_ones_kept(tmp_path):
+    """A SIGKILLed run cannot remove its /dev/shm push directory; the next run does."""
+    import subprocess
+
+    from spiral_games.actors.weight_sync import sweep_stale_push_dirs
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid now runs nothing (reused pids only make the sweep keep a dir)
+    dirs = {
+        "live": tmp_path / f"spiral-weights-{os.getpid()}-abc",
+        "dead": tmp_path / f"spiral-weights-{gone.pid}-def",
+        "old_unnamed": tmp_path / "spiral-weights-xyz12345",
+        "new_unnamed": tmp_path / "spiral-weights-qrs67890",
+        "other": tmp_path / "unrelated",
+    }
+    for path in dirs.values():
+        path.mkdir()
+        (path / "weights.safetensors").write_bytes(b"x")
+    os.utime(dirs["old_unnamed"], (time.time() - 2 * 86400,) * 2)
+    removed = sweep_stale_push_dirs(tmp_path)
+    assert sorted(removed) == sorted([dirs["dead"], dirs["old_unnamed"]])
+    assert {name for name, path in dirs.items() if path.exists()} == {
+        "live",
+        "new_unnamed",
+        "other",
+    }
