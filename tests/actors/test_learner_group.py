@@ -29,17 +29,7 @@ def local_ray():
 
 
 def test_two_ranks_make_the_same_update_as_one(tiny, local_ray):
-    overrides = [
-        "+games=[kuhn]",
-        "model=tiny-random",
-        "learner.lr=1e-2",
-        "learner.bf16=false",
-        "learner.batch_size=4",
-        "learner.minibatch_size=4",
-        "learner.micro_batch_size=1",
-        "learner.num_ranks=2",
-    ]
-    spec = LearnerSpec.from_run(compose_run_config(REPO / "conf", overrides), tiny.path)
+    spec = _zero_spec(tiny, 0)
     samples = tuple(
         Sample((1, 2, 3, i + 4), (10 + i, 20 + i), (-10.8, -10.8), adv, "kuhn", 0, 0)
         for i, adv in enumerate((1.0, -1.0, 0.5, 2.0))
