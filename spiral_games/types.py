@@ -53,6 +53,7 @@ class PolicyOutput:
     truncated: bool = False
     context_overflow: bool = False  # the prompt no longer fits the model: the game is a draw
     context_truncated: bool = False  # the observation's middle was cut to fit the context
+    version: int = 0  # weights version that generated it (LLM policies)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class Turn:
     truncated: bool = False
     context_truncated: bool = False
     lenient: bool = False  # the action was read from a mention, not a \boxed{} answer
+    version: int = 0  # weights version that generated the response
 
 
 class GameEnd(str, Enum):
@@ -108,7 +110,7 @@ class Episode:
     turns: tuple[Turn, ...]
     returns: tuple[float, float]  # per role
     reason: str  # how the game ended
-    version: int = 0  # weights version that played it
+    version: int = 0  # weights version when it started (each turn records its own)
     invalid_role: int | None = None  # the role whose invalid move ended the game, if any
     trained_roles: tuple[int, ...] = (0, 1)  # seats played by the learning policy
     opponent: str = ""  # name of the fixed opponent in the other seat ("" in self-play)
@@ -136,6 +138,7 @@ class Episode:
                     "lenient": t.lenient,
                     "invalid_reason": t.invalid_reason,
                     "truncated": t.truncated,
+                    "version": t.version,
                 }
                 for t in self.turns
             ],
@@ -152,7 +155,7 @@ class Sample:
     advantage: float
     game: str
     role: int
-    version: int
+    version: int  # weights version that generated the response
 
 
 @dataclass(frozen=True)

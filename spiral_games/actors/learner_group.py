@@ -7,6 +7,7 @@ rank 0 exports weights and writes the model, every rank writes its optimizer sta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ class LearnerGroup:
         parts = [TrainBatch(batch.samples[:used][i::n], batch.step) for i in range(n)]
         results = ray.get([r.update.remote(p) for r, p in zip(self.ranks, parts, strict=True)])
         summed = ("train/tokens", "train/tokens_per_s", "train/samples")
-        merged = {k: (sum if k in summed else _mean)([m[k] for m in results]) for k in results[0]}
+        merged = {k: _merge(k, summed)([m[k] for m in results]) for k in results[0]}
         return {**merged, "train/samples_left_out": float(len(batch.samples) - used)}
 
     def export_weights(self, path: Path) -> Path:
@@ -178,3 +179,10 @@ class LearnerGroup:
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
+
+
+def _merge(key: str, summed: tuple[str, ...]) -> Callable[[list[float]], float]:
+    """How the ranks' values of one metric combine: summed, the largest (`*_max`), or mean."""
+    if key in summed:
+        return sum
+    return max if key.endswith("_max") else _mean

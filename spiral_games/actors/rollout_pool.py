@@ -52,6 +52,7 @@ class RolloutPool:
             rollout.on_node_loss
         )  # stop: raise RolloutError; continue: drop the worker
         self.failures = 0
+        self.closing = False  # the run is stopping: a dying worker is not waited for
         self.weights: tuple[str, int] | None = None  # last file push, re-sent on a restart
         # streamed pushes (WeightSync): brings a restarted worker to the latest version
         self.catch_up: Callable[[int], None] | None = None
@@ -156,6 +157,8 @@ class RolloutPool:
         import ray
         from ray.exceptions import ActorUnavailableError
 
+        if self.closing:
+            raise RolloutError(f"Rollout worker {index} stopped: the run is shutting down.")
         if not self._node_alive(index):
             return self._lose_node(index)
 
@@ -274,6 +277,7 @@ class RolloutPool:
         import ray
         from ray.exceptions import GetTimeoutError, RayActorError
 
+        self.closing = True
         closing = [self.workers[i].close.remote() for i in self.live()]
         for ref in closing:
             try:

@@ -12,10 +12,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from spiral_games.config.hardware import RuntimePlan, plan_runtime, ram_tmp_dir, set_cpu_threads
+from spiral_games.config.hardware import (
+    RuntimePlan,
+    cpu_slice,
+    pin_process,
+    plan_runtime,
+    ram_tmp_dir,
+    set_cpu_threads,
+    this_machine,
+)
 from spiral_games.config.schema import GameConfig, RunConfig
 from spiral_games.errors import ConfigError, EngineError
-from spiral_games.llm.engines.base import Engine, EngineSpec
+from spiral_games.llm.engines.base import Engine, EngineSpec, StreamingEngine
 from spiral_games.llm.engines.factory import build_engine
 from spiral_games.llm.engines.vllm import VLLMEngine
 from spiral_games.llm.models import load_tokenizer
@@ -51,6 +59,8 @@ class WorkerConfig:
     eval_opponents: tuple[str, ...]  # used where a game configures them
     eval_concurrency: int
     weight_sync: str  # resolved: file | spiral_gloo | nccl
+    batching: str  # auto | stream | round (rollout.batching)
+    pin_cpus: bool  # bind the worker to its slice of the cores (the learner has its own)
 
     @classmethod
     def from_run(
@@ -85,6 +95,8 @@ class WorkerConfig:
             eval_opponents=tuple(cfg.eval.opponents),
             eval_concurrency=cfg.eval.concurrency,
             weight_sync=plan.weight_sync,
+            batching=r.batching,
+            pin_cpus=bool(plan.learner_cpus),
         )
 
     def engine_spec(self, kind: str, index: int) -> EngineSpec:
@@ -113,8 +125,13 @@ class RolloutWorker:
         self.index = index
         self._incarnation = f"{os.getpid()}:{time.time_ns()}"  # new after every Ray restart
         set_cpu_threads(cfg.cpu_threads)  # Ray gives a 1-CPU actor OMP_NUM_THREADS=1
+        if cfg.pin_cpus:  # the learner runs beside it, bound to the cores after the workers'
+            pin_process(cpu_slice(this_machine().cpu_ids, cfg.cpu_threads, index))
         self.engine_kind, self.engine_note = cfg.engine, ""
         self.engine = self._build_engine(cfg.engine)
+        stream = cfg.batching == "stream" or (
+            cfg.batching == "auto" and isinstance(self.engine, StreamingEngine)
+        )
         self.policy = LLMPolicy(
             self.engine,
             load_tokenizer(Path(cfg.model_path)),
@@ -122,6 +139,7 @@ class RolloutWorker:
             _prompt_styles(cfg.games),
             cfg.max_model_len,
             on_context_overflow=cfg.on_context_overflow,
+            stream=stream,
         )
         self.rules = {name: build_rules(name, game) for name, game in cfg.games.items()}
         self.weights = {name: game.weight for name, game in cfg.games.items()}
@@ -138,6 +156,7 @@ class RolloutWorker:
             self.policy.prompt_styles,
             cfg.max_model_len,
             on_context_overflow=cfg.on_context_overflow,
+            stream=stream,
         )
         self.eval_opponents = {
             (name, opponent): build_opponent(name, game, opponent, seed=cfg.seed + index)

@@ -96,6 +96,9 @@ class WeightSync:
         self.version: int | None = None  # the version the workers serve (None: the start's)
         self.learner_version: int | None = None  # the step the learner's weights come from
         self.members: dict[int, str] = {}  # worker index -> incarnation, in the transfer group
+        # an overlapped collection runs (`actors.overlap`): a restarted worker waits for the
+        # next push, since the learner's weights are mid-update
+        self.defer_catch_up = False
         self.local = TrainerSide(learner, 0) if isinstance(learner, Learner) else None
         if backend != "file":
             pool.catch_up = self._catch_up
@@ -187,6 +190,13 @@ class WeightSync:
         weights again, labelled with the step they come from."""
         if self.version is None:
             return  # nothing was pushed yet: every worker serves the starting weights
+        if self.defer_catch_up:
+            log.warning(
+                "Rollout worker %d restarted during an overlapped collection: it plays on the "
+                "starting weights (those episodes are dropped as too stale) until the next push.",
+                index,
+            )
+            return
         version = self.learner_version if self.learner_version is not None else self.version
         log.warning(
             "Rollout worker %d restarted: re-forming the %s transfer group and pushing "

@@ -11,6 +11,7 @@ import functools
 import importlib.util
 import os
 import platform
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,6 +201,10 @@ class RuntimePlan:
     weight_sync: str  # file | spiral_gloo | nccl (see choose_weight_sync)
     weight_sync_reason: str
     warnings: tuple[str, ...] = ()
+    overlap: bool = False  # train.max_staleness > 0: rollout and update run at the same time
+    # the cores the in-process learner is bound to, rollout workers taking the ones before them
+    # (empty: nothing pinned); set where the planned threads fit the cores side by side
+    learner_cpus: tuple[int, ...] = ()
 
     def lines(self) -> list[str]:
         """Human-readable lines, printed once at the start of a run."""
@@ -211,9 +216,19 @@ class RuntimePlan:
             f"learner precision: {precision} ({self.learner_reason})",
             f"rollout.weight_sync: {self.weight_sync} ({self.weight_sync_reason})",
             f"threads: {self.rollout_threads} per rollout worker, {self.learner_threads} per "
-            "learner rank (rollout and update alternate, so each may use every core)",
+            f"learner rank ({self._thread_note()})",
             *(f"warning: {w}" for w in self.warnings),
         ]
+
+    def _thread_note(self) -> str:
+        pinned = (
+            f"; pinned: learner on CPUs {list(self.learner_cpus)}, rollout workers before them"
+            if self.learner_cpus
+            else ""
+        )
+        if self.overlap:
+            return f"rollout and update overlap, so they share the cores{pinned}"
+        return f"rollout and update alternate, so each may use every core{pinned}"
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -326,7 +341,8 @@ def _has_bf16(hw: Hardware) -> bool:
 def choose_threads(requested: int, cores: int, sharers: int) -> int:
     """Threads for one of `sharers` processes that run at the same time on `cores` cores.
 
-    0 (auto) splits the cores evenly. Rollout and update alternate, so each phase gets them all.
+    0 (auto) splits the cores evenly. Rollout and update alternate unless they overlap
+    (`train.max_staleness > 0`), so the caller counts the other phase's processes only then.
     """
     if requested > 0:
         return requested
@@ -375,6 +391,11 @@ def plan_runtime(
         worker_gpus=cfg.rollout.worker_gpus > 0 or (local and hw.gpus > 0),
         learner_gpus=lc.num_ranks > 1 and lc.gpus_per_rank > 0,
     )
+    overlap = cfg.train.max_staleness > 0
+    sharers_rollout = workers_here + (lc.num_ranks if overlap else 0)
+    sharers_learner = lc.num_ranks + (workers_here if overlap else 0)
+    rollout_threads = choose_threads(cfg.rollout.cpu_threads, cores, sharers_rollout)
+    learner_threads = choose_threads(cfg.learner.cpu_threads, cores, sharers_learner)
     return RuntimePlan(
         hardware=hw,
         engine=engine,
@@ -384,12 +405,38 @@ def plan_runtime(
         dtype_reason=dtype_reason,
         learner_bf16=bf16,
         learner_reason=bf16_reason,
-        rollout_threads=choose_threads(cfg.rollout.cpu_threads, cores, workers_here),
-        learner_threads=choose_threads(cfg.learner.cpu_threads, cores, cfg.learner.num_ranks),
+        rollout_threads=rollout_threads,
+        learner_threads=learner_threads,
         weight_sync=sync,
         weight_sync_reason=sync_reason,
         warnings=tuple(w for w in (dtype_warning, bf16_warning) if w),
+        overlap=overlap,
+        learner_cpus=learner_cpus(
+            hw, local, workers_here, rollout_threads, lc.num_ranks, learner_threads
+        ),
     )
+
+
+def learner_cpus(
+    hw: Hardware, local: bool, workers: int, rollout_threads: int, ranks: int, threads: int
+) -> tuple[int, ...]:
+    """The CPUs an in-process learner binds to: the `threads` cores after the rollout
+    workers' slices (`cpu_slice` gives worker k the k-th slice), where both fit side by side on
+    this machine's cores. Empty (unpinned) on GPUs, on a cluster, with several learner ranks,
+    or when the threads overlap: sharing is then the OS scheduler's job."""
+    if hw.gpus or not local or ranks != 1 or not hw.cpu_ids:
+        return ()
+    start = workers * rollout_threads
+    if start + threads > len(hw.cpu_ids):
+        return ()
+    return tuple(hw.cpu_ids[start : start + threads])
+
+
+def pin_process(cpus: Sequence[int]) -> None:
+    """Bind this process (its threads to come included) to `cpus`; no-op for an empty list or
+    where the OS has no affinity call."""
+    if cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(cpus))
 
 
 def set_cpu_threads(threads: int) -> None:

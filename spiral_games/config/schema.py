@@ -132,9 +132,15 @@ class RolloutConfig:
     # how new weights reach the engines: auto (vLLM: gloo on CPU, nccl on GPUs; hf: file),
     # file (safetensors in /dev/shm), gloo or nccl (vLLM's weight-transfer API)
     weight_sync: str = "auto"
+    # how games wait on the engine: stream (each game moves on as soon as its own reply is
+    # done; vLLM's continuous batching across turns), round (every waiting game in one batched
+    # call; the next round starts when its longest reply ends), auto (stream on vLLM, round on
+    # transformers, which has no request queue)
+    batching: str = "auto"
 
     def __post_init__(self) -> None:
         _check_choice("rollout.engine", self.engine, ENGINES)
+        _check_choice("rollout.batching", self.batching, ("auto", "stream", "round"))
         if self.weight_sync == "ipc":
             raise ConfigError(
                 "rollout.weight_sync=ipc (vLLM's CUDA IPC engine) needs a learner rank on each "
@@ -259,6 +265,11 @@ class TrainConfig:
     gamma: float = 1.0
     drop_zero_advantage: bool = False
     push_every: int = 1  # push weights to the rollout workers every k updates
+    # k > 0: the workers play the next batch while the learner updates (one-step off-policy);
+    # a sample whose weights are more than k versions behind the learner is dropped and
+    # counted (k > 1 only loosens that bound: one batch is played ahead). 0: collect ->
+    # update -> push in strict sequence
+    max_staleness: int = 0
     checkpoint_every: int = 2
     keep_checkpoints: int = 2
     transcripts_per_step: int = 4
@@ -273,10 +284,22 @@ class TrainConfig:
         if not 0 < self.gamma <= 1:
             raise ConfigError(f"train.gamma={self.gamma} must be in (0, 1].")
         _check_positive("train.push_every", self.push_every)
+        _check_positive("train.max_staleness", self.max_staleness, allow_zero=True)
+        if self.max_staleness > 0 and self.push_every > 1:
+            raise ConfigError(
+                f"train.max_staleness={self.max_staleness} with train.push_every="
+                f"{self.push_every}: overlapped collection pushes after every update. Set "
+                "train.push_every=1, or train.max_staleness=0 for the synchronous loop."
+            )
         _check_positive("train.checkpoint_every", self.checkpoint_every)
         _check_positive("train.keep_checkpoints", self.keep_checkpoints)
         _check_positive("train.transcripts_per_step", self.transcripts_per_step, allow_zero=True)
         _check_choice("train.wandb_mode", self.wandb_mode, ("offline", "online", "disabled"))
+
+    def staleness_bound(self) -> int:
+        """Versions a trained sample may lag the learner: k collections ahead, plus the
+        updates between two pushes (push_every > 1 is synchronous, and nothing is dropped)."""
+        return self.max_staleness + self.push_every - 1
 
     def checkpoint_due(self, done: int) -> bool:
         """Whether the loop checkpoints after `done` completed steps (always after the last)."""

@@ -70,7 +70,7 @@ def episode_samples(
                         value,
                         episode.game,
                         role,
-                        episode.version,
+                        turn.version,
                     )
                 )
     return samples

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from spiral_games.config.hardware import RuntimePlan, plan_runtime, set_cpu_threads
+from spiral_games.config.hardware import RuntimePlan, pin_process, plan_runtime, set_cpu_threads
 from spiral_games.config.schema import RunConfig
 from spiral_games.errors import ConfigError
 from spiral_games.faults import kill_point
@@ -53,6 +53,7 @@ class LearnerSpec:
     lora_alpha: int
     seed: int
     cpu_threads: int = 1  # torch/OMP threads of this rank on a CPU
+    cpu_ids: tuple[int, ...] = ()  # the CPUs an in-process learner binds to (empty: unpinned)
 
     @classmethod
     def from_run(
@@ -81,6 +82,7 @@ class LearnerSpec:
             lora_alpha=lc.lora_alpha,
             seed=cfg.seed,
             cpu_threads=plan.learner_threads,
+            cpu_ids=plan.learner_cpus,
         )
 
 
@@ -137,6 +139,7 @@ class Learner:
         self.on_gpu = torch.cuda.is_available()
         if not self.on_gpu:  # a rank in a 1-CPU Ray actor would otherwise run on one core
             set_cpu_threads(spec.cpu_threads)
+            pin_process(spec.cpu_ids)
         dtype = torch.bfloat16 if (spec.bf16 and self.on_gpu) else torch.float32
         model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype)
         if spec.gradient_checkpointing:
@@ -233,6 +236,9 @@ class Learner:
             "train/tokens": float(tokens),
             "train/tokens_per_s": tokens / seconds if seconds else 0.0,
             "train/seconds": seconds,
+            # versions between the weights that generated a sample and the learner's (batch.step
+            # updates so far): at most train.max_staleness; the test of the bound reads this
+            "train/staleness_max": float(max(batch.step - s.version for s in batch.samples)),
             **tis_metrics,
         }
 

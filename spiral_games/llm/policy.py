@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from spiral_games.config.schema import EvalConfig, ModelConfig, RolloutConfig
-from spiral_games.errors import GameError
-from spiral_games.llm.engines.base import Engine, EngineSpec
+from spiral_games.errors import ConfigError, GameError
+from spiral_games.llm.engines.base import Engine, EngineSpec, StreamingEngine
 from spiral_games.llm.engines.factory import build_engine
 from spiral_games.llm.models import resolve_model
 from spiral_games.llm.prompting import encode_prompt
-from spiral_games.types import Observation, PolicyOutput, SamplingParams
+from spiral_games.types import Generation, Observation, PolicyOutput, SamplingParams
 
 
 class LLMPolicy:
@@ -28,10 +29,22 @@ class LLMPolicy:
         *,
         on_context_overflow: str,
         default_style: str | None = None,
+        stream: bool = False,
     ) -> None:
         """`prompt_styles`: each game's style (`default_style` for a game not listed; None:
         every game played must be listed). `max_model_len` and `on_context_overflow` are the
-        run's (`rollout.*`): this class declares no defaults of its own."""
+        run's (`rollout.*`): this class declares no defaults of its own. `stream`: answer games
+        one at a time through the engine's request queue (rollout.batching=stream); the engine
+        must have one (`StreamingEngine`)."""
+        if stream and not isinstance(engine, StreamingEngine):
+            raise ConfigError(
+                f"rollout.batching=stream needs an engine with a request queue (vLLM); "
+                f"{type(engine).__name__} has none. Use rollout.batching=auto or round."
+            )
+        self.stream = stream
+        self._tickets = itertools.count()
+        self._open: dict[str, tuple[bool, int]] = {}  # ticket -> (history cut, version)
+        self._ready: dict[str, PolicyOutput] = {}  # answered without the engine (overflow)
         self.engine = engine
         self.on_context_overflow = on_context_overflow  # draw: end the game; truncate: history
         self.tokenizer = tokenizer
@@ -40,36 +53,73 @@ class LLMPolicy:
         self.max_model_len = max_model_len
         self.default_style = default_style
 
+    @property
+    def streaming(self) -> bool:
+        """Whether games submit to this policy one at a time (`submit`/`poll`) rather than in
+        rounds (`act`): `stream=True` on an engine with a request queue (vLLM)."""
+        return self.stream
+
     def act(self, observations: Sequence[Observation]) -> list[PolicyOutput]:
+        encoded = [self._encode(obs) for obs in observations]
         budget = self.max_model_len - self.params.max_tokens
-        prompts, cut = [], []
-        for obs in observations:
-            style = self.prompt_styles.get(obs.game, self.default_style)
-            if style is None:
-                raise GameError(
-                    f"No prompt style for game {obs.game!r}: pass it in prompt_styles "
-                    "(RunConfig resolves games.<g>.prompt_style) or set default_style."
-                )
-            text = obs.position if style == "short" and obs.position is not None else obs.text
-            ids = encode_prompt(self.tokenizer, text, style, obs.legal_actions)
-            shortened = len(ids) > budget and self.on_context_overflow == "truncate"
-            if shortened:
-                ids = self._truncated(text, style, budget, obs.legal_actions, ids)
-            prompts.append(ids)
-            cut.append(shortened)
-        fits = [i for i, p in enumerate(prompts) if len(p) <= budget]
-        generations = self.engine.generate([prompts[i] for i in fits], self.params)
-        outputs = [PolicyOutput(text="", context_overflow=True) for _ in prompts]
+        fits = [i for i, (ids, _) in enumerate(encoded) if len(ids) <= budget]
+        version = self.engine.version
+        generations = self.engine.generate([encoded[i][0] for i in fits], self.params)
+        outputs = [PolicyOutput(text="", context_overflow=True) for _ in encoded]
         for i, gen in zip(fits, generations, strict=True):
-            outputs[i] = PolicyOutput(
-                text=gen.text,
-                prompt_ids=gen.prompt_ids,
-                token_ids=gen.token_ids,
-                logprobs=gen.logprobs,
-                truncated=gen.truncated,
-                context_truncated=cut[i],
-            )
+            outputs[i] = _output(gen, encoded[i][1], version)
         return outputs
+
+    def submit(self, observation: Observation) -> str:
+        """Start answering one observation; returns the ticket `poll` answers it under."""
+        ids, cut = self._encode(observation)
+        if len(ids) > self.max_model_len - self.params.max_tokens:
+            ticket = f"overflow-{next(self._tickets)}"
+            self._ready[ticket] = PolicyOutput(text="", context_overflow=True)
+            return ticket
+        submit = cast("StreamingEngine", self.engine).submit
+        ticket = submit(ids, self.params)
+        self._open[ticket] = (cut, self.engine.version)
+        return ticket
+
+    def poll(self, tickets: Collection[str]) -> dict[str, PolicyOutput]:
+        """The outputs of `tickets` that are done: waits until at least one is."""
+        wanted = set(tickets)
+        done = {t: self._ready.pop(t) for t in wanted & self._ready.keys()}
+        if done:
+            return done
+        poll = cast("StreamingEngine", self.engine).poll
+        for ticket, gen in poll(wanted & self._open.keys()).items():
+            cut, version = self._open.pop(ticket)
+            done[ticket] = _output(gen, cut, version)
+        return done
+
+    def abort(self, tickets: Collection[str]) -> None:
+        """Drop `tickets`: the engine stops generating for them."""
+        wanted = set(tickets)
+        for ticket in wanted & self._ready.keys():
+            del self._ready[ticket]
+        mine = wanted & self._open.keys()
+        for ticket in mine:
+            del self._open[ticket]
+        if mine:
+            cast("StreamingEngine", self.engine).abort(mine)
+
+    def _encode(self, obs: Observation) -> tuple[list[int], bool]:
+        """The prompt of `obs`, and whether its history was cut to fit the context."""
+        budget = self.max_model_len - self.params.max_tokens
+        style = self.prompt_styles.get(obs.game, self.default_style)
+        if style is None:
+            raise GameError(
+                f"No prompt style for game {obs.game!r}: pass it in prompt_styles "
+                "(RunConfig resolves games.<g>.prompt_style) or set default_style."
+            )
+        text = obs.position if style == "short" and obs.position is not None else obs.text
+        ids = encode_prompt(self.tokenizer, text, style, obs.legal_actions)
+        shortened = len(ids) > budget and self.on_context_overflow == "truncate"
+        if shortened:
+            ids = self._truncated(text, style, budget, obs.legal_actions, ids)
+        return ids, shortened
 
     def _truncated(
         self,
@@ -94,6 +144,18 @@ class LLMPolicy:
             )
             prompt = encode_prompt(self.tokenizer, shortened, style, legal)
         return prompt
+
+
+def _output(gen: Generation, cut: bool, version: int) -> PolicyOutput:
+    return PolicyOutput(
+        text=gen.text,
+        prompt_ids=gen.prompt_ids,
+        token_ids=gen.token_ids,
+        logprobs=gen.logprobs,
+        truncated=gen.truncated,
+        context_truncated=cut,
+        version=version,
+    )
 
 
 def llm_opponent(

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from spiral_games.errors import GameError
 from spiral_games.play.game import GameEnv
 from spiral_games.play.parsing import extract_boxed, parse_mentioned_action
-from spiral_games.play.policy import Policy
+from spiral_games.play.policy import Policy, StreamingPolicy
 from spiral_games.types import Episode, GameEnd, Observation, PolicyOutput, Turn
 
 
@@ -121,6 +122,7 @@ class GameSession:
                 truncated=output.truncated,
                 context_truncated=output.context_truncated,
                 lenient=parsed.lenient,
+                version=output.version,
             )
         )
         if not reason:
@@ -171,39 +173,102 @@ def play_games(jobs: Iterable[GameJob], concurrency: int | None = None) -> list[
     """Play every job to the end and return the episodes in job order.
 
     At most `concurrency` games run at once (all of them if None); a finished game's slot is
-    refilled from `jobs` at once, so the policy keeps seeing full batches. Every observation
-    waiting on the same policy goes into one `act` call.
+    refilled from `jobs` at once, so the policy keeps seeing full batches. A policy that streams
+    (`StreamingPolicy`) gets each observation as soon as its game asks, and each game moves on
+    as soon as its own answer is done. Every other policy gets all observations waiting on it in
+    one `act` call (a round), answered before any streamed answer is waited for.
     """
     queue = list(jobs)
     limit = len(queue) if concurrency is None else concurrency
     if limit < 1 and queue:
         raise GameError(f"concurrency must be >= 1, got {concurrency}")
-    next_job = 0
-    active: list[tuple[int, GameSession]] = []
+    active: dict[int, GameSession] = {}
+    asked: dict[int, tuple[StreamingPolicy, Observation, str]] = {}  # game -> streamed request
     results: dict[int, Episode] = {}
+    try:
+        return _play(queue, limit, active, asked, results)
+    except BaseException:  # the engine must not keep requests nobody will collect
+        for policy, tickets in _open_tickets(asked).values():
+            policy.abort(tickets.keys())
+        raise
+
+
+def _play(
+    queue: list[GameJob],
+    limit: int,
+    active: dict[int, GameSession],
+    asked: dict[int, tuple[StreamingPolicy, Observation, str]],
+    results: dict[int, Episode],
+) -> list[Episode]:
+    next_job = 0
     while True:
         while len(active) < limit and next_job < len(queue):
-            active.append((next_job, GameSession(queue[next_job])))
+            active[next_job] = GameSession(queue[next_job])
             next_job += 1
-        waiting: dict[int, tuple[Policy, list[tuple[GameSession, Observation]]]] = {}
-        for index, session in list(active):
+        rounds: dict[int, tuple[Policy, list[tuple[GameSession, Observation]]]] = {}
+        for index, session in list(active.items()):
+            if index in asked:
+                continue
             obs = session.pending()
             if obs is None:
                 results[index] = session.episode()
-                active.remove((index, session))
+                del active[index]
                 continue
             policy = session.job.seats[obs.role]
-            waiting.setdefault(id(policy), (policy, []))[1].append((session, obs))
-        if not waiting:
+            if _streams(policy):
+                asked[index] = (policy, obs, policy.submit(obs))
+            else:
+                rounds.setdefault(id(policy), (policy, []))[1].append((session, obs))
+        if rounds:
+            for policy, batch in rounds.values():
+                _play_round(policy, batch)
+            continue
+        if not asked:
             if next_job < len(queue):
                 continue
             return [results[i] for i in range(len(queue))]
-        for policy, batch in waiting.values():
-            outputs = policy.act([obs for _, obs in batch])
-            if len(outputs) != len(batch):
-                raise GameError(
-                    f"{type(policy).__name__} returned {len(outputs)} outputs for "
-                    f"{len(batch)} observations."
-                )
-            for (session, obs), output in zip(batch, outputs, strict=True):
-                session.submit(obs, output)
+        _answer_streamed(asked, active)
+
+
+def _streams(policy: Policy) -> TypeGuard[StreamingPolicy]:
+    return bool(getattr(policy, "streaming", False))
+
+
+def _play_round(policy: Policy, batch: list[tuple[GameSession, Observation]]) -> None:
+    outputs = policy.act([obs for _, obs in batch])
+    if len(outputs) != len(batch):
+        raise GameError(
+            f"{type(policy).__name__} returned {len(outputs)} outputs for "
+            f"{len(batch)} observations."
+        )
+    for (session, obs), output in zip(batch, outputs, strict=True):
+        session.submit(obs, output)
+
+
+def _open_tickets(
+    asked: dict[int, tuple[StreamingPolicy, Observation, str]],
+) -> dict[int, tuple[StreamingPolicy, dict[str, int]]]:
+    """The open requests per streaming policy: ticket -> game index."""
+    by_policy: dict[int, tuple[StreamingPolicy, dict[str, int]]] = {}
+    for index, (policy, _, ticket) in asked.items():
+        by_policy.setdefault(id(policy), (policy, {}))[1][ticket] = index
+    return by_policy
+
+
+def _answer_streamed(
+    asked: dict[int, tuple[StreamingPolicy, Observation, str]], active: dict[int, GameSession]
+) -> None:
+    """Wait for the streaming policy with the most open requests to finish at least one, and
+    apply every answer it has ready."""
+    by_policy = _open_tickets(asked)
+    policy, tickets = max(by_policy.values(), key=lambda entry: len(entry[1]))
+    answers = policy.poll(tickets.keys())
+    if not answers:
+        raise GameError(f"{type(policy).__name__}.poll returned no answer for open requests.")
+    stray = answers.keys() - tickets.keys()
+    if stray:
+        raise GameError(f"{type(policy).__name__}.poll answered unknown ticket {min(stray)!r}.")
+    for ticket, output in answers.items():
+        index = tickets[ticket]
+        _, obs, _ = asked.pop(index)
+        active[index].submit(obs, output)

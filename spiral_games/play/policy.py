@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from spiral_games.errors import GameError
@@ -14,6 +14,26 @@ class Policy(Protocol):
     """Anything that answers a batch of observations with one output each."""
 
     def act(self, observations: Sequence[Observation]) -> list[PolicyOutput]: ...
+
+
+class StreamingPolicy(Protocol):
+    """A policy answered one observation at a time: `submit` starts an answer and returns its
+    ticket, `poll` waits until at least one of the given tickets is answered and returns every
+    answered one, `abort` drops tickets. `streaming` says whether the game loop should use
+    these rather than `act`."""
+
+    @property
+    def streaming(self) -> bool: ...
+
+    def act(self, observations: Sequence[Observation]) -> list[PolicyOutput]: ...
+
+    def submit(self, observation: Observation) -> str: ...
+
+    def poll(self, tickets: Collection[str]) -> dict[str, PolicyOutput]: ...
+
+    def abort(self, tickets: Collection[str]) -> None:
+        """Give up on `tickets` (the game loop failed): no answer to them is kept."""
+        ...
 
 
 class RandomPolicy:

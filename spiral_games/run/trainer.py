@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 
 from spiral_games.actors.learner_group import LearnerGroup
+from spiral_games.actors.overlap import Overlap, PendingCollect
 from spiral_games.actors.rollout_pool import RolloutPool
 from spiral_games.actors.rollout_worker import WorkerConfig
 from spiral_games.actors.runtime import cluster_resources, init_ray
@@ -26,6 +27,7 @@ from spiral_games.config.schema import RunConfig, format_lines
 from spiral_games.errors import ConfigError, RolloutError
 from spiral_games.learn.advantage import RoleBaselines, episode_samples
 from spiral_games.learn.learner import Learner, LearnerSpec
+from spiral_games.learn.staleness import split_stale, staleness_metrics
 from spiral_games.llm.models import ResolvedModel, resolve_configured
 from spiral_games.report.summary import write_run_report
 from spiral_games.report.transcripts import write_transcripts
@@ -51,6 +53,9 @@ def train(cfg: RunConfig) -> Path:
     updating = False  # the learner is mid-update: its weights match no LoopState
     eval_at = set(cfg.eval.steps(cfg.train.steps))  # step 0 (before training), the end, between
     eval_games = {name: cfg.eval.games_for(name) for name in cfg.eval.opponents}
+    bound = cfg.train.staleness_bound()  # versions a trained sample may lag the learner
+    overlap = Overlap(pool, sync) if cfg.train.max_staleness > 0 else None
+    ahead: PendingCollect | None = None  # the batch being played while the learner updates
 
     def evaluate(done: int) -> dict[str, float]:
         t = time.perf_counter()
@@ -66,20 +71,32 @@ def train(cfg: RunConfig) -> Path:
         for step in range(state.step, cfg.train.steps):
             done = step + 1  # completed steps once this iteration ends
             clock = PhaseClock()
-            # ---- collect until the batch is full; RAE: one baseline update per game and role --
+            # ---- collect until the batch is full (k > 0: first the batch played during the
+            # last update); drop episodes more than `bound` versions behind the learner (at
+            # `step`); RAE: one baseline update per kept game and role, in episode order ------
             episodes: list[Episode] = []
             samples: list[Sample] = []
+            dropped: list[Episode] = []
             while len(samples) < cfg.learner.batch_size:
                 with clock("rollout"):
-                    new = pool.collect(cfg.rollout.episodes_per_step, seed=rng.randrange(2**31))
+                    if ahead is not None:
+                        new, ahead = ahead.result(), None
+                    else:
+                        new = pool.collect(cfg.rollout.episodes_per_step, rng.randrange(2**31))
                 episodes += new
                 with clock("advantage"):
+                    fresh, stale = split_stale(new, step, bound)
+                    dropped += stale
                     samples += episode_samples(
-                        new,
+                        fresh,
                         baselines if cfg.train.rae else None,
                         cfg.train.gamma,
                         cfg.train.drop_zero_advantage,
                     )
+
+            # ---- k > 0: the workers play the next batch while the learner updates ---------
+            if overlap is not None and done < cfg.train.steps:
+                ahead = overlap.collect(cfg.rollout.episodes_per_step, rng.randrange(2**31))
 
             # ---- update on every collected sample ----------------------------------------
             updating = True  # stopped now, the learner's weights would be half a step on
@@ -92,21 +109,24 @@ def train(cfg: RunConfig) -> Path:
             version = done if push else version  # a sleeping worker needs the new weights
             state, updating = LoopState.capture(done, version, baselines, rng, learner), False
 
-            # ---- push the new weights to every rollout worker ----------------------------
+            # ---- checkpoint (the batch in flight is not in it: a resume plays it anew) -----
+            if cfg.train.checkpoint_due(done):
+                with clock("checkpoint"):
+                    saved = _checkpoint(cfg, run_dir, state, learner, model)
+
+            # ---- push the new weights to every rollout worker, once they are idle ----------
+            if ahead is not None:
+                with clock("rollout"):  # what the update did not hide
+                    ahead.wait()
             with clock("push"):
                 if push:
                     sync.push(version)
 
-            # ---- evaluate against the fixed opponents ------------------------------------
+            # ---- evaluate against the fixed opponents, then log ----------------------------
             evaluation: dict[str, float] = {}
             if done in eval_at:
                 with clock("eval"):
                     evaluation = evaluate(done)
-
-            # ---- checkpoint, then log (a logged step is never newer than its checkpoint) ---
-            if cfg.train.checkpoint_due(done):
-                with clock("checkpoint"):
-                    saved = _checkpoint(cfg, run_dir, state, learner, model)
             write_transcripts(
                 episodes[: cfg.train.transcripts_per_step],
                 run_dir / "transcripts" / f"step_{done:06d}.jsonl",
@@ -115,6 +135,9 @@ def train(cfg: RunConfig) -> Path:
             metrics = step_metrics(
                 episodes, samples, train_metrics, clock, version, baselines.values, evaluation
             )
+            metrics.update(staleness_metrics(episodes, dropped, step))
+            if overlap is not None:
+                metrics.update(overlap.metrics())
             logger.log(done, metrics)
             display.update(done, metrics)
     except (RolloutError, KeyboardInterrupt):  # workers lost, or Ctrl-C / SIGTERM
@@ -122,6 +145,8 @@ def train(cfg: RunConfig) -> Path:
             _checkpoint(cfg, run_dir, state, learner, model)
         raise
     finally:
+        if overlap is not None:
+            overlap.close()  # a batch still in flight is dropped: a resume plays it anew
         display.close()
         logger.close()
         sync.close()

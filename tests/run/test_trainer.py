@@ -113,6 +113,46 @@ def test_a_vllm_run_resumes_and_pushes_its_checkpoint_over_gloo(tiny, tmp_path, 
 
 
 @pytest.mark.vllm
+def test_one_step_off_policy_overlaps_bounds_staleness_and_resumes(tiny, tmp_path, ray_shutdown):
+    """train.max_staleness=1 on vLLM (streamed games, gloo pushes): the workers play step t+1's
+    games while the learner updates on step t's, no trained sample is more than one version
+    behind the learner, and a resume loses only the batch that was in flight."""
+    pytest.importorskip("vllm")
+    import ray
+
+    from spiral_games.run.trainer import train
+
+    common = [
+        "rollout.engine=vllm",
+        "train.max_staleness=1",
+        "train.checkpoint_every=1",
+        "train.transcripts_per_step=100",
+    ]
+    run_dir = train(run_cfg(tmp_path, *common, "train.steps=2"))
+    runtime = json.loads((run_dir / "config.json").read_text())["runtime"]
+    assert runtime["overlap"] and runtime["rollout_threads"] == runtime["learner_threads"]
+    ray.shutdown()
+    train(run_cfg(tmp_path, *common, "train.steps=3", "train.resume=true"))
+    metrics = read_metrics(run_dir)
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    first, second, third = metrics
+    # step 1 starts synchronously (version 0 = the learner's); step 2 trains on games played
+    # during update 1, by version 0; step 3 (resumed) starts synchronously again
+    assert first["rollout/staleness_0"] == first["train/samples"]
+    assert first["train/staleness_max"] == 0
+    assert second["rollout/staleness_1"] == second["train/samples"]
+    assert second["train/staleness_max"] == 1
+    assert third["train/staleness_max"] == 0
+    for m in metrics:
+        assert m["rollout/dropped_samples"] == 0 and m["train/staleness_max"] <= 1
+    assert 0 <= first["overlap/hidden_share"] <= 1 and first["overlap/collect_seconds"] > 0
+    assert "overlap/hidden_share" not in third  # the last step launches nothing ahead
+    rows = (run_dir / "transcripts" / "step_000002.jsonl").read_text().splitlines()
+    turn_versions = {t["version"] for row in map(json.loads, rows) for t in row["turns"]}
+    assert turn_versions == {0}  # played while update 1 ran
+
+
+@pytest.mark.vllm
 def test_collocated_sleep_mode_trains_and_pushes_every_step(tmp_path, ray_shutdown):
     """rollout.sleep_when_training=true (SPIRAL's collocated mode): the workers sleep during
     each update (a no-op on CPU, where vLLM has no sleep mode) and get the new weights after

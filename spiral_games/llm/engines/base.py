@@ -3,10 +3,10 @@ shared context check."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from spiral_games.config.hardware import choose_threads, this_machine
 from spiral_games.config.schema import RolloutConfig
@@ -86,6 +86,20 @@ class Engine(Protocol):
     def wake(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class StreamingEngine(Protocol):
+    """An engine with a request queue: each request runs in the engine's continuous batch and
+    is answered as soon as it is done (vLLM). Games then advance one at a time."""
+
+    version: int
+
+    def submit(self, prompt: Sequence[int], params: SamplingParams) -> str: ...
+
+    def poll(self, request_ids: Collection[str]) -> dict[str, Generation]: ...
+
+    def abort(self, request_ids: Collection[str]) -> None: ...
 
 
 def check_context(prompts: Sequence[Sequence[int]], max_tokens: int, max_model_len: int) -> None:

@@ -3,8 +3,9 @@ caching on GPUs."""
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from vllm.config.model import ModelDType
     from vllm.inputs import TokensPrompt
     from vllm.outputs import RequestOutput
+    from vllm.sampling_params import SamplingParams as VLLMSampling
 
 # What the user set before we touched anything wins over our config-derived values.
 _USER_ENV = {
@@ -104,6 +106,9 @@ class VLLMEngine:
             ) from exc
         self._vllm = vllm
         self.sleep_mode = spec.sleep_mode and on_gpu
+        self._requests = itertools.count()
+        self._in_flight: dict[str, tuple[int, ...]] = {}  # streamed request id -> its prompt
+        self._done: dict[str, Generation] = {}  # finished, not yet collected by `poll`
 
     def generate(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams
@@ -111,21 +116,78 @@ class VLLMEngine:
         """Sample one completion per prompt in a single batched call."""
         if not prompts:
             return []
+        self._check_idle()
         check_context(prompts, params.max_tokens, self.max_model_len)
-        sampling = self._vllm.SamplingParams(
-            temperature=params.temperature,
-            top_p=params.top_p,
-            max_tokens=params.max_tokens,
-            stop=list(params.stop) or None,
-            seed=params.seed,
-            logprobs=0,  # the sampled token's own logprob
-        )
+        sampling = self._sampling(params)
         batch: list[TokensPrompt] = [{"prompt_token_ids": list(p)} for p in prompts]
         outputs = self.llm.generate(batch, sampling, use_tqdm=False)
         return [
             self._to_generation(tuple(p), out.outputs[0])
             for p, out in zip(prompts, outputs, strict=True)
         ]
+
+    def _sampling(self, params: SamplingParams, final_only: bool = False) -> VLLMSampling:
+        from vllm.sampling_params import RequestOutputKind
+
+        return self._vllm.SamplingParams(
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_tokens=params.max_tokens,
+            stop=list(params.stop) or None,
+            seed=params.seed,
+            logprobs=0,  # the sampled token's own logprob
+            # a streamed request needs only its final output; generate() keeps vLLM's default
+            output_kind=RequestOutputKind.FINAL_ONLY
+            if final_only
+            else RequestOutputKind.CUMULATIVE,
+        )
+
+    # ---- streamed requests (rollout.batching=stream) ------------------------------------
+    # Each request joins vLLM's running batch at the next engine step and leaves it when its
+    # own reply is done, so one game's long reply holds up no other game.
+
+    def submit(self, prompt: Sequence[int], params: SamplingParams) -> str:
+        """Queue one completion; returns its request id, which `poll` answers."""
+        from vllm.inputs import tokens_input
+
+        check_context([prompt], params.max_tokens, self.max_model_len)
+        request_id = f"spiral-{next(self._requests)}"
+        self.llm.llm_engine.add_request(
+            request_id, tokens_input(list(prompt)), self._sampling(params, final_only=True)
+        )
+        self._in_flight[request_id] = tuple(prompt)
+        return request_id
+
+    def poll(self, request_ids: Collection[str]) -> dict[str, Generation]:
+        """Run engine steps until at least one of `request_ids` is done; returns every one of
+        them that is done by then (the rest stay queued for a later call)."""
+        wanted = set(request_ids)
+        unknown = wanted - self._in_flight.keys() - self._done.keys()
+        if unknown:
+            raise EngineError(f"poll: no request {sorted(unknown)[0]!r} was submitted.")
+        engine = self.llm.llm_engine
+        while wanted and not wanted & self._done.keys():
+            for out in engine.step():
+                if out.finished and out.request_id in self._in_flight:
+                    prompt = self._in_flight.pop(out.request_id)
+                    completion = cast("RequestOutput", out).outputs[0]
+                    self._done[out.request_id] = self._to_generation(prompt, completion)
+        return {rid: self._done.pop(rid) for rid in sorted(wanted & self._done.keys())}
+
+    def abort(self, request_ids: Collection[str]) -> None:
+        """Stop and forget `request_ids` (finished ones are dropped too)."""
+        running = [rid for rid in request_ids if self._in_flight.pop(rid, None) is not None]
+        for rid in request_ids:
+            self._done.pop(rid, None)
+        if running:
+            self.llm.llm_engine.abort_request(running)
+
+    def _check_idle(self) -> None:
+        if self._in_flight or self._done:
+            raise EngineError(
+                f"{len(self._in_flight) + len(self._done)} streamed request(s) are still open: "
+                "poll them before a batched generate, score or weight load."
+            )
 
     @staticmethod
     def _to_generation(prompt: tuple[int, ...], completion: object) -> Generation:
@@ -144,6 +206,7 @@ class VLLMEngine:
         self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]
     ) -> list[list[float]]:
         """Teacher-forced log-probs of each response given its prompt, from the served weights."""
+        self._check_idle()
         sampling = self._vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
         batch: list[TokensPrompt] = [
             {"prompt_token_ids": [*p, *r]} for p, r in zip(prompts, responses, strict=True)
@@ -156,6 +219,7 @@ class VLLMEngine:
 
     def load_weights(self, safetensors_path: Path, version: int) -> None:
         """Replace the served weights with those in `safetensors_path` (ideally in /dev/shm)."""
+        self._check_idle()
         self.llm.collective_rpc("reload_from_safetensors", args=(str(safetensors_path),))
         self.llm.reset_prefix_cache()
         self.version = version
@@ -180,6 +244,7 @@ class VLLMEngine:
 
     def start_weight_update(self) -> None:
         self._check_streaming()
+        self._check_idle()
         self.llm.start_weight_update()
 
     def update_weights(self, update_info: dict | list[dict]) -> None:
