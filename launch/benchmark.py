@@ -6,15 +6,19 @@ Every comparison is a ratio of figures measured in the same run, on the same mod
 
 rollout: (a) raw engine throughput at the worker's concurrency, on the prompts the games produced,
          (b) the self-play RolloutWorker (tokens/s, turns/s, games/s),
-         (c) a naive one-game-at-a-time transformers loop; and the ratios b/a and b/c.
+         (c) a naive one-game-at-a-time transformers loop; and the ratios b/a and b/c;
+         (d) on vLLM: the same games streamed (each game moves on when its own reply is done)
+         against lock-step rounds, at equal concurrency; their tokens/s ratio.
 learner: tokens/s of a DeepSpeed update step against plain PyTorch on the same model, batch,
          optimizer and loss, in fp32 and with bf16 autocast; and their ratio.
 sync:    the trainer's weight push into `rollout.num_workers` Ray actors, for every
          `rollout.weight_sync` backend this machine runs (file; gloo with vLLM on CPU, nccl on
          GPUs), against an in-process copy of the same tensors; their ratio, and where it went.
-iteration: a short real training run (`train.steps`, default 3, eval and checkpoint every step);
-         each phase's share of a step: rollout, advantage, update, push, eval, checkpoint and
-         the rest (orchestration, metrics, transcripts), averaged over the steps after the first.
+iteration: short real training runs (`train.steps`, default 4, eval and checkpoint every step),
+         synchronous (train.max_staleness=0) and overlapped (1) unless one is given, with the
+         rollout worker and the learner pinned to cores of their own; each phase's share of a
+         step: rollout (what the update did not hide), advantage, update, push, eval,
+         checkpoint and the rest; the steady steps' mean; and the step-time ratio k=1 / k=0.
 precision: fp32 against bf16 on this machine, for the rollout engine (generation tokens/s at
          batch 1, 8 and 32) and for the learner (one update's tokens/s), and whether the `auto`
          choice picked the faster one.
@@ -156,6 +160,7 @@ def bench_rollout(cfg: RunConfig, episodes: int | None) -> dict:
         return total
 
     a_tokens, a_s = _measure(raw)
+    d = _batching_comparison(worker, episodes, cfg.seed)
     worker.close()
 
     hf = build_engine(worker.cfg.engine_spec("hf", 0))
@@ -201,7 +206,48 @@ def bench_rollout(cfg: RunConfig, episodes: int | None) -> dict:
         "ratio_b_over_a": b_tps / a_tps,
         "ratio_b_over_c": b_tps / c_tps,
         "targets": {"b_over_a": 0.9, "b_over_c": 5.0},
+        "d_stream_vs_round": d,
     }
+
+
+def _batching_comparison(worker: object, episodes: int, seed: int) -> dict | None:
+    """(d) The worker's games with each game answered as soon as its own reply is done
+    (stream) against lock-step rounds (round), at the same concurrency and seeds; alternated
+    twice so that warm caches favour neither. None where the engine has no request queue."""
+    from spiral_games.actors.rollout_worker import RolloutWorker
+    from spiral_games.llm.engines.base import StreamingEngine
+
+    assert isinstance(worker, RolloutWorker)
+    if not isinstance(worker.engine, StreamingEngine):
+        return None
+    policy, configured = worker.policy, worker.policy.stream
+    totals = {mode: {"tokens": 0, "seconds": 0.0, "turns": 0, "capped": 0} for mode in MODES}
+    for repeat in range(2):
+        for mode in MODES if repeat == 0 else MODES[::-1]:
+            policy.stream = mode == "stream"
+            eps, seconds = _measure(lambda: worker.collect(episodes, seed=seed + 7))
+            turns = [t for e in eps for t in e.turns if t.response_ids]
+            row = totals[mode]
+            row["tokens"] += sum(len(t.response_ids) for t in turns)
+            row["seconds"] += seconds
+            row["turns"] += len(turns)
+            row["capped"] += sum(t.truncated for t in turns)
+    policy.stream = configured
+    out: dict = {}
+    for mode, row in totals.items():
+        out[mode] = {
+            "tokens": row["tokens"],
+            "seconds": row["seconds"],
+            "tokens_per_s": row["tokens"] / row["seconds"],
+            "turns_per_game": row["turns"] / (2 * episodes),
+            "capped_share": row["capped"] / max(row["turns"], 1),  # replies that hit max_tokens
+        }
+    out["ratio"] = out["stream"]["tokens_per_s"] / out["round"]["tokens_per_s"]
+    out["target"] = 1.2
+    return out
+
+
+MODES = ("round", "stream")
 
 
 def print_table(result: dict) -> None:
@@ -227,6 +273,20 @@ def print_table(result: dict) -> None:
         print(
             f"ratio {key.replace('_over_', '/'):<6} {value:6.2f}  (target >= {target}: {verdict})"
         )
+    d = result["d_stream_vs_round"]
+    if d is None:
+        print("(d) stream vs round: n/a (the engine has no request queue: transformers)")
+        return
+    print(f"(d) same games, concurrency {result['concurrency']}, two alternating runs each:")
+    for mode in MODES:
+        row = d[mode]
+        print(
+            f"    {mode:<7}{row['tokens']:>9}{row['seconds']:>10.2f}{row['tokens_per_s']:>10.1f}"
+            f"  turns/game {row['turns_per_game']:.2f}, replies at max_tokens "
+            f"{row['capped_share']:.0%}"
+        )
+    verdict = "ok" if d["ratio"] >= d["target"] else f"MISSED by {d['target'] - d['ratio']:.2f}"
+    print(f"ratio stream/round {d['ratio']:6.2f}  (target >= {d['target']}: {verdict})")
 
 
 def _synthetic_batch(
@@ -483,56 +543,114 @@ def _miss_reason(backend: str, row: dict) -> str:
 
 
 def bench_iteration(cfg: RunConfig, overrides: list[str]) -> dict:
-    """Run the real trainer briefly and split each step's wall time into its phases."""
-    import dataclasses
+    """Run the real trainer briefly, synchronously (train.max_staleness=0) and overlapped (1),
+    and split each step's wall time into its phases. Both runs pin the rollout worker and the
+    learner to cores of their own (the same split), so that the overlap is real and the two
+    get the same machine; each averages the steady steps: after the first (warm-up; k=1 plays
+    it synchronously) and before the last (k=1 plays nothing ahead of it)."""
     import shutil
+
+    import ray
 
     from spiral_games.run.metrics import PhaseClock
     from spiral_games.run.trainer import train
 
-    train_cfg = dataclasses.replace(
-        cfg.train,
-        steps=cfg.train.steps if any(o.startswith("train.steps=") for o in overrides) else 3,
-        checkpoint_every=1,
-        wandb_mode="disabled",
-    )
-    eval_cfg = dataclasses.replace(cfg.eval, every=1, games=cfg.eval.games)
-    run_dir = Path(cfg.output_dir) / "iteration_run"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run = dataclasses.replace(cfg, train=train_cfg, eval=eval_cfg, output_dir=str(run_dir))
-    train(run)
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
-    steps = [r for r in rows if r["step"] >= 1]
-    measured = steps[1:] or steps  # the first step pays one-off warm-up costs
-    phases = [*PhaseClock.PHASES, "other"]
-    seconds = {p: sum(r[f"time/{p}"] for r in measured) / len(measured) for p in phases}
-    step_s = sum(r["time/step"] for r in measured) / len(measured)
-    shares = {p: s / step_s for p, s in seconds.items()}
-    return {
+    given = any(o.startswith("train.max_staleness=") for o in overrides)
+    ks = (cfg.train.max_staleness,) if given else (0, 1)
+    steps = cfg.train.steps if any(o.startswith("train.steps=") for o in overrides) else 4
+    cores, workers = plan_runtime(cfg).hardware.cores, cfg.rollout.num_workers
+    rollout_threads = cfg.rollout.cpu_threads or max(1, cores // (2 * workers))
+    learner_threads = cfg.learner.cpu_threads or max(1, cores - workers * rollout_threads)
+    runs: dict[str, dict] = {}
+    for k in ks:
+        run_dir = Path(cfg.output_dir) / f"iteration_run_k{k}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run = dataclasses.replace(
+            cfg,
+            train=dataclasses.replace(
+                cfg.train,
+                steps=steps,
+                checkpoint_every=1,
+                wandb_mode="disabled",
+                max_staleness=k,
+            ),
+            eval=dataclasses.replace(cfg.eval, every=1),
+            rollout=dataclasses.replace(cfg.rollout, cpu_threads=rollout_threads),
+            learner=dataclasses.replace(cfg.learner, cpu_threads=learner_threads),
+            output_dir=str(run_dir),
+        )
+        train(run)
+        ray.shutdown()
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+        done = [r for r in rows if r["step"] >= 1]
+        measured = done[1:-1] if len(done) >= 3 else done[1:] or done
+        phases = [*PhaseClock.PHASES, "other"]
+        seconds = {p: sum(r[f"time/{p}"] for r in measured) / len(measured) for p in phases}
+        step_s = sum(r["time/step"] for r in measured) / len(measured)
+        shares = {p: v / step_s for p, v in seconds.items()}
+        hidden = [r["overlap/hidden_share"] for r in measured if "overlap/hidden_share" in r]
+        runtime = json.loads((run_dir / "config.json").read_text())["runtime"]
+        runs[f"k{k}"] = {
+            "max_staleness": k,
+            "engine": runtime["engine"],
+            "learner_cpus": runtime["learner_cpus"],
+            "steps_measured": len(measured),
+            "step_seconds": step_s,
+            "seconds": seconds,
+            "shares": shares,
+            "overhead_share": shares["push"] + shares["other"],
+            "hidden_share": sum(hidden) / len(hidden) if hidden else None,
+            "dropped_samples": sum(r["rollout/dropped_samples"] for r in done),
+        }
+    first = runs[f"k{ks[0]}"]
+    result = {
         "benchmark": "iteration",
         "model": cfg.model.name,
-        "engine": json.loads((run_dir / "config.json").read_text())["runtime"]["engine"],
-        "steps_measured": len(measured),
-        "step_seconds": step_s,
-        "seconds": seconds,
-        "shares": shares,
-        "overhead_share": shares["push"] + shares["other"],
+        **first,  # the synchronous run's figures, as before there were two
         "target_overhead_share": 0.10,
+        "threads": {"rollout": rollout_threads, "learner": learner_threads},
+        "runs": runs,
     }
+    if "k0" in runs and "k1" in runs:
+        result["ratio_k1_over_k0"] = runs["k1"]["step_seconds"] / runs["k0"]["step_seconds"]
+        result["target_ratio"] = 0.8
+    return result
 
 
 def print_iteration_table(result: dict) -> None:
     """A plain-text table of an iteration benchmark result."""
+    runs = result["runs"]
+    threads = result["threads"]
     print(
-        f"\niteration benchmark: {result['model']} on {result['engine']}, "
-        f"{result['step_seconds']:.1f} s per step (mean of {result['steps_measured']})"
+        f"\niteration benchmark: {result['model']} on {result['engine']}, rollout worker "
+        f"{threads['rollout']} thread(s), learner {threads['learner']} (pinned to CPUs "
+        f"{result['learner_cpus'] or 'none: they do not fit side by side'})"
     )
-    print(f"{'phase':<12}{'seconds':>10}{'share':>9}")
-    for phase, seconds in result["seconds"].items():
-        print(f"{phase:<12}{seconds:>10.2f}{result['shares'][phase]:>9.1%}")
+    names = list(runs)
+    print(f"{'phase':<12}" + "".join(f"{'k=' + n[1:] + ' s':>10}{'share':>8}" for n in names))
+    for phase in result["seconds"]:
+        print(
+            f"{phase:<12}"
+            + "".join(
+                f"{runs[n]['seconds'][phase]:>10.2f}{runs[n]['shares'][phase]:>8.1%}" for n in names
+            )
+        )
+    print(f"{'step':<12}" + "".join(f"{runs[n]['step_seconds']:>10.2f}{'':>8}" for n in names))
+    for name in names:
+        run = runs[name]
+        hidden = run["hidden_share"]
+        overlap = "" if hidden is None else f", collection hidden by the update {hidden:.0%}"
+        print(
+            f"k={run['max_staleness']}: {run['steps_measured']} step(s) measured{overlap}, "
+            f"{run['dropped_samples']:.0f} sample(s) dropped as too stale"
+        )
     share, target = result["overhead_share"], result["target_overhead_share"]
     verdict = "ok" if share <= target else f"MISSED by {share - target:.1%}"
     print(f"push + orchestration + logging: {share:.1%}  (target <= {target:.0%}: {verdict})")
+    if "ratio_k1_over_k0" in result:
+        ratio, goal = result["ratio_k1_over_k0"], result["target_ratio"]
+        verdict = "ok" if ratio <= goal else f"MISSED by {ratio - goal:.2f}"
+        print(f"step time k=1 / k=0: {ratio:.2f}  (target <= {goal}: {verdict})")
 
 
 PRECISIONS = (("fp32", "float32"), ("bf16", "bfloat16"))

@@ -136,7 +136,7 @@ def train(cfg: RunConfig) -> Path:
                 episodes, samples, train_metrics, clock, version, baselines.values, evaluation
             )
             metrics.update(staleness_metrics(episodes, dropped, step))
-            if overlap is not None:
+            if overlap is not None and ahead is not None:  # this step played one ahead
                 metrics.update(overlap.metrics())
             logger.log(done, metrics)
             display.update(done, metrics)

@@ -42,6 +42,28 @@ def test_rollout_benchmark_prints_a_table_and_writes_json(tiny, tmp_path):
     assert result["b_rollout_worker"]["episodes"] == 8
     assert result["a_raw_engine"]["tokens"] > 0 and result["c_naive_hf_loop"]["tokens"] > 0
     assert result["ratio_b_over_a"] > 0
+    assert result["d_stream_vs_round"] is None and "(d) stream vs round: n/a" in stdout
+
+
+@pytest.mark.vllm
+def test_rollout_benchmark_compares_streamed_games_with_rounds_on_vllm(tiny, tmp_path):
+    pytest.importorskip("vllm")
+    stdout, result = run_benchmark(
+        "rollout",
+        tmp_path,
+        "+games=[tictactoe]",
+        "model=tiny-random",
+        "rollout.engine=vllm",
+        "rollout.concurrent_games=4",
+        "rollout.episodes_per_step=8",
+        "rollout.max_tokens=16",
+    )
+    d = result["d_stream_vs_round"]
+    assert "ratio stream/round" in stdout
+    for mode in ("stream", "round"):
+        assert d[mode]["tokens"] > 0 and d[mode]["turns_per_game"] >= 1
+        assert 0 <= d[mode]["capped_share"] <= 1
+    assert d["ratio"] == pytest.approx(d["stream"]["tokens_per_s"] / d["round"]["tokens_per_s"])
 
 
 def test_unknown_benchmark_prints_usage():
@@ -125,12 +147,24 @@ def test_iteration_benchmark_splits_a_real_step_into_phases(tiny, tmp_path):
         "model=tiny-random",
         "rollout.engine=hf",
         "rollout.max_tokens=16",
-        "train.steps=2",
+        "train.steps=3",
         "eval.games=2",
         "ray.num_cpus=2",
     )
-    assert "push + orchestration + logging" in stdout
+    assert "push + orchestration + logging" in stdout and "step time k=1 / k=0" in stdout
     assert result["steps_measured"] == 1
+    runs = result["runs"]
+    assert set(runs) == {"k0", "k1"} and result["threads"] == {"rollout": 1, "learner": 1}
+    from spiral_games.config.hardware import this_machine
+
+    if this_machine().cores == 2:  # both runs pin the learner beside the rollout worker
+        assert (
+            runs["k0"]["learner_cpus"] == runs["k1"]["learner_cpus"] == [this_machine().cpu_ids[1]]
+        )
+    assert runs["k0"]["hidden_share"] is None and 0 <= runs["k1"]["hidden_share"] <= 1
+    assert result["ratio_k1_over_k0"] == pytest.approx(
+        runs["k1"]["step_seconds"] / runs["k0"]["step_seconds"]
+    )
     assert set(result["shares"]) == {
         "rollout",
         "advantage",
