@@ -14,7 +14,7 @@ learner: tokens/s of a DeepSpeed update step against plain PyTorch on the same m
 sync:    the trainer's weight push into `rollout.num_workers` Ray actors, for every
          `rollout.weight_sync` backend this machine runs (file; gloo with vLLM on CPU, nccl on
          GPUs), against an in-process copy of the same tensors; their ratio, and where it went.
-iteration: short real training runs (`train.steps`, default 4, eval and checkpoint every step),
+iteration: short real training runs (`train.steps`, default 4, checkpoint every step, no eval),
          synchronous (train.max_staleness=0) and overlapped (1) unless one is given, with the
          rollout worker and the learner pinned to cores of their own; each phase's share of a
          step: rollout (what the update did not hide), advantage, update, push, eval,
@@ -38,7 +38,7 @@ from typing import TypeVar
 from spiral_games.config.compose import compose_run_config
 from spiral_games.config.hardware import RuntimePlan, plan_runtime
 from spiral_games.config.schema import RunConfig
-from spiral_games.errors import SpiralError
+from spiral_games.errors import ConfigError, SpiralError
 from spiral_games.learn.learner import LearnerSpec
 from spiral_games.llm.models import resolve_configured
 from spiral_games.types import TrainBatch
@@ -544,7 +544,8 @@ def _miss_reason(backend: str, row: dict) -> str:
 
 def bench_iteration(cfg: RunConfig, overrides: list[str]) -> dict:
     """Run the real trainer briefly, synchronously (train.max_staleness=0) and overlapped (1),
-    and split each step's wall time into its phases. Both runs pin the rollout worker and the
+    and split each step's wall time into its phases. Evaluation is off: it runs alike in both
+    modes, between steps (each run's `time/eval` measures it). Both runs pin the rollout worker and the
     learner to cores of their own (the same split), so that the overlap is real and the two
     get the same machine; each averages the steady steps: after the first (warm-up; k=1 plays
     it synchronously) and before the last (k=1 plays nothing ahead of it)."""
@@ -558,6 +559,12 @@ def bench_iteration(cfg: RunConfig, overrides: list[str]) -> dict:
     given = any(o.startswith("train.max_staleness=") for o in overrides)
     ks = (cfg.train.max_staleness,) if given else (0, 1)
     steps = cfg.train.steps if any(o.startswith("train.steps=") for o in overrides) else 4
+    if steps < 3:
+        raise ConfigError(
+            f"benchmark iteration: train.steps={steps} leaves no steady step (the first warms "
+            "up, and with train.max_staleness=1 the last plays nothing ahead). Use "
+            "train.steps>=3."
+        )
     cores, workers = plan_runtime(cfg).hardware.cores, cfg.rollout.num_workers
     rollout_threads = cfg.rollout.cpu_threads or max(1, cores // (2 * workers))
     learner_threads = cfg.learner.cpu_threads or max(1, cores - workers * rollout_threads)
@@ -574,7 +581,7 @@ def bench_iteration(cfg: RunConfig, overrides: list[str]) -> dict:
                 wandb_mode="disabled",
                 max_staleness=k,
             ),
-            eval=dataclasses.replace(cfg.eval, every=1),
+            eval=dataclasses.replace(cfg.eval, points=0, every=0),  # the same in both modes
             rollout=dataclasses.replace(cfg.rollout, cpu_threads=rollout_threads),
             learner=dataclasses.replace(cfg.learner, cpu_threads=learner_threads),
             output_dir=str(run_dir),
@@ -624,7 +631,8 @@ def print_iteration_table(result: dict) -> None:
     print(
         f"\niteration benchmark: {result['model']} on {result['engine']}, rollout worker "
         f"{threads['rollout']} thread(s), learner {threads['learner']} (pinned to CPUs "
-        f"{result['learner_cpus'] or 'none: they do not fit side by side'})"
+        f"{result['learner_cpus'] or 'none: they do not fit side by side'}); checkpoint every "
+        "step, evaluation off"
     )
     names = list(runs)
     print(f"{'phase':<12}" + "".join(f"{'k=' + n[1:] + ' s':>10}{'share':>8}" for n in names))

@@ -9,11 +9,13 @@ are dropped as too stale, and the next push re-forms the transfer group with it.
 
 from __future__ import annotations
 
+import random
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from spiral_games.actors.rollout_pool import RolloutPool
 from spiral_games.actors.weight_sync import WeightSync
+from spiral_games.learn.staleness import trained_turns
 from spiral_games.types import Episode
 
 
@@ -47,13 +49,19 @@ class Overlap:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="spiral-collect")
         self.last: PendingCollect | None = None
 
-    def collect(self, num_episodes: int, seed: int) -> PendingCollect:
-        """Start `pool.collect(num_episodes, seed)` now; the caller keeps working."""
+    def collect(self, num_episodes: int, seed: int, min_samples: int) -> PendingCollect:
+        """Start collecting now, `num_episodes` games at a time (seeded from `seed`) until the
+        episodes hold `min_samples` trained turns (a full batch, unless some are dropped);
+        the caller keeps working."""
 
         def run() -> tuple[list[Episode], float]:
+            rng = random.Random(seed)
+            episodes: list[Episode] = []
             self.sync.defer_catch_up = True
             try:
-                return self.pool.collect(num_episodes, seed), time.perf_counter()
+                while sum(len(trained_turns(e)) for e in episodes) < min_samples:
+                    episodes += self.pool.collect(num_episodes, rng.randrange(2**31))
+                return episodes, time.perf_counter()
             finally:
                 self.sync.defer_catch_up = False
 
@@ -73,7 +81,10 @@ class Overlap:
             "overlap/hidden_share": hidden / last.seconds if last.seconds > 0 else 0.0,
         }
 
-    def close(self) -> None:
-        """Stop taking work; a collection in flight is abandoned (the pool's shutdown ends it)."""
+    def close(self) -> bool:
+        """Stop taking work; returns whether a collection was still in flight (it is abandoned:
+        the pool's shutdown ends it without waiting for the busy workers)."""
+        busy = self.last is not None and not self.last.future.done()
         self.pool.closing = True
         self.executor.shutdown(wait=False, cancel_futures=True)
+        return busy

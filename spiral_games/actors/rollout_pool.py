@@ -271,14 +271,16 @@ class RolloutPool:
 
         return ray.get([self.workers[i].location.remote() for i in self.live()])
 
-    def shutdown(self) -> None:
+    def shutdown(self, graceful: bool = True) -> None:
         """Stop the engines, the actors and the placement group. Workers that are dead or
-        restarting are skipped: shutting down must not hide the error that led to it."""
+        restarting are skipped: shutting down must not hide the error that led to it.
+        `graceful=False` (a collection is still running in them): kill the workers without
+        waiting for it; their engines' processes follow their owner."""
         import ray
         from ray.exceptions import GetTimeoutError, RayActorError
 
         self.closing = True
-        closing = [self.workers[i].close.remote() for i in self.live()]
+        closing = [self.workers[i].close.remote() for i in self.live()] if graceful else []
         for ref in closing:
             try:
                 ray.get(ref, timeout=60)

@@ -61,13 +61,19 @@ class WorkerConfig:
     weight_sync: str  # resolved: file | spiral_gloo | nccl
     batching: str  # auto | stream | round (rollout.batching)
     pin_cpus: bool  # bind the worker to its slice of the cores (the learner has its own)
+    start_version: int  # the version of the weights in `model_path` (a resumed checkpoint's)
 
     @classmethod
     def from_run(
-        cls, cfg: RunConfig, model_path: Path, plan: RuntimePlan | None = None
+        cls,
+        cfg: RunConfig,
+        model_path: Path,
+        plan: RuntimePlan | None = None,
+        start_version: int = 0,
     ) -> WorkerConfig:
         """Cut the worker's slice out of the whole run config, with `auto` choices resolved
-        by `plan` (default: planned for this machine)."""
+        by `plan` (default: planned for this machine); `model_path` holds weights version
+        `start_version` (0: the model's own)."""
         r = cfg.rollout
         plan = plan or plan_runtime(cfg)
         max_tokens = cfg.reply_budget()
@@ -97,6 +103,7 @@ class WorkerConfig:
             weight_sync=plan.weight_sync,
             batching=r.batching,
             pin_cpus=bool(plan.learner_cpus),
+            start_version=start_version,
         )
 
     def engine_spec(self, kind: str, index: int) -> EngineSpec:
@@ -129,9 +136,15 @@ class RolloutWorker:
             pin_process(cpu_slice(this_machine().cpu_ids, cfg.cpu_threads, index))
         self.engine_kind, self.engine_note = cfg.engine, ""
         self.engine = self._build_engine(cfg.engine)
-        stream = cfg.batching == "stream" or (
-            cfg.batching == "auto" and isinstance(self.engine, StreamingEngine)
-        )
+        self.engine.version = cfg.start_version  # also after a restart: what it serves now
+        stream = cfg.batching != "round" and isinstance(self.engine, StreamingEngine)
+        if cfg.batching == "stream" and not stream:  # rollout.engine=auto fell back
+            log.warning(
+                "Rollout worker %d runs %s, which has no request queue: playing in rounds "
+                "(rollout.batching=stream needs vLLM).",
+                index,
+                self.engine_kind,
+            )
         self.policy = LLMPolicy(
             self.engine,
             load_tokenizer(Path(cfg.model_path)),

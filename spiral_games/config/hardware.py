@@ -375,6 +375,12 @@ def plan_runtime(
             f"rollout.engine={cfg.rollout.engine} resolved to transformers here ({engine_reason})."
             " Install vLLM or set rollout.tensor_parallel_size=1."
         )
+    if engine == "hf" and cfg.rollout.batching == "stream":
+        raise EngineError(
+            f"rollout.batching=stream needs vLLM's request queue, and rollout.engine="
+            f"{cfg.rollout.engine} resolved to transformers here ({engine_reason}). Set "
+            "rollout.batching=auto (streams wherever vLLM runs) or round."
+        )
     if cfg.rollout.tensor_parallel_size > 1:
         fallback = None  # transformers would silently serve from one device: fail instead
     dtype, dtype_reason, dtype_warning = choose_dtype(cfg.model.dtype, hw)
@@ -432,11 +438,32 @@ def learner_cpus(
     return tuple(hw.cpu_ids[start : start + threads])
 
 
-def pin_process(cpus: Sequence[int]) -> None:
-    """Bind this process (its threads to come included) to `cpus`; no-op for an empty list or
-    where the OS has no affinity call."""
-    if cpus and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, set(cpus))
+def pin_process(cpus: Sequence[int]) -> dict[int, set[int]]:
+    """Bind every thread of this process (and the threads it starts later) to `cpus`; returns
+    each thread's previous CPUs, for `unpin_process`. No-op (empty) for an empty list or where
+    the OS has no affinity call."""
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        return {}
+    tasks = Path("/proc/self/task")
+    tids = [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]
+    before: dict[int, set[int]] = {}
+    for tid in tids:
+        try:
+            before[tid] = os.sched_getaffinity(tid)
+            os.sched_setaffinity(tid, set(cpus))
+        except OSError:  # the thread ended meanwhile
+            continue
+    return before
+
+
+def unpin_process(before: dict[int, set[int]]) -> None:
+    """Give the threads `pin_process` bound their CPUs back (a later run in this process, or
+    the Ray it starts, must not inherit a learner's cores)."""
+    for tid, cpus in before.items():
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except OSError:
+            continue
 
 
 def set_cpu_threads(threads: int) -> None:

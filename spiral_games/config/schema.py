@@ -395,6 +395,13 @@ class RunConfig:
         if self.rollout.max_tokens is None:
             self.rollout.max_tokens = self.model.max_tokens
             _check_reply_budget(self.rollout.max_tokens, self.rollout.max_model_len)
+        if self.train.max_staleness > 0 and self.rollout.sleep_when_training:
+            raise ConfigError(
+                f"train.max_staleness={self.train.max_staleness} plays the next games while the "
+                "learner updates, and rollout.sleep_when_training=true puts the rollout engines "
+                "to sleep for the update. Set one of them back (train.max_staleness=0 or "
+                "rollout.sleep_when_training=false)."
+            )
         opponent = self.rollout.opponent
         if opponent is not None:
             missing = [name for name, game in self.games.items() if opponent not in game.opponents]

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from spiral_games.config.hardware import RuntimePlan, pin_process, plan_runtime, set_cpu_threads
+from spiral_games.config.hardware import (
+    RuntimePlan,
+    pin_process,
+    plan_runtime,
+    set_cpu_threads,
+    unpin_process,
+)
 from spiral_games.config.schema import RunConfig
 from spiral_games.errors import ConfigError
 from spiral_games.faults import kill_point
@@ -137,9 +143,10 @@ class Learner:
         self.rank = rank
         self.world_size = world_size
         self.on_gpu = torch.cuda.is_available()
+        self._unpinned: dict[int, set[int]] = {}  # the threads' CPUs before pinning
         if not self.on_gpu:  # a rank in a 1-CPU Ray actor would otherwise run on one core
             set_cpu_threads(spec.cpu_threads)
-            pin_process(spec.cpu_ids)
+            self._unpinned = pin_process(spec.cpu_ids)
         dtype = torch.bfloat16 if (spec.bf16 and self.on_gpu) else torch.float32
         model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype)
         if spec.gradient_checkpointing:
@@ -484,7 +491,10 @@ class Learner:
             self.optimizer.checkpoint_event_epilogue()  # re-gather the persistent parameters
 
     def shutdown(self) -> None:
-        """Nothing runs in the background of a single in-process rank."""
+        """Nothing runs in the background of a single in-process rank; give back the cores it
+        was pinned to."""
+        unpin_process(self._unpinned)
+        self._unpinned = {}
 
     def rng_state(self) -> object:
         """The minibatch-shuffling RNG state (saved in checkpoints)."""

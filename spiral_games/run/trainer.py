@@ -96,7 +96,9 @@ def train(cfg: RunConfig) -> Path:
 
             # ---- k > 0: the workers play the next batch while the learner updates ---------
             if overlap is not None and done < cfg.train.steps:
-                ahead = overlap.collect(cfg.rollout.episodes_per_step, rng.randrange(2**31))
+                ahead = overlap.collect(
+                    cfg.rollout.episodes_per_step, rng.randrange(2**31), cfg.learner.batch_size
+                )
 
             # ---- update on every collected sample ----------------------------------------
             updating = True  # stopped now, the learner's weights would be half a step on
@@ -109,11 +111,6 @@ def train(cfg: RunConfig) -> Path:
             version = done if push else version  # a sleeping worker needs the new weights
             state, updating = LoopState.capture(done, version, baselines, rng, learner), False
 
-            # ---- checkpoint (the batch in flight is not in it: a resume plays it anew) -----
-            if cfg.train.checkpoint_due(done):
-                with clock("checkpoint"):
-                    saved = _checkpoint(cfg, run_dir, state, learner, model)
-
             # ---- push the new weights to every rollout worker, once they are idle ----------
             if ahead is not None:
                 with clock("rollout"):  # what the update did not hide
@@ -122,11 +119,17 @@ def train(cfg: RunConfig) -> Path:
                 if push:
                     sync.push(version)
 
-            # ---- evaluate against the fixed opponents, then log ----------------------------
+            # ---- evaluate against the fixed opponents ------------------------------------
             evaluation: dict[str, float] = {}
             if done in eval_at:
                 with clock("eval"):
                     evaluation = evaluate(done)
+
+            # ---- checkpoint, then log (a logged step is never newer than its checkpoint; the
+            # batch played ahead is in neither: a resume plays it anew) ----------------------
+            if cfg.train.checkpoint_due(done):
+                with clock("checkpoint"):
+                    saved = _checkpoint(cfg, run_dir, state, learner, model)
             write_transcripts(
                 episodes[: cfg.train.transcripts_per_step],
                 run_dir / "transcripts" / f"step_{done:06d}.jsonl",
@@ -145,12 +148,11 @@ def train(cfg: RunConfig) -> Path:
             _checkpoint(cfg, run_dir, state, learner, model)
         raise
     finally:
-        if overlap is not None:
-            overlap.close()  # a batch still in flight is dropped: a resume plays it anew
+        busy = overlap is not None and overlap.close()  # a batch in flight is dropped
         display.close()
         logger.close()
         sync.close()
-        pool.shutdown()
+        pool.shutdown(graceful=not busy)
         learner.shutdown()
     _report(run_dir)
     return run_dir
@@ -245,7 +247,8 @@ def _build_actors(
     if start.resumed:
         learner.load_optimizer(start.weights_path)
         learner.set_rng_state(start.state.learner_rng)
-    pool = RolloutPool(WorkerConfig.from_run(cfg, start.weights_path, plan), cfg.rollout)
+    worker_cfg = WorkerConfig.from_run(cfg, start.weights_path, plan, start.state.version)
+    pool = RolloutPool(worker_cfg, cfg.rollout)
     sync = WeightSync(learner, pool, plan.weight_sync, cfg.rollout.tensor_parallel_size)
     fallbacks = [info for info in pool.engine_infos() if info["note"]]
     if fallbacks:  # rollout.engine=auto fell back: say so once and record what really runs

@@ -117,3 +117,47 @@ def test_pinned_learner_never_shares_a_core_with_a_rollout_worker(cores, workers
             assert not set(cpu_slice(cpu_ids, plan.rollout_threads, k)) & set(plan.learner_cpus)
     else:
         assert plan.learner_cpus == ()
+
+
+def test_overlap_with_sleeping_engines_is_refused_with_the_fix():
+    with pytest.raises(ConfigError, match=r"train\.max_staleness=0 or rollout\.sleep_when"):
+        compose_run_config(
+            REPO / "conf",
+            ["+games=[kuhn]", "train.max_staleness=1", "rollout.sleep_when_training=true"],
+        )
+
+
+def test_pinning_binds_every_thread_and_unpinning_gives_the_cores_back():
+    """The in-process learner pins the whole driver (threads already running included) and
+    gives the cores back at shutdown, so a later run's Ray does not inherit them."""
+    import os
+    import threading
+
+    from spiral_games.config.hardware import pin_process, unpin_process
+
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        pytest.skip("needs two CPUs")
+    started, release = threading.Event(), threading.Event()
+    other = threading.Thread(target=lambda: (started.set(), release.wait()))
+    other.start()
+    started.wait()
+    try:
+        target = {min(allowed)}
+        before = pin_process(sorted(target))
+        assert os.sched_getaffinity(0) == target
+        assert os.sched_getaffinity(other.native_id) == target
+        unpin_process(before)
+        assert os.sched_getaffinity(0) == allowed
+        assert os.sched_getaffinity(other.native_id) == allowed
+        assert pin_process([]) == {}
+    finally:
+        release.set()
+        other.join()
+
+
+def test_streamed_games_on_transformers_is_refused_at_planning():
+    from spiral_games.errors import EngineError
+
+    with pytest.raises(EngineError, match=r"rollout\.batching=auto"):
+        plan_runtime(config("rollout.engine=hf", "rollout.batching=stream"))

@@ -175,4 +175,5 @@ def test_iteration_benchmark_splits_a_real_step_into_phases(tiny, tmp_path):
         "other",
     }
     assert sum(result["shares"].values()) == pytest.approx(1.0)
-    assert all(result["seconds"][p] > 0 for p in ("rollout", "update", "eval", "checkpoint"))
+    assert all(result["seconds"][p] > 0 for p in ("rollout", "update", "checkpoint"))
+    assert result["seconds"]["eval"] == 0  # alike in both modes: left out of the comparison

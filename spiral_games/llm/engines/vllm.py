@@ -167,6 +167,11 @@ class VLLMEngine:
             raise EngineError(f"poll: no request {sorted(unknown)[0]!r} was submitted.")
         engine = self.llm.llm_engine
         while wanted and not wanted & self._done.keys():
+            if not engine.has_unfinished_requests():
+                raise EngineError(
+                    f"vLLM holds none of the {len(wanted)} open request(s) any more (aborted "
+                    "by a sleep or reset?); the games waiting on them cannot go on."
+                )
             for out in engine.step():
                 if out.finished and out.request_id in self._in_flight:
                     prompt = self._in_flight.pop(out.request_id)
@@ -277,6 +282,7 @@ class VLLMEngine:
     def sleep(self) -> None:
         """Release weights and KV cache from GPU memory (collocated learner); no-op on CPU."""
         if self.sleep_mode:
+            self._check_idle()
             self.llm.sleep(level=1)
 
     def wake(self) -> None:
