@@ -1,4 +1,5 @@
-"""Kuhn Poker as SPIRAL trained it (a TextArena env), its action parser and Nash opponent.
+"""Kuhn Poker as SPIRAL trained it (a TextArena env), its action parser, Nash opponent and the
+exact exploitability of a policy's one-round strategy.
 
 Rules: a J/Q/K deck, each player antes 1 and gets one card, the first player alternates each
 round, actions are check/bet (1 chip)/call/fold. After `num_rounds` rounds the player with more
@@ -8,16 +9,21 @@ never moves chips on bet/call, so this env is written from the rules instead.
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
-from collections.abc import Sequence
+import statistics
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
-from typing import Any, cast
+from typing import Any, NamedTuple, TypeAlias, cast
 
 import textarena as ta
 from textarena.envs.registration import ENV_REGISTRY, register
 
+from spiral_games.errors import GameError
 from spiral_games.play.game import TextArenaGame
+from spiral_games.play.loop import GameJob, GameRules, GameSession
+from spiral_games.play.policy import Policy
 from spiral_games.types import Observation, PolicyOutput
 
 ENV_ID = "SpiralKuhnPoker-v0"
@@ -241,3 +247,294 @@ class KuhnNashPolicy:
             )
             outputs.append(PolicyOutput(text=f"\\boxed{{[{move}]}}"))
         return outputs
+
+
+# Exact exploitability of a Kuhn strategy (issue 17): the 12 information sets of one round, the
+# exact best response, and the estimate of a policy's strategy from its sampled replies.
+
+Prob: TypeAlias = Fraction | float
+Outcome: TypeAlias = tuple[Prob, Prob]  # chips of (first actor, second actor)
+AGGRESSIVE, PASSIVE, INVALID = 0, 1, 2  # positions in a strategy's triple and in reply counts
+_INVALID = "invalid"  # marks a line that an invalid move ended
+
+
+class InfoSet(NamedTuple):
+    """What the acting seat knows in one round: its own card and the betting so far."""
+
+    card: str
+    history: tuple[str, ...]
+
+    @property
+    def seat(self) -> int:
+        """0: the round's first actor (role 0 in round 1), 1: the second actor."""
+        return len(self.history) % 2
+
+
+INFO_SETS = tuple(
+    InfoSet(card, history)
+    for history in ((), ("check",), ("bet",), ("check", "bet"))
+    for card in RANKS
+)
+# info set -> probabilities of (bet or call, check or fold, invalid move), summing to 1
+Strategy = Mapping[InfoSet, tuple[Prob, Prob, Prob]]
+# info set -> how many replies were (aggressive, passive, invalid)
+ReplyCounts = dict[InfoSet, tuple[int, int, int]]
+
+
+def _moves(history: tuple[str, ...]) -> tuple[str, str, str]:
+    """The (aggressive, passive, invalid) moves at a decision after `history`."""
+    return ("call", "fold", _INVALID) if history[-1:] == ("bet",) else ("bet", "check", _INVALID)
+
+
+def _outcome(first: str, second: str, history: tuple[str, ...], invalid: Outcome) -> Outcome | None:
+    """Chips of (first actor, second actor) once the line `history` is over; None before."""
+    if history[-1:] == (_INVALID,):
+        penalty, reward = invalid
+        return (penalty, reward) if len(history) % 2 == 1 else (reward, penalty)
+    return settle((first, second), history)
+
+
+def _exact_invalid(strategy: Strategy, invalid: Outcome) -> Outcome:
+    """Checks `strategy`; the invalid outcome as Fractions when the strategy is exact."""
+    for info in INFO_SETS:
+        probs = strategy.get(info)
+        if probs is None or min(probs) < 0 or abs(float(sum(probs)) - 1) > 1e-9:
+            raise ValueError(f"strategy at {info} must be 3 probabilities summing to 1: {probs}")
+    if all(isinstance(p, Fraction | int) for info in INFO_SETS for p in strategy[info]):
+        return (Fraction(invalid[0]), Fraction(invalid[1]))  # exact for binary floats
+    return invalid
+
+
+def self_play_values(strategy: Strategy, *, invalid: Outcome) -> Outcome:
+    """Expected chips of (first actor, second actor) when `strategy` plays both seats."""
+    invalid = _exact_invalid(strategy, invalid)
+
+    def value(cards: tuple[str, str], history: tuple[str, ...]) -> Outcome:
+        end = _outcome(*cards, history, invalid)
+        if end is not None:
+            return end
+        probs = strategy[InfoSet(cards[len(history) % 2], history)]
+        first: Prob = 0
+        second: Prob = 0
+        for move, p in zip(_moves(history), probs, strict=True):
+            if p:
+                below = value(cards, (*history, move))
+                first, second = first + p * below[0], second + p * below[1]
+        return first, second
+
+    deals = list(itertools.permutations(RANKS, 2))
+    values = [value((a, b), ()) for a, b in deals]
+    return (
+        sum((v[0] for v in values), Fraction(0)) / len(deals),
+        sum((v[1] for v in values), Fraction(0)) / len(deals),
+    )
+
+
+def best_response_values(strategy: Strategy, *, invalid: Outcome) -> Outcome:
+    """Expected chips of a best responder in each seat, (first actor, second actor), when
+    `strategy` plays the other seat. The responder knows its card and the betting, and may
+    move invalidly too; the maximum is taken per information set, over the other seat's
+    cards weighted by chance and by `strategy`'s probability of the betting so far."""
+    invalid = _exact_invalid(strategy, invalid)
+
+    def value(seat: int, card: str, history: tuple[str, ...], reach: dict[str, Prob]) -> Prob:
+        if _outcome("K", "J", history, invalid) is not None:  # over: whatever the cards
+            total: Prob = 0
+            for other, weight in reach.items():
+                cards = (card, other) if seat == 0 else (other, card)
+                total += weight * cast(Outcome, _outcome(*cards, history, invalid))[seat]
+            return total
+        if len(history) % 2 == seat:
+            return max(value(seat, card, (*history, move), reach) for move in _moves(history))
+        total = 0
+        for k, move in enumerate(_moves(history)):
+            below = {o: w * strategy[InfoSet(o, history)][k] for o, w in reach.items()}
+            if any(below.values()):
+                total += value(seat, card, (*history, move), below)
+        return total
+
+    chance = Fraction(1, 6)  # each of the 6 deals
+    return cast(
+        Outcome,
+        tuple(
+            sum(
+                (value(seat, c, (), {o: chance for o in RANKS if o != c}) for c in RANKS),
+                Fraction(0),
+            )
+            for seat in (0, 1)
+        ),
+    )
+
+
+def exploitability(strategy: Strategy, *, invalid: Outcome) -> Prob:
+    """Exploitability of `strategy` in one-round Kuhn, in chips per round, in self-play.
+
+    The policy plays both seats with `strategy`. For seat i (first or second actor), u_i is
+    its expected chips in self-play and BR_i the expected chips of a best responder in seat i
+    against `strategy` in the other seat (exact: the 6 deals and every line enumerated). The
+    value is NashConv / 2 = sum_i (BR_i - u_i) / 2 (Lanctot et al. 2017, "A Unified
+    Game-Theoretic Approach to Multiagent RL", NashConv; OpenSpiel's exploitability is
+    NashConv / num_players). Legal play is zero-sum (u_0 + u_1 = 0), so without invalid moves
+    this is (BR_0 + BR_1) / 2, the mean over seats of what a best responder wins: 0 exactly
+    at a Nash equilibrium, where BR_0 = -1/18 (the first actor's game value) and BR_1 = +1/18.
+
+    An invalid move ends the round at once: `invalid = (penalty, opponent_reward)` are the
+    chips of the offender and of the other seat, the game's `invalid_penalty` and
+    `invalid_opponent_reward` (GameConfig defaults -1.5 and +0.5, SPIRAL's rewards; -1/+1
+    makes it zero-sum). Those two need not sum to 0, hence the general NashConv form, which
+    stays >= 0 and is 0 only at an equilibrium of the game as configured (the responder may
+    move invalidly too). An invalid move raises its own seat's term BR_i - u_i by the gap
+    between the move it replaces and the penalty; the reward enters both BR_j and u_j of the
+    other seat, cancelling where the best responder reaches the move as often as self-play.
+    So at Nash an invalid move instead of a fold adds (fold - penalty) / 2 = 1/4 chip (at the
+    defaults) times how often it is reached, while one replacing a move worse than the
+    penalty (calling with J: -2) can lower the value. Exact Fractions in, Fractions out.
+    """
+    best = best_response_values(strategy, invalid=invalid)
+    own = self_play_values(strategy, invalid=invalid)
+    return (best[0] - own[0] + best[1] - own[1]) / 2
+
+
+def strategy_from_counts(counts: ReplyCounts) -> dict[InfoSet, tuple[Prob, Prob, Prob]]:
+    """The empirical strategy of reply counts, as exact Fractions."""
+    return {
+        info: (Fraction(c[0], sum(c)), Fraction(c[1], sum(c)), Fraction(c[2], sum(c)))
+        for info, c in counts.items()
+    }
+
+
+def bootstrap_exploitability(
+    counts: ReplyCounts, *, invalid: Outcome, resamples: int, seed: int
+) -> tuple[float, float]:
+    """(exploitability of the counts' frequencies, its bootstrap standard error): each
+    information set's replies are resampled with replacement `resamples` times."""
+    value = float(exploitability(strategy_from_counts(counts), invalid=invalid))
+    rng = random.Random(seed)
+    fast = (float(invalid[0]), float(invalid[1]))
+    replicates = []
+    for _ in range(resamples):
+        resampled: dict[InfoSet, tuple[Prob, Prob, Prob]] = {}
+        for info, c in counts.items():
+            n = sum(c)
+            drawn = rng.choices(range(3), weights=c, k=n)
+            resampled[info] = (drawn.count(0) / n, drawn.count(1) / n, drawn.count(2) / n)
+        replicates.append(float(exploitability(resampled, invalid=fast)))
+    return value, statistics.stdev(replicates) if len(replicates) > 1 else 0.0
+
+
+class _NoPolicy:
+    """Fills the seats of the sessions that only build observations and parse replies."""
+
+    def act(self, observations: Sequence[Observation]) -> list[PolicyOutput]:
+        raise GameError("the exploitability sessions never ask their seats to act")
+
+
+_NO_POLICY = _NoPolicy()
+
+
+def _session_at(rules: GameRules, history: tuple[str, ...], seed: int) -> GameSession:
+    """A game of `rules` from `seed`, played through GameSession to `history` in round 1."""
+    session = GameSession(GameJob(rules, seed, seats=(_NO_POLICY, _NO_POLICY)))
+    for move in history:
+        observation = cast(Observation, session.pending())
+        session.submit(observation, PolicyOutput(text=f"\\boxed{{[{move}]}}"))
+        if not session.turns[-1].valid:
+            raise GameError(f"Kuhn move [{move}] was refused after {history}: not a Kuhn game?")
+    return session
+
+
+def _deal_for(rules: GameRules, info: InfoSet, seed: int) -> tuple[int, Observation]:
+    """The first seed from `seed` whose deal gives the acting seat `info.card`, and the
+    observation it sees at `info` (set by the env's own deal, so the text is the real one)."""
+    for candidate in range(seed, seed + 1000):
+        observation = cast(Observation, _session_at(rules, info.history, candidate).pending())
+        if cast(dict[str, Any], observation.state)["card"] == info.card:
+            return candidate, observation
+    raise GameError(f"no seed in [{seed}, {seed + 1000}) deals {info.card} at {info}")
+
+
+def _classify(rules: GameRules, info: InfoSet, seed: int, reply: PolicyOutput) -> int:
+    """AGGRESSIVE, PASSIVE or INVALID: the reply submitted to a game at `info`, as play does."""
+    session = _session_at(rules, info.history, seed)
+    session.submit(cast(Observation, session.pending()), reply)
+    if len(session.turns) == len(info.history):  # no move played (context overflow): invalid
+        return INVALID
+    turn = session.turns[-1]
+    if not turn.valid:
+        return INVALID
+    return AGGRESSIVE if turn.action == f"[{_moves(info.history)[0]}]" else PASSIVE
+
+
+def estimate_strategy(policy: Policy, rules: GameRules, samples: int, seed: int) -> ReplyCounts:
+    """Sample `policy`'s replies at each of the 12 information sets and count them.
+
+    Each information set's observation is the one play gives: a real game of `rules` (seeded
+    from `seed` until the deal gives the acting seat the card) is played through
+    `GameSession` to the betting history, and its `pending()` observation is asked
+    `samples` times, all 12 * `samples` in one `act` call so an LLM policy batches them.
+    Each reply is submitted to its own copy of that game, so it is parsed exactly as in play
+    (`rules.action_format`, the env's legality check); a reply play rejects counts as an
+    invalid move. The estimated strategy is `strategy_from_counts` of the result.
+
+    Sampling, not scoring each legal action's log-probability, because it measures what the
+    model does in play: chat models reason before they answer, invalid replies are part of
+    their strategy, and any `Policy` (scripted, transformers, vLLM) can be asked. Scoring
+    would need a log-prob API the Policy interface lacks and would skip the reasoning. The
+    price is sampling noise, which `bootstrap_exploitability` reports.
+
+    A game of several rounds is measured on its first round (chips 0-0, role 0 acts first).
+    """
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    if not isinstance(rules.make_env(), KuhnPokerGame):
+        raise GameError(f"game {rules.name!r} is not Kuhn Poker (games.kuhn.KuhnPokerGame)")
+    deals = {info: _deal_for(rules, info, seed) for info in INFO_SETS}
+    asked = [deals[info][1] for info in INFO_SETS for _ in range(samples)]
+    replies = policy.act(asked)
+    if len(replies) != len(asked):
+        raise GameError(f"{type(policy).__name__} answered {len(replies)} of {len(asked)}")
+    counts: ReplyCounts = {}
+    for k, info in enumerate(INFO_SETS):
+        tally = [0, 0, 0]
+        for reply in replies[k * samples : (k + 1) * samples]:
+            tally[_classify(rules, info, deals[info][0], reply)] += 1
+        counts[info] = (tally[0], tally[1], tally[2])
+    return counts
+
+
+def invalid_outcome(rules: GameRules) -> Outcome:
+    """Chips of (offender, other seat) for an invalid reply under `rules`. With
+    invalid_move=retry the retries are not simulated: each invalid reply counts as the last
+    one, which play scores -1/+1 (so this overstates the cost of an invalid reply)."""
+    if rules.invalid_move == "penalty":
+        return (rules.invalid_penalty, rules.invalid_opponent_reward)
+    return (-1.0, 1.0)
+
+
+class KuhnExploitability:
+    """Measures a policy's exploitability in one-round Kuhn for `eval/kuhn/*`: `samples`
+    sampled replies per information set, a standard error from `bootstrap` resamples."""
+
+    def __init__(self, samples: int = 32, bootstrap: int = 200) -> None:
+        if samples < 1 or bootstrap < 2:
+            raise ValueError(f"need samples >= 1 and bootstrap >= 2, got {samples}, {bootstrap}")
+        self.samples = samples
+        self.bootstrap = bootstrap
+
+    def measure(self, policy: Policy, rules: GameRules, seed: int) -> dict[str, float]:
+        """exploitability (chips per round, see `exploitability`) and its standard error,
+        each seat's best-response value, and the share of invalid replies."""
+        counts = estimate_strategy(policy, rules, self.samples, seed)
+        invalid = invalid_outcome(rules)
+        value, se = bootstrap_exploitability(
+            counts, invalid=invalid, resamples=self.bootstrap, seed=seed
+        )
+        first, second = best_response_values(strategy_from_counts(counts), invalid=invalid)
+        invalid_replies = sum(c[INVALID] for c in counts.values())
+        return {
+            "exploitability": value,
+            "exploitability_se": se,
+            "best_response_first": float(first),
+            "best_response_second": float(second),
+            "invalid_share": invalid_replies / (self.samples * len(INFO_SETS)),
+        }

@@ -213,6 +213,12 @@ class RolloutPool:
             lambda i, c, s: self.workers[i].evaluate.remote(c, s, (s - seed) % 2), shares
         )
 
+    def analyse(self, seed: int) -> dict[str, float]:
+        """The games' exact analyses of the evaluated policy, on the first live worker."""
+        import ray
+
+        return ray.get(self.workers[self.live()[0]].analyse.remote(seed))
+
     def push_weights(self, safetensors_path: str, version: int) -> list[int]:
         """Load new weights into every worker; returns each worker's version afterwards."""
         import ray

@@ -29,7 +29,7 @@ from spiral_games.llm.engines.vllm import VLLMEngine
 from spiral_games.llm.models import load_tokenizer
 from spiral_games.llm.policy import LLMPolicy
 from spiral_games.play.loop import play_games
-from spiral_games.play.registry import build_opponent, build_rules
+from spiral_games.play.registry import build_analysis, build_opponent, build_rules
 from spiral_games.play.rollout import evaluation_jobs, plan_jobs
 from spiral_games.types import Episode, SamplingParams
 
@@ -171,6 +171,11 @@ class RolloutWorker:
             on_context_overflow=cfg.on_context_overflow,
             stream=stream,
         )
+        self.analyses = {
+            (name, key): build_analysis(name, game, key)
+            for name, game in cfg.games.items()
+            for key in game.analyses
+        }
         self.eval_opponents = {
             (name, opponent): build_opponent(name, game, opponent, seed=cfg.seed + index)
             for name, game in cfg.games.items()
@@ -226,6 +231,14 @@ class RolloutWorker:
             first_seat,
         )
         return play_games(jobs, concurrency=self.cfg.eval_concurrency)
+
+    def analyse(self, seed: int) -> dict[str, float]:
+        """Every configured game analysis of the eval-sampled policy: `eval/<game>/<key>`."""
+        out: dict[str, float] = {}
+        for (game, _), analysis in sorted(self.analyses.items()):
+            for key, value in analysis.measure(self.eval_policy, self.rules[game], seed).items():
+                out[f"eval/{game}/{key}"] = float(value)
+        return out
 
     def sleep(self) -> None:
         """Free accelerator memory for a collocated learner (GPU vLLM; no-op elsewhere)."""

@@ -221,14 +221,15 @@ class RuntimePlan:
         ]
 
     def _thread_note(self) -> str:
-        pinned = (
-            f"; pinned: learner on CPUs {list(self.learner_cpus)}, rollout workers before them"
-            if self.learner_cpus
-            else ""
-        )
+        mode = "overlap" if self.overlap else "alternate"
+        if self.learner_cpus:
+            return (
+                f"rollout and update {mode}, each on its own cores: learner on CPUs "
+                f"{list(self.learner_cpus)}, rollout workers on the ones before"
+            )
         if self.overlap:
-            return f"rollout and update overlap, so they share the cores{pinned}"
-        return f"rollout and update alternate, so each may use every core{pinned}"
+            return "rollout and update overlap and share the cores"
+        return "rollout and update alternate, so each may use every core"
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -75,6 +75,9 @@ class GameConfig:
     # name -> {_target_: ..., kwargs}: fixed opponents (scripted policies) for this game
     opponents: dict[str, Any] = field(default_factory=dict)
     weight: float = 1.0  # relative sampling weight in multi-game runs
+    # name -> {_target_: ..., kwargs}: exact measurements of the evaluated policy at every
+    # evaluation (a `GameAnalysis`, e.g. Kuhn exploitability), logged as eval/<game>/<key>
+    analyses: dict[str, Any] = field(default_factory=dict)
     # chat: SPIRAL's instructions in the model's chat template; raw: SPIRAL's base-model prompt;
     # short: the observation and a one-line "reply with \boxed{...}" (for small models).
     # None: the model's (model.prompt_style).

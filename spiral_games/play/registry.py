@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, cast
 
 from spiral_games.config.schema import GameConfig
 from spiral_games.errors import ConfigError
@@ -89,6 +89,24 @@ def build_rules(name: str, cfg: GameConfig) -> GameRules:
         retry_allowance=cfg.retry_allowance,
         max_turns=cfg.max_turns,
     )
+
+
+class GameAnalysis(Protocol):
+    """An exact measurement of a policy in one game (e.g. Kuhn exploitability): `measure`
+    returns named values; a value `x` with a standard error also returns `x_se`."""
+
+    def measure(self, policy: Policy, rules: GameRules, seed: int) -> dict[str, float]: ...
+
+
+def build_analysis(game: str, cfg: GameConfig, name: str) -> GameAnalysis:
+    """The analysis named in `games.<game>.analyses`."""
+    analysis = instantiate(cfg.analyses[name])
+    if not callable(getattr(analysis, "measure", None)):
+        raise ConfigError(
+            f"games.{game}.analyses.{name}._target_ built a {type(analysis).__name__}, which "
+            "has no measure(policy, rules, seed) method (spiral_games.play.registry.GameAnalysis)."
+        )
+    return cast(GameAnalysis, analysis)
 
 
 def build_opponent(game: str, cfg: GameConfig, opponent: str, seed: int) -> Policy:

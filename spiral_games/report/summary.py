@@ -214,6 +214,40 @@ def eval_changes(rows: list[dict[str, Any]]) -> list[EvalChange]:
                     standard_error(last[key], last.get(f"{prefix}/games")) if rate else None,
                 )
             )
+    return out + analysis_changes(rows)
+
+
+EXACT = "exact"  # the `opponent` of a game analysis (no opponent: measured on the policy)
+
+
+def analysis_series(
+    rows: list[dict[str, Any]],
+) -> dict[tuple[str, str], list[tuple[int, float, float | None]]]:
+    """Every game analysis logged with a standard error (`eval/<game>/<name>` and
+    `eval/<game>/<name>_se`, e.g. Kuhn exploitability): (game, name) -> [(step, value, se)]."""
+    names = sorted(
+        {
+            tuple(k.removesuffix("_se").split("/")[1:3])
+            for r in rows
+            for k in r
+            if k.startswith("eval/") and k.endswith("_se") and k.count("/") == 2
+        }
+    )
+    out: dict[tuple[str, str], list[tuple[int, float, float | None]]] = {}
+    for game, name in names:
+        key = f"eval/{game}/{name}"
+        points = [(r["step"], r[key], r.get(f"{key}_se")) for r in rows if r.get(key) is not None]
+        if points:
+            out[(game, name)] = points
+    return out
+
+
+def analysis_changes(rows: list[dict[str, Any]]) -> list[EvalChange]:
+    """First and last value of every game analysis, with their standard errors."""
+    out = []
+    for (game, name), points in analysis_series(rows).items():
+        (step0, before, before_se), (step1, after, after_se) = points[0], points[-1]
+        out.append(EvalChange(game, EXACT, name, step0, step1, before, after, before_se, after_se))
     return out
 
 
@@ -253,8 +287,9 @@ def plot_run(run_dir: Path, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     rows = read_metrics(run_dir)
-    pairs = sorted({(c.game, c.opponent) for c in eval_changes(rows)})
-    n_panels = len(pairs) + 2
+    pairs = sorted({(c.game, c.opponent) for c in eval_changes(rows) if c.opponent != EXACT})
+    analyses = analysis_series(rows)
+    n_panels = len(pairs) + 2 + bool(analyses)
     cols = min(n_panels, 3)
     nrows = math.ceil(n_panels / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.5 * nrows), squeeze=False)
@@ -305,6 +340,22 @@ def plot_run(run_dir: Path, out: Path) -> Path:
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+    if analyses:
+        ax = flat[len(pairs) + 2]
+        for (game, name), series in analyses.items():
+            ax.errorbar(
+                [step for step, _, _ in series],
+                [value for _, value, _ in series],
+                yerr=[se or 0.0 for _, _, se in series],
+                fmt="-o",
+                ms=3,
+                capsize=2,
+                label=f"{game} {name}",
+            )
+        ax.set_title("exact analyses (eval, ± 1 SE)", fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     for ax in flat[n_panels:]:
         ax.set_visible(False)
     fig.tight_layout()

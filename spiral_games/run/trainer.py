@@ -61,7 +61,8 @@ def train(cfg: RunConfig) -> Path:
         t = time.perf_counter()
         episodes = pool.evaluate(eval_games, seed=cfg.seed + done - 1)
         write_transcripts(episodes, run_dir / "eval" / f"step_{done:06d}.jsonl")
-        return {**eval_metrics(episodes), "eval/seconds": time.perf_counter() - t}
+        exact = pool.analyse(seed=cfg.seed + done - 1)  # e.g. eval/kuhn/exploitability
+        return {**eval_metrics(episodes), **exact, "eval/seconds": time.perf_counter() - t}
 
     if state.torch_rng is not None:  # last: building the learner and workers draws from it
         torch.set_rng_state(torch.tensor(state.torch_rng, dtype=torch.uint8))

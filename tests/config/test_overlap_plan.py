@@ -61,7 +61,7 @@ def test_synchronous_run_on_two_cores_gives_each_phase_both_and_pins_nothing():
     plan = plan_runtime(config(), machine((4, 5)), vllm_installed=True)
     assert (plan.rollout_threads, plan.learner_threads) == (2, 2)
     assert not plan.overlap and plan.learner_cpus == ()
-    assert "alternate" in plan.lines()[-1] and "pinned" not in plan.lines()[-1]
+    assert "alternate" in plan.lines()[-1] and "learner on CPUs" not in plan.lines()[-1]
 
 
 @pytest.mark.parametrize("installed", [True, False])  # vLLM or transformers rollout
@@ -90,7 +90,7 @@ def test_overlap_pins_only_a_single_local_learner(overrides):
 def test_overlap_on_a_gpu_machine_pins_nothing():
     plan = plan_runtime(config("train.max_staleness=1"), machine((0, 1), gpus=1), True)
     assert plan.overlap and plan.learner_cpus == ()
-    assert "pinned" not in plan.lines()[-1]
+    assert "learner on CPUs" not in plan.lines()[-1]
 
 
 def test_explicit_threads_that_do_not_fit_side_by_side_are_left_to_the_os():

@@ -66,3 +66,24 @@ def test_summarize_names_a_missing_run(tmp_path):
         timeout=120,
     )
     assert out.returncode == 2 and "metrics.jsonl does not exist" in out.stderr
+
+
+def test_run_report_carries_game_analyses_with_their_standard_errors(tmp_path):
+    """A game analysis (eval/<game>/<name> with eval/<game>/<name>_se, e.g. Kuhn
+    exploitability) is in summary.md, summary.json and curves.png, before and after."""
+    from spiral_games.report.summary import write_run_report
+
+    run_dir = tmp_path / "run"
+    fake_run(run_dir, True, [0.2, 0.4, 0.6])
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for row, (value, se) in zip(rows, [(0.5, 0.04), (0.3, 0.03), (0.1, 0.02)], strict=True):
+        row.update({"eval/kuhn/exploitability": value, "eval/kuhn/exploitability_se": se})
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = write_run_report(run_dir)
+    assert "| kuhn | exact | exploitability | 0.500 ± 0.040 | 0.100 ± 0.020 |" in table
+    assert "-0.400 ± 0.045 (-8.9)" in table
+    changes = json.loads((run_dir / "summary.json").read_text())["changes"]
+    exact = [c for c in changes if c["opponent"] == "exact"]
+    assert [(c["metric"], c["before"], c["after"]) for c in exact] == [("exploitability", 0.5, 0.1)]
+    assert "exploitability" in (run_dir / "summary.md").read_text()
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

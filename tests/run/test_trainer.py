@@ -227,6 +227,7 @@ def test_resume_continues_step_counter_and_rae_baselines_exactly(tiny, tmp_path,
             "eval.every=1",
             "eval.games=2",
             "train.wandb_mode=offline",
+            "games.kuhn.analyses.exploitability.samples=2",
         )
     )
     assert [m["step"] for m in read_metrics(tmp_path)] == [0, 1, 2]  # step 0: the baseline eval
@@ -243,6 +244,9 @@ def test_resume_continues_step_counter_and_rae_baselines_exactly(tiny, tmp_path,
             for opponent in ("random", "expert"):
                 assert 0 <= m[f"eval/{game}/{opponent}/win_rate"] <= 1
                 assert m[f"eval/{game}/{opponent}/seat0/win_rate"] is not None
+        # conf/games/kuhn.yaml's analysis: exact exploitability of the evaluated policy
+        assert 0 <= m["eval/kuhn/exploitability"] <= 2 and m["eval/kuhn/exploitability_se"] >= 0
+        assert 0 <= m["eval/kuhn/invalid_share"] <= 1
     assert (tmp_path / "eval" / "step_000002.jsonl").is_file()
     assert list((tmp_path / "wandb").glob("offline-run-*"))
     # every run ends with its report: the before/after table with standard errors, and curves
@@ -259,6 +263,7 @@ def test_resume_continues_step_counter_and_rae_baselines_exactly(tiny, tmp_path,
                 assert c["after_se"] == pytest.approx((after * (1 - after) / 2) ** 0.5)
             assert (game, opponent, "response_length") in changes
     text = (tmp_path / "summary.md").read_text()
+    assert ("kuhn", "exact", "exploitability") in changes
     assert "| kuhn | random | win |" in text and "| step 0 | step 2 |" in text
     png = (tmp_path / "curves.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
