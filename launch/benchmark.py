@@ -545,10 +545,10 @@ def _miss_reason(backend: str, row: dict) -> str:
 def bench_iteration(cfg: RunConfig, overrides: list[str]) -> dict:
     """Run the real trainer briefly, synchronously (train.max_staleness=0) and overlapped (1),
     and split each step's wall time into its phases. Evaluation is off: it runs alike in both
-    modes, between steps (each run's `time/eval` measures it). Both runs pin the rollout worker and the
-    learner to cores of their own (the same split), so that the overlap is real and the two
-    get the same machine; each averages the steady steps: after the first (warm-up; k=1 plays
-    it synchronously) and before the last (k=1 plays nothing ahead of it)."""
+    modes, between steps (each run's `time/eval` measures it). Both runs pin the rollout
+    worker and the learner to cores of their own (the same split), so that the overlap is real
+    and the two get the same machine; each averages the steady steps: after the first
+    (warm-up; k=1 plays it synchronously) and before the last (k=1 plays nothing ahead)."""
     import shutil
 
     import ray
@@ -596,6 +596,7 @@ def bench_iteration(cfg: RunConfig, overrides: list[str]) -> dict:
         step_s = sum(r["time/step"] for r in measured) / len(measured)
         shares = {p: v / step_s for p, v in seconds.items()}
         hidden = [r["overlap/hidden_share"] for r in measured if "overlap/hidden_share" in r]
+        tokens = sum(r["train/tokens"] for r in measured) / len(measured)
         runtime = json.loads((run_dir / "config.json").read_text())["runtime"]
         runs[f"k{k}"] = {
             "max_staleness": k,
@@ -603,6 +604,10 @@ def bench_iteration(cfg: RunConfig, overrides: list[str]) -> dict:
             "learner_cpus": runtime["learner_cpus"],
             "steps_measured": len(measured),
             "step_seconds": step_s,
+            # the batches differ between the runs (k=1 trains on games of older weights): a
+            # step's time per 1000 trained tokens compares the same work
+            "train_tokens": tokens,
+            "seconds_per_1k_tokens": 1000 * step_s / tokens,
             "seconds": seconds,
             "shares": shares,
             "overhead_share": shares["push"] + shares["other"],
@@ -620,7 +625,10 @@ def bench_iteration(cfg: RunConfig, overrides: list[str]) -> dict:
     }
     if "k0" in runs and "k1" in runs:
         result["ratio_k1_over_k0"] = runs["k1"]["step_seconds"] / runs["k0"]["step_seconds"]
-        result["target_ratio"] = 0.8
+        result["ratio_per_token_k1_over_k0"] = (
+            runs["k1"]["seconds_per_1k_tokens"] / runs["k0"]["seconds_per_1k_tokens"]
+        )
+        result["target_ratio"] = 0.8  # judged per trained token
     return result
 
 
@@ -644,6 +652,11 @@ def print_iteration_table(result: dict) -> None:
             )
         )
     print(f"{'step':<12}" + "".join(f"{runs[n]['step_seconds']:>10.2f}{'':>8}" for n in names))
+    print(
+        f"{'s/1k tok':<12}"
+        + "".join(f"{runs[n]['seconds_per_1k_tokens']:>10.2f}{'':>8}" for n in names)
+        + "  (a step's seconds per 1000 trained tokens)"
+    )
     for name in names:
         run = runs[name]
         hidden = run["hidden_share"]
@@ -656,9 +669,12 @@ def print_iteration_table(result: dict) -> None:
     verdict = "ok" if share <= target else f"MISSED by {share - target:.1%}"
     print(f"push + orchestration + logging: {share:.1%}  (target <= {target:.0%}: {verdict})")
     if "ratio_k1_over_k0" in result:
-        ratio, goal = result["ratio_k1_over_k0"], result["target_ratio"]
+        ratio, goal = result["ratio_per_token_k1_over_k0"], result["target_ratio"]
         verdict = "ok" if ratio <= goal else f"MISSED by {ratio - goal:.2f}"
-        print(f"step time k=1 / k=0: {ratio:.2f}  (target <= {goal}: {verdict})")
+        print(
+            f"step time k=1 / k=0: {result['ratio_k1_over_k0']:.2f} as measured, {ratio:.2f} per "
+            f"trained token  (target <= {goal} per token: {verdict})"
+        )
 
 
 PRECISIONS = (("fp32", "float32"), ("bf16", "bfloat16"))

@@ -165,6 +165,11 @@ def test_iteration_benchmark_splits_a_real_step_into_phases(tiny, tmp_path):
     assert result["ratio_k1_over_k0"] == pytest.approx(
         runs["k1"]["step_seconds"] / runs["k0"]["step_seconds"]
     )
+    for run in runs.values():  # the batches differ by chance: compared per trained token
+        assert run["seconds_per_1k_tokens"] == pytest.approx(
+            1000 * run["step_seconds"] / run["train_tokens"]
+        )
+    assert result["ratio_per_token_k1_over_k0"] > 0
     assert set(result["shares"]) == {
         "rollout",
         "advantage",
