@@ -123,6 +123,9 @@ class RolloutConfig:
     kv_cache_gib: int = 1  # vLLM-CPU KV cache (VLLM_CPU_KVCACHE_SPACE)
     episodes_per_step: int = 16  # episodes collected (over all workers) per training step
     opponent: str | None = None  # None: self-play; else a name from games.<name>.opponents
+    # who the policy trains against: self_play (itself, or rollout.opponent when set) or
+    # league (past checkpoints and fixed opponents, sampled by rating: see `league.*`)
+    opponents: str = "self_play"
     worker_cpus: float = 1.0  # Ray CPUs reserved per worker
     worker_gpus: float = 0.0  # Ray GPUs per worker (>= tensor_parallel_size on GPU clusters)
     tensor_parallel_size: int = 1
@@ -144,6 +147,7 @@ class RolloutConfig:
     def __post_init__(self) -> None:
         _check_choice("rollout.engine", self.engine, ENGINES)
         _check_choice("rollout.batching", self.batching, ("auto", "stream", "round"))
+        _check_choice("rollout.opponents", self.opponents, ("self_play", "league"))
         if self.weight_sync == "ipc":
             raise ConfigError(
                 "rollout.weight_sync=ipc (vLLM's CUDA IPC engine) needs a learner rank on each "
@@ -360,6 +364,47 @@ class EvalConfig:
 
 
 @dataclass
+class LeagueConfig:
+    """The opponent league of `rollout.opponents=league`: snapshots of the policy every `every`
+    steps (at most `size`, the oldest leaves first) plus the `fixed` opponents, rated from every
+    game (openskill's Plackett-Luce, a TrueSkill-like model). Each training game is self-play
+    with probability `self_play`; otherwise its opponent is drawn by `sampling`: pfsp
+    (prioritised fictitious self-play: weight = P(member beats the current policy)^pfsp_power,
+    from results decayed by `decay` per step, starting at 1/2) or uniform."""
+
+    every: int = 2
+    size: int = 3
+    self_play: float = 0.5
+    fixed: list[str] = field(default_factory=lambda: ["random"])  # from games.<g>.opponents
+    sampling: str = "pfsp"
+    pfsp_power: float = 1.0
+    decay: float = 0.8
+    # the engine past checkpoints play on in each rollout worker, beside the current policy's:
+    # auto = transformers on CPU (a second vLLM-CPU engine would busy-poll a core), the rollout
+    # engine on GPUs
+    engine: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check_positive("league.every", self.every)
+        _check_positive("league.size", self.size, allow_zero=True)
+        if not 0 <= self.self_play < 1:
+            raise ConfigError(
+                f"league.self_play={self.self_play} is out of range: it must be in [0, 1) (use "
+                "rollout.opponents=self_play for self-play only)."
+            )
+        _check_choice("league.sampling", self.sampling, ("pfsp", "uniform"))
+        _check_positive("league.pfsp_power", self.pfsp_power, allow_zero=True)
+        if not 0 < self.decay <= 1:
+            raise ConfigError(f"league.decay={self.decay} is out of range: it must be in (0, 1].")
+        _check_choice("league.engine", self.engine, ("auto", "hf", "vllm"))
+        if self.size == 0 and not self.fixed:
+            raise ConfigError(
+                "league.size=0 and no league.fixed opponents leave the league empty. Set "
+                "league.size > 0 or list fixed opponents (e.g. league.fixed=[random])."
+            )
+
+
+@dataclass
 class RayConfig:
     """Where Ray runs: a local instance by default, or an existing cluster."""
 
@@ -381,6 +426,7 @@ class RunConfig:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    league: LeagueConfig = field(default_factory=LeagueConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     seed: int = 0
     output_dir: str = "runs/default"
@@ -406,6 +452,21 @@ class RunConfig:
                 "rollout.sleep_when_training=false)."
             )
         opponent = self.rollout.opponent
+        if self.rollout.opponents == "league":
+            if opponent is not None:
+                raise ConfigError(
+                    f"rollout.opponents=league and rollout.opponent={opponent!r} both choose "
+                    "the training opponent. Keep one: put fixed opponents in the league with "
+                    "league.fixed=[...], or set rollout.opponents=self_play."
+                )
+            for fixed in self.league.fixed:
+                missing = [name for name, game in self.games.items() if fixed not in game.opponents]
+                if missing:
+                    raise ConfigError(
+                        f"league.fixed lists {fixed!r}, which {', '.join(missing)} does not "
+                        "configure. Add it to games.<name>.opponents or remove it from "
+                        "league.fixed."
+                    )
         if opponent is not None:
             missing = [name for name, game in self.games.items() if opponent not in game.opponents]
             if missing:
