@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from spiral_games.actors.rollout_pool import RolloutPool
 from spiral_games.actors.weight_sync import WeightSync
 from spiral_games.learn.staleness import trained_turns
+from spiral_games.play.league import LeagueDraw
 from spiral_games.types import Episode
 
 
@@ -49,10 +50,12 @@ class Overlap:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="spiral-collect")
         self.last: PendingCollect | None = None
 
-    def collect(self, num_episodes: int, seed: int, min_samples: int) -> PendingCollect:
-        """Start collecting now, `num_episodes` games at a time (seeded from `seed`) until the
-        episodes hold `min_samples` trained turns (a full batch, unless some are dropped);
-        the caller keeps working."""
+    def collect(
+        self, num_episodes: int, seed: int, min_samples: int, draw: LeagueDraw | None = None
+    ) -> PendingCollect:
+        """Start collecting now, `num_episodes` games at a time (seeded from `seed`, opponents
+        from the league `draw` if any) until the episodes hold `min_samples` trained turns (a
+        full batch, unless some are dropped); the caller keeps working."""
 
         def run() -> tuple[list[Episode], float]:
             rng = random.Random(seed)
@@ -60,7 +63,7 @@ class Overlap:
             self.sync.defer_catch_up = True
             try:
                 while sum(len(trained_turns(e)) for e in episodes) < min_samples:
-                    episodes += self.pool.collect(num_episodes, rng.randrange(2**31))
+                    episodes += self.pool.collect(num_episodes, rng.randrange(2**31), draw)
                 return episodes, time.perf_counter()
             finally:
                 self.sync.defer_catch_up = False

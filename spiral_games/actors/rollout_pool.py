@@ -12,6 +12,7 @@ from spiral_games.actors.rollout_worker import RolloutWorker, WorkerConfig
 from spiral_games.config.schema import RolloutConfig
 from spiral_games.errors import ConfigError, RolloutError
 from spiral_games.faults import kill_point
+from spiral_games.play.league import LeagueDraw
 from spiral_games.types import Episode
 
 READY_TIMEOUT_S = 600.0
@@ -54,6 +55,7 @@ class RolloutPool:
         self.failures = 0
         self.closing = False  # the run is stopping: a dying worker is not waited for
         self.weights: tuple[str, int] | None = None  # last file push, re-sent on a restart
+        self.league: dict[str, tuple[str, int]] = {}  # league snapshots, re-sent on a restart
         # streamed pushes (WeightSync): brings a restarted worker to the latest version
         self.catch_up: Callable[[int], None] | None = None
         self._shipped: tuple[tuple[str, int], Any] | None = None  # object-store copy of a push
@@ -80,8 +82,11 @@ class RolloutPool:
         """Indices of the workers still in service."""
         return [i for i, ok in enumerate(self.alive) if ok]
 
-    def collect(self, num_episodes: int, seed: int) -> list[Episode]:
-        """`num_episodes` finished episodes, split evenly over the workers.
+    def collect(
+        self, num_episodes: int, seed: int, draw: LeagueDraw | None = None
+    ) -> list[Episode]:
+        """`num_episodes` finished episodes, split evenly over the workers (each game's
+        opponent drawn from the league `draw` when one is given).
 
         A worker that dies mid-collection loses only its unfinished share: Ray restarts it, it
         gets the current weights again, and it plays its share anew with the same seed, so no
@@ -93,7 +98,25 @@ class RolloutPool:
         rng = random.Random(seed)
         seeds = [rng.randrange(2**31) for _ in range(n)]
         shares = [(i, c, s) for i, c, s in zip(live, counts, seeds, strict=True) if c]
-        return self._gather(lambda i, c, s: self.workers[i].collect.remote(c, s), shares)
+        return self._gather(lambda i, c, s: self.workers[i].collect.remote(c, s, draw), shares)
+
+    def set_league(self, snapshots: dict[str, tuple[str, int]]) -> None:
+        """The league's snapshots (name -> (weights file, step taken after)), sent to every
+        worker now and to a restarted one before it plays again."""
+        import ray
+
+        self.league = dict(snapshots)
+        ray.get([self._send_league(i) for i in self.live()])
+
+    def _send_league(self, index: int) -> Any:
+        """Same-node workers read the files; others get their bytes."""
+        if not self.remote[index]:
+            return self.workers[index].set_league.remote(self.league)
+        shipped = {}
+        for name, (path, step) in self.league.items():
+            with open(path, "rb") as fh:
+                shipped[name] = (fh.read(), step)
+        return self.workers[index].set_league.remote(shipped)
 
     def _gather(self, call: Any, shares: list[tuple[int, Any, int]]) -> list[Episode]:
         """Run every share; a share whose worker dies is played again (same seed) by the
@@ -197,6 +220,8 @@ class RolloutPool:
             log.warning(
                 "Restarted worker %d now serves weights version %d.", index, self.weights[1]
             )
+        if self.league:
+            ray.get(self._send_league(index))
         return index
 
     def evaluate(self, games: dict[str, int], seed: int) -> list[Episode]:

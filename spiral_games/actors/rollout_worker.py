@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,15 +23,18 @@ from spiral_games.config.hardware import (
     this_machine,
 )
 from spiral_games.config.schema import GameConfig, RunConfig
-from spiral_games.errors import ConfigError, EngineError
+from spiral_games.errors import ConfigError, EngineError, RolloutError
 from spiral_games.llm.engines.base import Engine, EngineSpec, StreamingEngine
 from spiral_games.llm.engines.factory import build_engine
 from spiral_games.llm.engines.vllm import VLLMEngine
 from spiral_games.llm.models import load_tokenizer
 from spiral_games.llm.policy import LLMPolicy
+from spiral_games.llm.snapshots import SnapshotPlayer
+from spiral_games.play.league import LeagueDraw
 from spiral_games.play.loop import play_games
+from spiral_games.play.policy import Policy
 from spiral_games.play.registry import build_analysis, build_opponent, build_rules
-from spiral_games.play.rollout import evaluation_jobs, plan_jobs
+from spiral_games.play.rollout import evaluation_jobs, league_groups, plan_jobs, plan_league_jobs
 from spiral_games.types import Episode, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,8 @@ class WorkerConfig:
     batching: str  # auto | stream | round (rollout.batching)
     pin_cpus: bool  # bind the worker to its slice of the cores (the learner has its own)
     start_version: int  # the version of the weights in `model_path` (a resumed checkpoint's)
+    league_fixed: tuple[str, ...] = ()  # rollout.opponents=league: its fixed opponents
+    league_engine: str = "hf"  # the engine league snapshots play on (league.engine)
 
     @classmethod
     def from_run(
@@ -104,6 +110,8 @@ class WorkerConfig:
             batching=r.batching,
             pin_cpus=bool(plan.learner_cpus),
             start_version=start_version,
+            league_fixed=tuple(cfg.league.fixed) if r.opponents == "league" else (),
+            league_engine=cfg.league.engine,
         )
 
     def engine_spec(self, kind: str, index: int) -> EngineSpec:
@@ -162,6 +170,24 @@ class RolloutWorker:
                 name: build_opponent(name, game, cfg.opponent, seed=cfg.seed + index)
                 for name, game in cfg.games.items()
             }
+        self.league_fixed = {
+            (name, opponent): build_opponent(name, game, opponent, seed=cfg.seed + index)
+            for name, game in cfg.games.items()
+            for opponent in cfg.league_fixed
+        }
+        self.league_files: dict[str, tuple[Path, int]] = {}  # snapshot -> (weights, step)
+        self.snapshots = SnapshotPlayer(
+            lambda: build_engine(cfg.engine_spec(cfg.league_engine, index)),
+            lambda engine: LLMPolicy(
+                engine,
+                self.policy.tokenizer,
+                cfg.sampling,
+                self.policy.prompt_styles,
+                cfg.max_model_len,
+                on_context_overflow=cfg.on_context_overflow,
+                stream=isinstance(engine, StreamingEngine),
+            ),
+        )
         self.eval_policy = LLMPolicy(
             self.engine,
             self.policy.tokenizer,
@@ -202,9 +228,14 @@ class RolloutWorker:
         """The engine this worker runs and, after an automatic fallback, why."""
         return {"engine": self.engine_kind, "note": self.engine_note}
 
-    def collect(self, num_episodes: int, seed: int) -> list[Episode]:
-        """Play `num_episodes` finished episodes with the current weights."""
+    def collect(
+        self, num_episodes: int, seed: int, draw: LeagueDraw | None = None
+    ) -> list[Episode]:
+        """Play `num_episodes` finished episodes with the current weights; with a league
+        `draw`, each game's opponent is drawn from it."""
         self.engine.reseed(seed)
+        if draw is not None:
+            return self._collect_league(num_episodes, seed, draw)
         jobs = plan_jobs(
             self.rules,
             self.weights,
@@ -216,6 +247,69 @@ class RolloutWorker:
             self.cfg.opponent or "",
         )
         return play_games(jobs, concurrency=self.cfg.concurrent_games)
+
+    def _collect_league(self, num_episodes: int, seed: int, draw: LeagueDraw) -> list[Episode]:
+        """League games: grouped by snapshot (`league_groups`), the snapshot engine loading
+        each group's weights in turn; episodes come back in job order."""
+        missing = [m for m in draw.members if m not in self.league_files and not self._fixed(m)]
+        if missing:
+            raise RolloutError(
+                f"Rollout worker {self.index} has no weights for league members {missing}: "
+                "the pool sends them with set_league before a collect."
+            )
+
+        def opponent(game: str, member: str) -> Policy:
+            if self._fixed(member):
+                return self.league_fixed[(game, member)]
+            return self.snapshots.policy()
+
+        jobs = plan_league_jobs(
+            self.rules,
+            self.weights,
+            num_episodes,
+            seed,
+            self.policy,
+            draw,
+            opponent,
+            self.engine.version,
+        )
+        episodes: list[Episode | None] = [None] * len(jobs)
+        for member, indices in league_groups(jobs, self.league_files):
+            if member:
+                path, step = self.league_files[member]
+                self.snapshots.load(member, path, step, seed + step)
+            played = play_games([jobs[i] for i in indices], concurrency=self.cfg.concurrent_games)
+            for i, episode in zip(indices, played, strict=True):
+                episodes[i] = episode
+        return [e for e in episodes if e is not None]
+
+    def _fixed(self, member: str) -> bool:
+        return member in self.cfg.league_fixed
+
+    def set_league(self, snapshots: dict[str, tuple[str | bytes, int]]) -> None:
+        """The league's snapshots: name -> (weights file, or its bytes from another node, and
+        the step it was taken after). Replaces the previous set."""
+        kept: dict[str, tuple[Path, int]] = {}
+        for name, (weights, step) in snapshots.items():
+            if isinstance(weights, bytes):
+                old = self.league_files.get(name)
+                path = (
+                    old[0]
+                    if old
+                    else Path(ram_tmp_dir() or tempfile.gettempdir())
+                    / f"league_{os.getpid()}_{name}.safetensors"
+                )
+                if not old:
+                    path.write_bytes(weights)
+                kept[name] = (path, step)
+            else:
+                kept[name] = (Path(weights), step)
+        for name, (path, _) in self.league_files.items():
+            if name not in kept and path.name.startswith("league_"):
+                path.unlink(missing_ok=True)  # a copy this worker wrote for itself
+        self.league_files = kept
+        if self.snapshots.loaded and self.snapshots.loaded not in kept:
+            self.snapshots.loaded = ""
 
     def evaluate(self, games: dict[str, int], seed: int, first_seat: int = 0) -> list[Episode]:
         """Eval-sampled games against every configured fixed opponent (`games[name]` per game),
@@ -247,8 +341,6 @@ class RolloutWorker:
     def load_weights_bytes(self, data: bytes, version: int) -> int:
         """Like `load_weights`, for a worker on another node: the file's bytes came through
         Ray's object store and are written to this node's /dev/shm first."""
-        import tempfile
-
         with tempfile.NamedTemporaryFile(suffix=".safetensors", dir=ram_tmp_dir()) as fh:
             fh.write(data)
             fh.flush()
@@ -323,7 +415,8 @@ class RolloutWorker:
         }
 
     def close(self) -> None:
-        """Stop the engine."""
+        """Stop the engines."""
+        self.snapshots.close()
         self.engine.close()
 
 

@@ -379,10 +379,10 @@ class LeagueConfig:
     sampling: str = "pfsp"
     pfsp_power: float = 1.0
     decay: float = 0.8
-    # the engine past checkpoints play on in each rollout worker, beside the current policy's:
-    # auto = transformers on CPU (a second vLLM-CPU engine would busy-poll a core), the rollout
-    # engine on GPUs
-    engine: str = "auto"
+    # the engine past checkpoints play on in each rollout worker, beside the current policy's
+    # engine: hf (transformers; no second vLLM engine busy-polling a core or claiming GPU
+    # memory) or vllm (a second vLLM engine: leave it memory on a GPU)
+    engine: str = "hf"
 
     def __post_init__(self) -> None:
         _check_positive("league.every", self.every)
@@ -396,7 +396,7 @@ class LeagueConfig:
         _check_positive("league.pfsp_power", self.pfsp_power, allow_zero=True)
         if not 0 < self.decay <= 1:
             raise ConfigError(f"league.decay={self.decay} is out of range: it must be in (0, 1].")
-        _check_choice("league.engine", self.engine, ("auto", "hf", "vllm"))
+        _check_choice("league.engine", self.engine, ("hf", "vllm"))
         if self.size == 0 and not self.fixed:
             raise ConfigError(
                 "league.size=0 and no league.fixed opponents leave the league empty. Set "

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from spiral_games.play.league import LeagueDraw
 from spiral_games.play.loop import GameJob, GameRules
 from spiral_games.play.policy import Policy
 
@@ -61,3 +62,52 @@ def evaluation_jobs(
             seats = (learner, opponent) if seat == 0 else (opponent, learner)
             jobs.append(GameJob(rules[game], rng.randrange(2**31), seats, (seat,), version, name))
     return jobs
+
+
+def plan_league_jobs(
+    rules: Mapping[str, GameRules],
+    weights: Mapping[str, float],
+    num_episodes: int,
+    seed: int,
+    learner: Policy,
+    draw: LeagueDraw,
+    opponent: Callable[[str, str], Policy],
+    version: int = 0,
+) -> list[GameJob]:
+    """Like `plan_jobs`, with each game's opponent drawn from the league: self-play (both
+    seats trained) or member `m` (`opponent(game, m)`, in a random seat; only the learner's
+    seat is trained). Deterministic from `seed`."""
+    rng = random.Random(seed)
+    names = sorted(rules)
+    jobs = []
+    for _ in range(num_episodes):
+        name = rng.choices(names, weights=[weights[n] for n in names])[0]
+        game_seed = rng.randrange(2**31)
+        member = draw.sample(rng)
+        if member is None:
+            jobs.append(GameJob(rules[name], game_seed, (learner, learner), (0, 1), version))
+            continue
+        seat = rng.randrange(2)
+        other = opponent(name, member)
+        seats = (learner, other) if seat == 0 else (other, learner)
+        jobs.append(GameJob(rules[name], game_seed, seats, (seat,), version, member))
+    return jobs
+
+
+def league_groups(jobs: Sequence[GameJob], snapshots: Iterable[str]) -> list[tuple[str, list[int]]]:
+    """The order a worker plays league `jobs` in when one engine serves every snapshot in turn:
+    (snapshot to load, or "" for none; indices of its jobs). Games against snapshots are grouped
+    by snapshot, in name order; the first group also holds every other game (self-play, fixed
+    opponents), so it runs alongside them. Depends on the jobs alone, so a resumed run plays
+    the same groups."""
+    snapshots = set(snapshots)
+    members = sorted({job.opponent for job in jobs if job.opponent in snapshots})
+    first = members[0] if members else ""
+    groups = [
+        (
+            first,
+            [i for i, j in enumerate(jobs) if j.opponent not in snapshots or j.opponent == first],
+        )
+    ]
+    groups += [(m, [i for i, j in enumerate(jobs) if j.opponent == m]) for m in members[1:]]
+    return [g for g in groups if g[1]]

@@ -33,12 +33,20 @@ class LoopState:
     rng: tuple[Any, ...] | None = None  # the driver's random.Random state (collection seeds)
     learner_rng: Any = None  # the learner's minibatch-shuffling state (a list of them per rank)
     torch_rng: tuple[int, ...] | None = None  # torch's CPU generator state, as bytes
+    league: dict[str, Any] | None = None  # League.state_dict() (rollout.opponents=league)
 
     @classmethod
     def capture(
-        cls, step: int, version: int, baselines: RoleBaselines, rng: random.Random, learner: Any
+        cls,
+        step: int,
+        version: int,
+        baselines: RoleBaselines,
+        rng: random.Random,
+        learner: Any,
+        league: Any = None,
     ) -> LoopState:
-        """The state of the live loop objects after `step` completed steps."""
+        """The state of the live loop objects after `step` completed steps (`league`: the
+        run's `League`, if it has one)."""
         import torch
 
         return cls(
@@ -48,6 +56,7 @@ class LoopState:
             rng=rng.getstate(),
             learner_rng=learner.rng_state(),
             torch_rng=tuple(torch.get_rng_state().tolist()),
+            league=None if league is None else league.state_dict(),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -68,6 +77,7 @@ class LoopState:
             rng=_tuples(data.get("rng")),
             learner_rng=_tuples(data.get("learner_rng")),
             torch_rng=_tuples(data.get("torch_rng")),
+            league=data.get("league"),
         )
 
 

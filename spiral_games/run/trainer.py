@@ -29,9 +29,11 @@ from spiral_games.learn.advantage import RoleBaselines, episode_samples
 from spiral_games.learn.learner import Learner, LearnerSpec
 from spiral_games.learn.staleness import split_stale, staleness_metrics
 from spiral_games.llm.models import ResolvedModel, resolve_configured
+from spiral_games.play.league import League, member_name
 from spiral_games.report.summary import write_run_report
 from spiral_games.report.transcripts import write_transcripts
 from spiral_games.run.checkpoint import LoopState, latest_checkpoint, save_checkpoint
+from spiral_games.run.league_files import league_snapshots, prune_snapshots, snapshot_path
 from spiral_games.run.metrics import MetricsLogger, PhaseClock, eval_metrics, step_metrics
 from spiral_games.types import Episode, Sample, TrainBatch
 
@@ -45,6 +47,7 @@ def train(cfg: RunConfig) -> Path:
     run_dir, state, model = start.run_dir, start.state, start.model
     baselines, rng = _driver_state(cfg, state)
     learner, pool, sync = _build_actors(cfg, plan, start)
+    league = _league(cfg, run_dir, state, pool)  # rollout.opponents=league, else None
     logger = MetricsLogger(
         run_dir, cfg.train.wandb_mode, cfg.train.wandb_project, dataclasses.asdict(cfg)
     )
@@ -83,7 +86,10 @@ def train(cfg: RunConfig) -> Path:
                     if ahead is not None:
                         new, ahead = ahead.result(), None
                     else:
-                        new = pool.collect(cfg.rollout.episodes_per_step, rng.randrange(2**31))
+                        draw = league.draw() if league is not None else None
+                        new = pool.collect(
+                            cfg.rollout.episodes_per_step, rng.randrange(2**31), draw
+                        )
                 episodes += new
                 with clock("advantage"):
                     fresh, stale = split_stale(new, step, bound)
@@ -95,10 +101,16 @@ def train(cfg: RunConfig) -> Path:
                         cfg.train.drop_zero_advantage,
                     )
 
+            if league is not None:  # rate every league game played, in episode order
+                league.record(episodes)
+
             # ---- k > 0: the workers play the next batch while the learner updates ---------
             if overlap is not None and done < cfg.train.steps:
                 ahead = overlap.collect(
-                    cfg.rollout.episodes_per_step, rng.randrange(2**31), cfg.learner.batch_size
+                    cfg.rollout.episodes_per_step,
+                    rng.randrange(2**31),
+                    cfg.learner.batch_size,
+                    league.draw() if league is not None else None,
                 )
 
             # ---- update on every collected sample ----------------------------------------
@@ -110,7 +122,13 @@ def train(cfg: RunConfig) -> Path:
             sync.trained(done)
             push = done % cfg.train.push_every == 0 or cfg.rollout.sleep_when_training
             version = done if push else version  # a sleeping worker needs the new weights
-            state, updating = LoopState.capture(done, version, baselines, rng, learner), False
+            joined = False  # the policy after this update joins the league
+            if league is not None and league.snapshot_due(done) and done < cfg.train.steps:
+                learner.export_weights(snapshot_path(run_dir, member_name(done)))
+                league.add_snapshot(done)
+                joined = True
+            state = LoopState.capture(done, version, baselines, rng, learner, league)
+            updating = False
 
             # ---- push the new weights to every rollout worker, once they are idle ----------
             if ahead is not None:
@@ -119,6 +137,8 @@ def train(cfg: RunConfig) -> Path:
             with clock("push"):
                 if push:
                     sync.push(version)
+                if league is not None and joined:
+                    pool.set_league(league_snapshots(run_dir, league))
 
             # ---- evaluate against the fixed opponents ------------------------------------
             evaluation: dict[str, float] = {}
@@ -131,6 +151,8 @@ def train(cfg: RunConfig) -> Path:
             if cfg.train.checkpoint_due(done):
                 with clock("checkpoint"):
                     saved = _checkpoint(cfg, run_dir, state, learner, model)
+                    if league is not None:
+                        prune_snapshots(run_dir)
             write_transcripts(
                 episodes[: cfg.train.transcripts_per_step],
                 run_dir / "transcripts" / f"step_{done:06d}.jsonl",
@@ -140,6 +162,8 @@ def train(cfg: RunConfig) -> Path:
                 episodes, samples, train_metrics, clock, version, baselines.values, evaluation
             )
             metrics.update(staleness_metrics(episodes, dropped, step))
+            if league is not None:
+                metrics.update(league.metrics())
             if overlap is not None and ahead is not None:  # this step played one ahead
                 metrics.update(overlap.metrics())
             logger.log(done, metrics)
@@ -263,6 +287,17 @@ def _build_actors(
     if start.resumed:
         sync.push(start.state.version)
     return learner, pool, sync
+
+
+def _league(cfg: RunConfig, run_dir: Path, state: LoopState, pool: RolloutPool) -> League | None:
+    """The run's opponent league, resumed from `state`, its snapshots sent to the workers."""
+    if cfg.rollout.opponents != "league":
+        return None
+    league = League(cfg.league)
+    if state.league is not None:
+        league.load_state_dict(state.league)
+        pool.set_league(league_snapshots(run_dir, league))
+    return league
 
 
 def _checkpoint(

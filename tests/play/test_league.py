@@ -187,3 +187,53 @@ def test_the_run_config_composes_a_league_and_refuses_contradictions():
         )
     with pytest.raises(ConfigError, match=r"rollout.opponents"):
         compose_run_config(conf, ["+games=[kuhn]", "rollout.opponents=population"])
+
+
+def test_league_jobs_are_seeded_and_train_only_the_current_policys_seat():
+    from games.kuhn import KuhnNashPolicy
+    from spiral_games.play.policy import RandomPolicy
+    from spiral_games.play.registry import build_rules
+    from spiral_games.play.rollout import plan_league_jobs
+
+    cfg = compose_run_config_for(["+games=[kuhn,tictactoe]"])
+    rules = {n: build_rules(n, g) for n, g in cfg.games.items()}
+    weights = {n: 1.0 for n in rules}
+    learner, snapshot, fixed = RandomPolicy(0), KuhnNashPolicy(), RandomPolicy(1)
+
+    def opponent(game, member):
+        return fixed if member == "random" else snapshot
+
+    draw = LeagueDraw(0.3, ("random", "step_000002"), (1.0, 3.0))
+    jobs = plan_league_jobs(rules, weights, 400, 7, learner, draw, opponent)
+    again = plan_league_jobs(rules, weights, 400, 7, learner, draw, opponent)
+    assert [(j.rules.name, j.seed, j.opponent, j.trained_roles) for j in jobs] == [
+        (j.rules.name, j.seed, j.opponent, j.trained_roles) for j in again
+    ]
+    for job in jobs:
+        if job.opponent == "":
+            assert job.seats == (learner, learner) and job.trained_roles == (0, 1)
+        else:
+            (seat,) = job.trained_roles
+            assert job.seats[seat] is learner
+            assert job.seats[1 - seat] is opponent(job.rules.name, job.opponent)
+    shares = {name: sum(j.opponent == name for j in jobs) / 400 for name in ("", "random")}
+    assert abs(shares[""] - 0.3) < 4 * (0.3 * 0.7 / 400) ** 0.5
+    assert abs(shares["random"] - 0.175) < 4 * (0.175 * 0.825 / 400) ** 0.5
+    assert {j.trained_roles for j in jobs if j.opponent} == {(0,), (1,)}
+
+
+def test_league_groups_cover_every_job_once_in_a_fixed_order():
+    from spiral_games.play.loop import GameJob
+    from spiral_games.play.rollout import league_groups
+
+    names = ["", "step_000004", "random", "step_000002", "step_000004", "", "step_000002"]
+    jobs = [GameJob(None, k, (None, None), opponent=n) for k, n in enumerate(names)]  # type: ignore[arg-type]
+    groups = league_groups(jobs, {"step_000002", "step_000004", "step_000006"})
+    assert groups == [("step_000002", [0, 2, 3, 5, 6]), ("step_000004", [1, 4])]
+    assert league_groups(jobs[:3:2], {"step_000002"}) == [("", [0, 1])]  # no snapshot games
+
+
+def compose_run_config_for(overrides):
+    from spiral_games.config.compose import compose_run_config
+
+    return compose_run_config(REPO / "conf", overrides)

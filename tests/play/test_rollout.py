@@ -3,6 +3,7 @@ their behaviour logprobs match a transformers teacher-forced recomputation."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 from spiral_games.actors.rollout_worker import RolloutWorker, WorkerConfig
 from spiral_games.config.compose import compose_run_config
-from spiral_games.errors import ConfigError, EngineError, GameError
+from spiral_games.errors import ConfigError, EngineError, GameError, RolloutError
 from spiral_games.logprobs import response_logprobs
 
 from ..conftest import REPO
@@ -272,3 +273,52 @@ def test_short_prompt_shows_the_position_and_chat_the_full_observation(tiny):
         unlisted.act([obs])
     assert "the board now" in prompts["short"] and "history" not in prompts["short"]
     assert "history of every board" in prompts["chat"] and "board now" not in prompts["chat"]
+
+
+def test_league_worker_plays_each_snapshot_on_its_own_weights(tiny):
+    """Two snapshots (tiny models of other seeds) and `random`: each snapshot seat's log-probs
+    are its own model's, the learner's are the current model's, and the plan is seeded."""
+    from spiral_games.llm.models import resolve_model
+    from spiral_games.play.league import LeagueDraw
+
+    config = worker_config(tiny, "hf", games="kuhn")
+    config = dataclasses.replace(config, league_fixed=("random",))
+    worker = RolloutWorker(config)
+    snaps = {f"step_00000{s}": resolve_model("tiny-random", seed=s) for s in (1, 2)}
+    worker.set_league(
+        {n: (str(m.path / "model.safetensors"), int(n[-1])) for n, m in snaps.items()}
+    )
+    draw = LeagueDraw(0.2, ("random", *snaps), (1.0, 1.0, 1.0))
+    episodes = worker.collect(16, seed=3, draw=draw)
+    assert [e.opponent for e in episodes] == [e.opponent for e in worker.collect(16, 3, draw)]
+    by_opponent = {
+        name: [e for e in episodes if e.opponent == name] for name in ("", "random", *snaps)
+    }
+    assert all(by_opponent.values()), {k: len(v) for k, v in by_opponent.items()}
+    for name, model in snaps.items():
+        games = by_opponent[name]
+        theirs = [t for e in games for t in e.turns if t.role not in e.trained_roles]
+        mine = list(games)
+        assert theirs and all(t.response_ids for t in theirs)
+        check_turns(theirs, model)
+        check_episodes(mine, tiny, len(mine), "float32", tolerance=1e-3, trained_only=True)
+    assert {e.trained_roles for e in by_opponent[""]} == {(0, 1)}
+    worker.set_league({})  # a snapshot the league dropped is no longer drawn
+    with pytest.raises(RolloutError, match="no weights for league members"):
+        worker.collect(4, seed=0, draw=draw)
+    worker.close()
+
+
+def check_turns(turns, model, tolerance=1e-3):
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(str(model.path), dtype=torch.float32)
+    recomputed = response_logprobs(
+        hf, [t.prompt_ids for t in turns], [t.response_ids for t in turns], pad_id=0
+    )
+    diffs = [
+        abs(a - b)
+        for t, r in zip(turns, recomputed, strict=True)
+        for a, b in zip(t.logprobs, r, strict=True)
+    ]
+    assert sum(diffs) / len(diffs) < tolerance, max(diffs)
