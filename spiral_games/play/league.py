@@ -160,9 +160,9 @@ class League:
                 rec.draws += 1
             else:
                 rec.losses += 1
-            self._rate(name, ranks=[0 if mine >= theirs else 1, 0 if theirs >= mine else 1])
+            self._rate(name, ranks=[0.0 if mine >= theirs else 1.0, 0.0 if theirs >= mine else 1.0])
 
-    def _rate(self, member: str, ranks: list[int]) -> None:
+    def _rate(self, member: str, ranks: list[float]) -> None:
         current = self.model.rating(*self.ratings[CURRENT])
         other = self.model.rating(*self.ratings[member])
         [[current], [other]] = self.model.rate([[current], [other]], ranks=ranks)
