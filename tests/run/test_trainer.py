@@ -228,6 +228,8 @@ def test_resume_continues_step_counter_and_rae_baselines_exactly(tiny, tmp_path,
             "eval.games=2",
             "train.wandb_mode=offline",
             "games.kuhn.analyses.exploitability.samples=2",
+            "games.tictactoe.analyses.move_quality.games=2",
+            "games.tictactoe.analyses.move_quality.positions=4",
         )
     )
     assert [m["step"] for m in read_metrics(tmp_path)] == [0, 1, 2]  # step 0: the baseline eval
@@ -247,6 +249,9 @@ def test_resume_continues_step_counter_and_rae_baselines_exactly(tiny, tmp_path,
         # conf/games/kuhn.yaml's analysis: exact exploitability of the evaluated policy
         assert 0 <= m["eval/kuhn/exploitability"] <= 2 and m["eval/kuhn/exploitability_se"] >= 0
         assert 0 <= m["eval/kuhn/invalid_share"] <= 1
+        # conf/games/tictactoe.yaml's: moves that keep the minimax value, losses to minimax
+        for key in ("optimal_move_rate", "optimal_move_rate_fixed", "loss_rate_minimax"):
+            assert 0 <= m[f"eval/tictactoe/{key}"] <= 1 and m[f"eval/tictactoe/{key}_se"] >= 0
     assert (tmp_path / "eval" / "step_000002.jsonl").is_file()
     assert list((tmp_path / "wandb").glob("offline-run-*"))
     # every run ends with its report: the before/after table with standard errors, and curves
@@ -264,6 +269,7 @@ def test_resume_continues_step_counter_and_rae_baselines_exactly(tiny, tmp_path,
             assert (game, opponent, "response_length") in changes
     text = (tmp_path / "summary.md").read_text()
     assert ("kuhn", "exact", "exploitability") in changes
+    assert ("tictactoe", "exact", "optimal_move_rate") in changes
     assert "| kuhn | random | win |" in text and "| step 0 | step 2 |" in text
     png = (tmp_path / "curves.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
