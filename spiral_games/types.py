@@ -99,6 +99,7 @@ class GameEnd(str, Enum):
     INVALID_MOVE = "invalid_move"  # a seat's invalid move ended it (`Episode.invalid_role`)
     CONTEXT_OVERFLOW = "context_overflow"  # the history outgrew the model context: a draw
     TURN_LIMIT = "turn_limit"  # `max_turns` reached: a draw
+    ABANDONED = "abandoned"  # a player left before the end (interactive play): no result, 0/0
 
 
 @dataclass(frozen=True)

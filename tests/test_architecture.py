@@ -38,6 +38,7 @@ PURE_CORE = (
     "spiral_games.play.loop",
     "spiral_games.play.game",
     "spiral_games.play.registry",
+    "spiral_games.play.human",
     "spiral_games.learn.advantage",
     "spiral_games.learn.loss",
 )

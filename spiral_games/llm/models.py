@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -62,11 +63,7 @@ def resolve_model(name: str, cache_dir: Path | None = None, seed: int = 0) -> Re
         )
     elif Path(name).expanduser().is_dir():
         path = Path(name).expanduser().resolve()
-        if not (path / "config.json").is_file():
-            raise ModelError(
-                f"Model directory {path} has no config.json. Point model.name at a directory "
-                "written by save_pretrained (or by this project's checkpoints)."
-            )
+        _check_model_dir(path)
     elif name.startswith(("/", ".", "~")):
         raise ModelError(
             f"Model directory {name} does not exist. Point model.name at a directory written by "
@@ -99,6 +96,38 @@ def load_tokenizer(path: Path) -> Any:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def _is_model_dir(path: Path) -> bool:
+    """Whether `path` holds a model's config.json (save_pretrained writes its `model_type`;
+    a training run's own config.json has none)."""
+    try:
+        return "model_type" in json.loads((path / "config.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _check_model_dir(path: Path) -> None:
+    """Raise ModelError naming the fix unless `path` is a model directory: for a run or its
+    checkpoints/ folder, the model directories inside (`checkpoints/step_N`)."""
+    if _is_model_dir(path):
+        return
+    inside = sorted(p.parent for p in (*path.glob("*/config.json"), *path.glob("*/*/config.json")))
+    inside = [p for p in inside if _is_model_dir(p)]
+    if inside:
+        raise ModelError(
+            f"{path} is not a model directory, but holds {len(inside)}: "
+            f"{', '.join(p.name for p in inside)}. Point model.name at one of them, e.g. "
+            f"model.name={inside[-1]}"
+        )
+    found = (
+        "a config.json with no model_type" if (path / "config.json").exists() else "no config.json"
+    )
+    raise ModelError(
+        f"Model directory {path} has {found}. Point model.name at a directory "
+        "written by save_pretrained, such as a checkpoint of this project "
+        "(runs/<run>/checkpoints/step_N)."
+    )
 
 
 def _looks_like_hub_id(name: str) -> bool:

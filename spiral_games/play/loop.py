@@ -146,6 +146,13 @@ class GameSession:
             GameEnd.INVALID_MOVE,
         )
 
+    def abandon(self, reason: str) -> Episode:
+        """The game so far, stopped by a player who left before the end: no result (returns
+        0/0, `GameEnd.ABANDONED`). A game that had already ended is returned as it ended."""
+        if not self.finished:
+            self._ended = ((0.0, 0.0), reason, None, GameEnd.ABANDONED)
+        return self.episode()
+
     def episode(self) -> Episode:
         """The finished episode; raises if the game is still running."""
         if self._ended is not None:
