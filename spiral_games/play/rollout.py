@@ -26,20 +26,39 @@ def plan_jobs(
     game's opponent takes a random seat per game and only the learner's seat is trained.
     """
     rng = random.Random(seed)
-    names = sorted(rules)
     jobs = []
     for _ in range(num_episodes):
-        name = rng.choices(names, weights=[weights[n] for n in names])[0]
-        game_seed = rng.randrange(2**31)
-        if opponents is None:
-            seats: tuple[Policy, Policy] = (learner, learner)
-            trained: tuple[int, ...] = (0, 1)
-        else:
-            seat = rng.randrange(2)
-            seats = (learner, opponents[name]) if seat == 0 else (opponents[name], learner)
-            trained = (seat,)
-        jobs.append(GameJob(rules[name], game_seed, seats, trained, version, opponent_name))
+        name, game_seed = _next_game(rng, rules, weights)
+        other = None if opponents is None else opponents[name]
+        jobs.append(_seated(rules[name], game_seed, rng, learner, other, version, opponent_name))
     return jobs
+
+
+def _next_game(
+    rng: random.Random, rules: Mapping[str, GameRules], weights: Mapping[str, float]
+) -> tuple[str, int]:
+    """A game of `rules` drawn by weight, and a fresh seed for it."""
+    names = sorted(rules)
+    name = rng.choices(names, weights=[weights[n] for n in names])[0]
+    return name, rng.randrange(2**31)
+
+
+def _seated(
+    rules: GameRules,
+    game_seed: int,
+    rng: random.Random,
+    learner: Policy,
+    other: Policy | None,
+    version: int,
+    opponent: str,
+) -> GameJob:
+    """Self-play (`other` None: both seats trained), or `other` in a random seat and only the
+    learner's seat trained."""
+    if other is None:
+        return GameJob(rules, game_seed, (learner, learner), (0, 1), version)
+    seat = rng.randrange(2)
+    seats = (learner, other) if seat == 0 else (other, learner)
+    return GameJob(rules, game_seed, seats, (seat,), version, opponent)
 
 
 def evaluation_jobs(
@@ -78,19 +97,12 @@ def plan_league_jobs(
     seats trained) or member `m` (`opponent(game, m)`, in a random seat; only the learner's
     seat is trained). Deterministic from `seed`."""
     rng = random.Random(seed)
-    names = sorted(rules)
     jobs = []
     for _ in range(num_episodes):
-        name = rng.choices(names, weights=[weights[n] for n in names])[0]
-        game_seed = rng.randrange(2**31)
+        name, game_seed = _next_game(rng, rules, weights)
         member = draw.sample(rng)
-        if member is None:
-            jobs.append(GameJob(rules[name], game_seed, (learner, learner), (0, 1), version))
-            continue
-        seat = rng.randrange(2)
-        other = opponent(name, member)
-        seats = (learner, other) if seat == 0 else (other, learner)
-        jobs.append(GameJob(rules[name], game_seed, seats, (seat,), version, member))
+        other = None if member is None else opponent(name, member)
+        jobs.append(_seated(rules[name], game_seed, rng, learner, other, version, member or ""))
     return jobs
 
 

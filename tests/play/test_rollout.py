@@ -33,11 +33,8 @@ def worker_config(
 
 
 def check_episodes(episodes, model, n, dtype, tolerance, trained_only=False):
-    from transformers import AutoModelForCausalLM
-
     assert len(episodes) == n
     assert {e.game for e in episodes} <= {"kuhn", "tictactoe"}
-    hf = AutoModelForCausalLM.from_pretrained(str(model.path), dtype=getattr(torch, dtype))
     turns = []
     for ep in episodes:
         assert ep.version == 0
@@ -48,6 +45,14 @@ def check_episodes(episodes, model, n, dtype, tolerance, trained_only=False):
                 assert t.response_ids and len(t.logprobs) == len(t.response_ids)
                 assert all(math.isfinite(x) for x in t.logprobs)
                 turns.append(t)
+    check_turns(turns, model, dtype, tolerance)
+
+
+def check_turns(turns, model, dtype="float32", tolerance=1e-3):
+    """The recorded log-probs of `turns` are `model`'s (recomputed with transformers)."""
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(str(model.path), dtype=getattr(torch, dtype))
     recomputed = response_logprobs(
         hf, [t.prompt_ids for t in turns], [t.response_ids for t in turns], pad_id=0
     )
@@ -307,18 +312,3 @@ def test_league_worker_plays_each_snapshot_on_its_own_weights(tiny):
     with pytest.raises(RolloutError, match="no weights for league members"):
         worker.collect(4, seed=0, draw=draw)
     worker.close()
-
-
-def check_turns(turns, model, tolerance=1e-3):
-    from transformers import AutoModelForCausalLM
-
-    hf = AutoModelForCausalLM.from_pretrained(str(model.path), dtype=torch.float32)
-    recomputed = response_logprobs(
-        hf, [t.prompt_ids for t in turns], [t.response_ids for t in turns], pad_id=0
-    )
-    diffs = [
-        abs(a - b)
-        for t, r in zip(turns, recomputed, strict=True)
-        for a, b in zip(t.logprobs, r, strict=True)
-    ]
-    assert sum(diffs) / len(diffs) < tolerance, max(diffs)

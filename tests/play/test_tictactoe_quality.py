@@ -27,6 +27,7 @@ from spiral_games.play.registry import build_analysis, build_rules
 from spiral_games.types import PolicyOutput
 
 from ..conftest import REPO
+from .recording import Recording
 
 
 @pytest.fixture(scope="module")
@@ -100,18 +101,6 @@ class FirstEmpty:
 
     def act(self, observations):
         return [PolicyOutput(text=f"\\boxed{{{o.legal_actions[0]}}}") for o in observations]
-
-
-class Recording:
-    """Wraps a policy and keeps every batch it is asked."""
-
-    def __init__(self, policy) -> None:
-        self.policy = policy
-        self.batches = []
-
-    def act(self, observations):
-        self.batches.append(list(observations))
-        return self.policy.act(observations)
 
 
 def test_minimax_expert_keeps_the_value_everywhere_and_never_loses(rules):
@@ -304,9 +293,9 @@ def test_cluster_rate_by_hand():
 def test_config_entry_builds_through_build_analysis(games):
     analysis = build_analysis("tictactoe", games["tictactoe"], "move_quality")
     assert isinstance(analysis, TicTacToeMoveQuality)
-    assert (analysis.games, analysis.positions) == (20, 64)  # the signature's defaults
+    assert (analysis.games, analysis.positions) == (20, 64)  # conf/games/tictactoe.yaml
     cfg = compose_run_config(
-        REPO / "conf", ["+games=[tictactoe]", "+games.tictactoe.analyses.move_quality.games=4"]
+        REPO / "conf", ["+games=[tictactoe]", "games.tictactoe.analyses.move_quality.games=4"]
     )
     assert build_analysis("tictactoe", cfg.games["tictactoe"], "move_quality").games == 4
 
