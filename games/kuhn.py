@@ -222,6 +222,10 @@ class KuhnNashPolicy:
         self.alpha = Fraction(alpha).limit_denominator(1000)
         self.rng = random.Random(seed)
 
+    def reseed(self, seed: int) -> None:
+        """Restart its choices from `seed` (a collect or evaluation replays identically)."""
+        self.rng.seed(seed)
+
     def bet_or_call_probability(self, card: str, history: Sequence[str]) -> Fraction:
         """Probability of the aggressive move (bet, or call when facing a bet)."""
         a, third = self.alpha, Fraction(1, 3)

@@ -87,6 +87,10 @@ class NimExpertPolicy:
     def __init__(self, seed: int = 0) -> None:
         self.rng = random.Random(seed)
 
+    def reseed(self, seed: int) -> None:
+        """Restart its choices from `seed` (a collect or evaluation replays identically)."""
+        self.rng.seed(seed)
+
     def act(self, observations: Sequence[Observation]) -> list[PolicyOutput]:
         return [
             PolicyOutput(text=f"\\boxed{{{self._move(cast(tuple[int, ...], obs.state))}}}")

@@ -105,6 +105,10 @@ class TicTacToeMinimaxPolicy:
     def __init__(self, seed: int = 0) -> None:
         self.rng = random.Random(seed)
 
+    def reseed(self, seed: int) -> None:
+        """Restart its choices from `seed` (a collect or evaluation replays identically)."""
+        self.rng.seed(seed)
+
     def act(self, observations: Sequence[Observation]) -> list[PolicyOutput]:
         outputs = []
         for obs in observations:

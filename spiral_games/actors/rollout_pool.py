@@ -56,6 +56,8 @@ class RolloutPool:
         self.closing = False  # the run is stopping: a dying worker is not waited for
         self.weights: tuple[str, int] | None = None  # last file push, re-sent on a restart
         self.league: dict[str, tuple[str, int]] = {}  # league snapshots, re-sent on a restart
+        self._league_held: dict[int, set[str]] = {}  # remote workers: snapshots they hold
+        self._league_refs: dict[str, Any] = {}  # object-store copies of snapshot files
         # streamed pushes (WeightSync): brings a restarted worker to the latest version
         self.catch_up: Callable[[int], None] | None = None
         self._shipped: tuple[tuple[str, int], Any] | None = None  # object-store copy of a push
@@ -102,21 +104,39 @@ class RolloutPool:
 
     def set_league(self, snapshots: dict[str, tuple[str, int]]) -> None:
         """The league's snapshots (name -> (weights file, step taken after)), sent to every
-        worker now and to a restarted one before it plays again."""
+        worker now and to a restarted one before it plays again. Workers on other nodes get
+        each file once, through the object store, and keep their copy while it is a member."""
         import ray
+        from ray.exceptions import ActorUnavailableError, RayActorError
 
         self.league = dict(snapshots)
-        ray.get([self._send_league(i) for i in self.live()])
+        self._league_refs = {n: r for n, r in self._league_refs.items() if n in self.league}
+        try:
+            ray.get([self._send_league(i) for i in self.live()])
+        except (RayActorError, ActorUnavailableError) as exc:
+            raise RolloutError(
+                f"Sending the league's snapshots to the rollout workers failed "
+                f"({type(exc).__name__}). Completed steps are checkpointed; resume with "
+                "train.resume=true."
+            ) from exc
 
-    def _send_league(self, index: int) -> Any:
-        """Same-node workers read the files; others get their bytes."""
+    def _send_league(self, index: int, fresh: bool = False) -> Any:
+        """Same-node workers read the files; others get what they do not hold yet (all of it
+        when `fresh`: a restarted worker holds nothing)."""
+        import ray
+
+        worker = self.workers[index]
         if not self.remote[index]:
-            return self.workers[index].set_league.remote(self.league)
-        shipped = {}
+            return worker.set_league.remote(self.league)
+        held = set() if fresh else self._league_held.get(index, set())
+        payload: dict[str, tuple[Any, int]] = {}
         for name, (path, step) in self.league.items():
-            with open(path, "rb") as fh:
-                shipped[name] = (fh.read(), step)
-        return self.workers[index].set_league.remote(shipped)
+            if name not in held and name not in self._league_refs:
+                with open(path, "rb") as fh:
+                    self._league_refs[name] = ray.put(fh.read())
+            payload[name] = (None if name in held else self._league_refs[name], step)
+        self._league_held[index] = set(self.league)
+        return worker.set_league.remote(payload)
 
     def _gather(self, call: Any, shares: list[tuple[int, Any, int]]) -> list[Episode]:
         """Run every share; a share whose worker dies is played again (same seed) by the
@@ -221,7 +241,7 @@ class RolloutPool:
                 "Restarted worker %d now serves weights version %d.", index, self.weights[1]
             )
         if self.league:
-            ray.get(self._send_league(index))
+            ray.get(self._send_league(index, fresh=True))
         return index
 
     def evaluate(self, games: dict[str, int], seed: int) -> list[Episode]:

@@ -6,12 +6,14 @@ actor. It receives only its own small `WorkerConfig`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from spiral_games.config.hardware import (
     RuntimePlan,
@@ -32,7 +34,7 @@ from spiral_games.llm.policy import LLMPolicy
 from spiral_games.llm.snapshots import SnapshotPlayer
 from spiral_games.play.league import LeagueDraw
 from spiral_games.play.loop import play_games
-from spiral_games.play.policy import Policy
+from spiral_games.play.policy import Policy, reseed_policy
 from spiral_games.play.registry import build_analysis, build_opponent, build_rules
 from spiral_games.play.rollout import evaluation_jobs, league_groups, plan_jobs, plan_league_jobs
 from spiral_games.types import Episode, SamplingParams
@@ -111,7 +113,7 @@ class WorkerConfig:
             pin_cpus=bool(plan.learner_cpus),
             start_version=start_version,
             league_fixed=tuple(cfg.league.fixed) if r.opponents == "league" else (),
-            league_engine=cfg.league.engine,
+            league_engine=_league_engine(cfg, plan),
         )
 
     def engine_spec(self, kind: str, index: int) -> EngineSpec:
@@ -176,8 +178,10 @@ class RolloutWorker:
             for opponent in cfg.league_fixed
         }
         self.league_files: dict[str, tuple[Path, int]] = {}  # snapshot -> (weights, step)
-        self.snapshots = SnapshotPlayer(
-            lambda: build_engine(cfg.engine_spec(cfg.league_engine, index)),
+        self.snapshots = SnapshotPlayer(  # weights come from snapshot files only
+            lambda: build_engine(
+                dataclasses.replace(cfg.engine_spec(cfg.league_engine, index), weight_sync="file")
+            ),
             lambda engine: LLMPolicy(
                 engine,
                 self.policy.tokenizer,
@@ -234,6 +238,8 @@ class RolloutWorker:
         """Play `num_episodes` finished episodes with the current weights; with a league
         `draw`, each game's opponent is drawn from it."""
         self.engine.reseed(seed)
+        for k, (_, opponent) in enumerate(sorted((self.opponents or {}).items())):
+            reseed_policy(opponent, seed + 1 + k)
         if draw is not None:
             return self._collect_league(num_episodes, seed, draw)
         jobs = plan_jobs(
@@ -257,6 +263,9 @@ class RolloutWorker:
                 f"Rollout worker {self.index} has no weights for league members {missing}: "
                 "the pool sends them with set_league before a collect."
             )
+
+        for k, key in enumerate(sorted(self.league_fixed)):
+            reseed_policy(self.league_fixed[key], seed + 1 + k)
 
         def opponent(game: str, member: str) -> Policy:
             if self._fixed(member):
@@ -286,24 +295,28 @@ class RolloutWorker:
     def _fixed(self, member: str) -> bool:
         return member in self.cfg.league_fixed
 
-    def set_league(self, snapshots: dict[str, tuple[str | bytes, int]]) -> None:
-        """The league's snapshots: name -> (weights file, or its bytes from another node, and
-        the step it was taken after). Replaces the previous set."""
+    def set_league(self, snapshots: dict[str, tuple[Any, int]]) -> None:
+        """The league's snapshots, replacing the previous set: name -> (weights, the step it
+        was taken after). `weights` is a file on this node; the file's bytes, or a Ray object
+        holding them, from another node (written to a copy of this worker's own); or None: keep
+        the copy this worker already holds."""
         kept: dict[str, tuple[Path, int]] = {}
         for name, (weights, step) in snapshots.items():
-            if isinstance(weights, bytes):
-                old = self.league_files.get(name)
-                path = (
-                    old[0]
-                    if old
-                    else Path(ram_tmp_dir() or tempfile.gettempdir())
-                    / f"league_{os.getpid()}_{name}.safetensors"
-                )
-                if not old:
-                    path.write_bytes(weights)
-                kept[name] = (path, step)
-            else:
+            if weights is None:
+                if name not in self.league_files:
+                    raise RolloutError(f"Rollout worker {self.index} holds no copy of {name}.")
+                kept[name] = self.league_files[name]
+            elif isinstance(weights, str):
                 kept[name] = (Path(weights), step)
+            else:
+                if not isinstance(weights, bytes):  # an object-store reference
+                    import ray
+
+                    weights = ray.get(weights)
+                tmp = Path(ram_tmp_dir() or tempfile.gettempdir())
+                path = tmp / f"league_{os.getpid()}_{name}.safetensors"
+                path.write_bytes(weights)
+                kept[name] = (path, step)
         for name, (path, _) in self.league_files.items():
             if name not in kept and path.name.startswith("league_"):
                 path.unlink(missing_ok=True)  # a copy this worker wrote for itself
@@ -315,6 +328,8 @@ class RolloutWorker:
         """Eval-sampled games against every configured fixed opponent (`games[name]` per game),
         seats alternating from `first_seat`, `eval_concurrency` at once."""
         self.engine.reseed(seed)
+        for k, key in enumerate(sorted(self.eval_opponents)):
+            reseed_policy(self.eval_opponents[key], seed + 1 + k)
         jobs = evaluation_jobs(
             self.rules,
             self.eval_opponents,
@@ -335,8 +350,10 @@ class RolloutWorker:
         return out
 
     def sleep(self) -> None:
-        """Free accelerator memory for a collocated learner (GPU vLLM; no-op elsewhere)."""
+        """Free accelerator memory for a collocated learner (GPU vLLM; no-op elsewhere); the
+        league's snapshot engine is closed (it is rebuilt when next needed)."""
         self.engine.sleep()
+        self.snapshots.close()
 
     def load_weights_bytes(self, data: bytes, version: int) -> int:
         """Like `load_weights`, for a worker on another node: the file's bytes came through
@@ -415,9 +432,21 @@ class RolloutWorker:
         }
 
     def close(self) -> None:
-        """Stop the engines."""
+        """Stop the engines; remove the snapshot copies this worker wrote."""
+        self.set_league({})
         self.snapshots.close()
         self.engine.close()
+
+
+def _league_engine(cfg: RunConfig, plan: RuntimePlan) -> str:
+    """`league.engine`, refused where it cannot run: a second vLLM engine on a GPU would need a
+    share of the GPU's memory that this version does not set."""
+    if cfg.rollout.opponents == "league" and cfg.league.engine == "vllm" and plan.hardware.gpus:
+        raise ConfigError(
+            "league.engine=vllm starts a second vLLM engine in each rollout worker, and on a "
+            "GPU it would claim the memory the first one holds. Use league.engine=hf."
+        )
+    return cfg.league.engine
 
 
 def _prompt_styles(games: dict[str, GameConfig]) -> dict[str, str]:

@@ -397,6 +397,12 @@ class LeagueConfig:
         if not 0 < self.decay <= 1:
             raise ConfigError(f"league.decay={self.decay} is out of range: it must be in (0, 1].")
         _check_choice("league.engine", self.engine, ("hf", "vllm"))
+        bad = [n for n in self.fixed if n == "current" or n.startswith("step_")]
+        if bad or len(set(self.fixed)) != len(self.fixed):
+            raise ConfigError(
+                f"league.fixed={list(self.fixed)}: list each fixed opponent once, and none named "
+                "'current' or 'step_*' (those name the policy and its snapshots)."
+            )
         if self.size == 0 and not self.fixed:
             raise ConfigError(
                 "league.size=0 and no league.fixed opponents leave the league empty. Set "

@@ -70,6 +70,10 @@ class LLMPolicy:
             outputs[i] = _output(gen, encoded[i][1], version)
         return outputs
 
+    def reseed(self, seed: int) -> None:
+        """Restart the engine's sampling from `seed`."""
+        self.engine.reseed(seed)
+
     def submit(self, observation: Observation) -> str:
         """Start answering one observation; returns the ticket `poll` answers it under."""
         ids, cut = self._encode(observation)

@@ -36,11 +36,24 @@ class StreamingPolicy(Protocol):
         ...
 
 
+def reseed_policy(policy: Policy, seed: int) -> None:
+    """Restart `policy`'s sampling from `seed` where it has a `reseed` method (the scripted
+    opponents and LLM policies do), so that a collect or an evaluation plays the same games
+    whenever it runs: after a resume, or again on a restarted worker."""
+    reseed = getattr(policy, "reseed", None)
+    if callable(reseed):
+        reseed(seed)
+
+
 class RandomPolicy:
     """Uniform over the legal actions the game lists, answered in the \\boxed{} format."""
 
     def __init__(self, seed: int = 0) -> None:
         self.rng = random.Random(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Restart its choices from `seed` (a collect or evaluation replays identically)."""
+        self.rng.seed(seed)
 
     def act(self, observations: Sequence[Observation]) -> list[PolicyOutput]:
         outputs = []

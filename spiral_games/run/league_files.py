@@ -1,5 +1,6 @@
 """The league's snapshot weights in a run directory: `league/step_000004.safetensors`, written
-when a snapshot joins, kept while any kept checkpoint's league still names it."""
+when a snapshot joins, kept while any kept checkpoint's league still names it (absolute paths:
+rollout workers may run in another working directory)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ log = logging.getLogger(__name__)
 
 def snapshot_path(run_dir: Path, name: str) -> Path:
     """Where league snapshot `name`'s weights live."""
-    return run_dir / "league" / f"{name}.safetensors"
+    return (run_dir / "league" / f"{name}.safetensors").resolve()
 
 
 def league_snapshots(run_dir: Path, league: League) -> dict[str, tuple[str, int]]:
@@ -47,8 +48,9 @@ def prune_snapshots(run_dir: Path) -> list[Path]:
             if kind == CHECKPOINT:
                 named.add(name)
     gone = []
-    for path in sorted((run_dir / "league").glob("*.safetensors")):
-        if path.stem not in named:
+    files = [*(run_dir / "league").glob("*.safetensors"), *(run_dir / "league").glob("*.tmp")]
+    for path in sorted(files):  # *.tmp: an export a kill interrupted
+        if path.suffix == ".tmp" or path.stem not in named:
             path.unlink(missing_ok=True)
             gone.append(path)
     if gone:

@@ -105,12 +105,13 @@ def step_metrics(
 
 
 def rollout_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
-    """Mean return per game and role, invalid-move and truncation rates, response lengths."""
+    """Mean return per game and role, invalid-move and truncation rates, response lengths: of
+    the trained policy's seats only (a fixed or league opponent's are left out)."""
     out: dict[str, float] = {}
     returns: dict[tuple[str, int], list[float]] = defaultdict(list)
-    turns = [t for e in episodes for t in e.turns if t.response_ids]
+    turns = [t for e in episodes for t in e.turns if t.response_ids and t.role in e.trained_roles]
     for e in episodes:
-        for role in (0, 1):
+        for role in e.trained_roles:
             returns[(e.game, role)].append(e.returns[role])
     for (game, role), values in sorted(returns.items()):
         out[f"rollout/{game}/return_role{role}"] = sum(values) / len(values)

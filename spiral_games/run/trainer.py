@@ -124,7 +124,8 @@ def train(cfg: RunConfig) -> Path:
             version = done if push else version  # a sleeping worker needs the new weights
             joined = False  # the policy after this update joins the league
             if league is not None and league.snapshot_due(done) and done < cfg.train.steps:
-                learner.export_weights(snapshot_path(run_dir, member_name(done)))
+                with clock("checkpoint"):
+                    learner.export_weights(snapshot_path(run_dir, member_name(done)))
                 league.add_snapshot(done)
                 joined = True
             state = LoopState.capture(done, version, baselines, rng, learner, league)

@@ -164,6 +164,8 @@ def test_metrics_name_every_member():
         ({"sampling": "elo"}, "league.sampling"),
         ({"decay": 0.0}, "league.decay"),
         ({"size": 0, "fixed": []}, "league empty"),
+        ({"fixed": ["random", "random"]}, r"each fixed opponent once"),
+        ({"fixed": ["current"]}, r"'current' or 'step_\*'"),
     ],
 )
 def test_bad_league_settings_name_the_key(overrides, message):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from safetensors.torch import load_file
 
 from ..actors.test_reliability import (
@@ -31,10 +32,11 @@ def transcripts(run_dir, step):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_a_league_run_trains_against_snapshots_rates_them_and_resumes_exactly(tiny, tmp_path):
     reference = tmp_path / "reference"
     assert run_trainer(reference, tmp_path / "reference.log", *LEAGUE) == 0
-    metrics = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().split()]
+    metrics = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5]
 
     # step 1 has only the fixed opponent; snapshots join after steps 1-4, at most 2 kept
