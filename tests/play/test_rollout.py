@@ -293,7 +293,7 @@ def test_league_worker_plays_each_snapshot_on_its_own_weights(tiny):
     worker.set_league(
         {n: (str(m.path / "model.safetensors"), int(n[-1])) for n, m in snaps.items()}
     )
-    draw = LeagueDraw(0.2, ("random", *snaps), (1.0, 1.0, 1.0))
+    draw = LeagueDraw(0.4, ("random", *snaps), (1.0, 1.0, 1.0))
     episodes = worker.collect(16, seed=3, draw=draw)
     again = worker.collect(16, seed=3, draw=draw)  # a resume or a restarted worker replays it
     assert [e.to_json() for e in episodes] == [e.to_json() for e in again]
@@ -304,10 +304,11 @@ def test_league_worker_plays_each_snapshot_on_its_own_weights(tiny):
     for name, model in snaps.items():
         games = by_opponent[name]
         theirs = [t for e in games for t in e.turns if t.role not in e.trained_roles]
-        mine = list(games)
+        mine = [t for e in games for t in e.turns if t.role in e.trained_roles]
         assert theirs and all(t.response_ids for t in theirs)
         check_turns(theirs, model)
-        check_episodes(mine, tiny, len(mine), "float32", tolerance=1e-3, trained_only=True)
+        if mine:  # the learner may not get to move (an invalid first move by the snapshot)
+            check_turns(mine, tiny)
     assert {e.trained_roles for e in by_opponent[""]} == {(0, 1)}
     worker.set_league({})  # a snapshot the league dropped is no longer drawn
     with pytest.raises(RolloutError, match="no weights for league members"):
