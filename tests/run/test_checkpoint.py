@@ -108,7 +108,7 @@ def test_unknown_trainer_state_keys_are_refused_and_such_a_checkpoint_skipped(tm
         save_checkpoint(tmp_path, LoopState(step=step), write_files, keep=3)
     newer = tmp_path / "checkpoints" / "step_000002"  # as written by a later version
     state = json.loads((newer / "trainer_state.json").read_text())
-    (newer / "trainer_state.json").write_text(json.dumps({**state, "league": []}))
+    (newer / "trainer_state.json").write_text(json.dumps({**state, "population": []}))
     write_manifest(newer)
     with caplog.at_level(logging.WARNING):
         assert latest_checkpoint(tmp_path)[1] == LoopState(step=1)
