@@ -22,7 +22,7 @@ from textarena.envs.registration import ENV_REGISTRY, register
 
 from spiral_games.errors import GameError
 from spiral_games.play.game import TextArenaGame
-from spiral_games.play.loop import GameJob, GameRules, GameSession
+from spiral_games.play.loop import GameRules, GameSession, replayed
 from spiral_games.play.policy import Policy
 from spiral_games.types import Observation, PolicyOutput
 
@@ -426,25 +426,9 @@ def bootstrap_exploitability(
     return value, statistics.stdev(replicates) if len(replicates) > 1 else 0.0
 
 
-class _NoPolicy:
-    """Fills the seats of the sessions that only build observations and parse replies."""
-
-    def act(self, observations: Sequence[Observation]) -> list[PolicyOutput]:
-        raise GameError("the exploitability sessions never ask their seats to act")
-
-
-_NO_POLICY = _NoPolicy()
-
-
 def _session_at(rules: GameRules, history: tuple[str, ...], seed: int) -> GameSession:
     """A game of `rules` from `seed`, played through GameSession to `history` in round 1."""
-    session = GameSession(GameJob(rules, seed, seats=(_NO_POLICY, _NO_POLICY)))
-    for move in history:
-        observation = cast(Observation, session.pending())
-        session.submit(observation, PolicyOutput(text=f"\\boxed{{[{move}]}}"))
-        if not session.turns[-1].valid:
-            raise GameError(f"Kuhn move [{move}] was refused after {history}: not a Kuhn game?")
-    return session
+    return replayed(rules, seed, [f"[{move}]" for move in history])
 
 
 def _deal_for(rules: GameRules, info: InfoSet, seed: int) -> tuple[int, Observation]:

@@ -15,8 +15,9 @@ from typing import Any, NamedTuple, cast
 
 from spiral_games.errors import GameError
 from spiral_games.play.game import TextArenaGame
-from spiral_games.play.loop import GameJob, GameRules, GameSession, play_games
+from spiral_games.play.loop import GameRules, GameSession, play_games, replayed
 from spiral_games.play.policy import Policy
+from spiral_games.play.rollout import evaluation_jobs
 from spiral_games.types import Episode, GameEnd, Observation, PolicyOutput
 
 LINES = ((0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6))
@@ -211,23 +212,9 @@ def _score(cells: tuple[str, ...], action: str | None) -> Reply:
     return Reply(optimal=_cell(action) in best_moves(cells, to_move(cells)), invalid=False)
 
 
-class _Unused:
-    """Fills the seats of the sessions that only build observations and parse replies."""
-
-    def act(self, observations: Sequence[Observation]) -> list[PolicyOutput]:
-        raise GameError("the move-quality sessions never ask their seats to act")
-
-
 def session_at(rules: GameRules, moves: Sequence[int]) -> GameSession:
     """A game of `rules` played through GameSession along `moves`, waiting for the next move."""
-    session = GameSession(GameJob(rules, FIXED_SET_SEED, seats=(_Unused(), _Unused())))
-    for move in moves:
-        session.submit(
-            cast(Observation, session.pending()), PolicyOutput(text=f"\\boxed{{[{move}]}}")
-        )
-        if not session.turns[-1].valid:
-            raise GameError(f"TicTacToe move [{move}] was refused after {moves}")
-    return session
+    return replayed(rules, FIXED_SET_SEED, [f"[{move}]" for move in moves])
 
 
 def ask_fixed_positions(policy: Policy, rules: GameRules, count: int) -> list[Reply]:
@@ -260,13 +247,8 @@ def play_against_minimax(policy: Policy, rules: GameRules, games: int, seed: int
     `play_games` as evaluation plays them (batched, or streamed to a streaming policy);
     `policy` moves first in the even-numbered games."""
     expert = TicTacToeMinimaxPolicy(seed=seed)
-    rng = random.Random(seed)
-    jobs = []
-    for k in range(games):
-        seat = k % 2
-        seats = (policy, expert) if seat == 0 else (expert, policy)
-        jobs.append(GameJob(rules, rng.randrange(2**31), seats, (seat,), opponent="minimax"))
-    return play_games(jobs)
+    opponents = {(rules.name, "minimax"): expert}
+    return play_games(evaluation_jobs({rules.name: rules}, opponents, games, seed, policy))
 
 
 def game_replies(episode: Episode) -> list[Reply]:

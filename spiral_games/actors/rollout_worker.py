@@ -34,7 +34,7 @@ from spiral_games.llm.policy import LLMPolicy
 from spiral_games.llm.snapshots import SnapshotPlayer
 from spiral_games.play.league import LeagueDraw
 from spiral_games.play.loop import play_games
-from spiral_games.play.policy import Policy, reseed_policy
+from spiral_games.play.policy import Policy, reseed_policies
 from spiral_games.play.registry import build_analysis, build_opponent, build_rules
 from spiral_games.play.rollout import evaluation_jobs, league_groups, plan_jobs, plan_league_jobs
 from spiral_games.types import Episode, SamplingParams
@@ -238,8 +238,7 @@ class RolloutWorker:
         """Play `num_episodes` finished episodes with the current weights; with a league
         `draw`, each game's opponent is drawn from it."""
         self.engine.reseed(seed)
-        for k, (_, opponent) in enumerate(sorted((self.opponents or {}).items())):
-            reseed_policy(opponent, seed + 1 + k)
+        reseed_policies(self.opponents or {}, seed)
         if draw is not None:
             return self._collect_league(num_episodes, seed, draw)
         jobs = plan_jobs(
@@ -264,8 +263,7 @@ class RolloutWorker:
                 "the pool sends them with set_league before a collect."
             )
 
-        for k, key in enumerate(sorted(self.league_fixed)):
-            reseed_policy(self.league_fixed[key], seed + 1 + k)
+        reseed_policies(self.league_fixed, seed)
 
         def opponent(game: str, member: str) -> Policy:
             if self._fixed(member):
@@ -328,8 +326,7 @@ class RolloutWorker:
         """Eval-sampled games against every configured fixed opponent (`games[name]` per game),
         seats alternating from `first_seat`, `eval_concurrency` at once."""
         self.engine.reseed(seed)
-        for k, key in enumerate(sorted(self.eval_opponents)):
-            reseed_policy(self.eval_opponents[key], seed + 1 + k)
+        reseed_policies(self.eval_opponents, seed)
         jobs = evaluation_jobs(
             self.rules,
             self.eval_opponents,

@@ -3,9 +3,9 @@ on the same policy into one `act` call. Pure: no Ray, vLLM or DeepSpeed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeGuard
+from typing import TypeGuard, cast
 
 from spiral_games.errors import GameError
 from spiral_games.play.game import GameEnv
@@ -174,6 +174,30 @@ class GameSession:
             opponent=self.job.opponent,
             end=end,
         )
+
+
+class _NoSeat:
+    """Fills the seats of a `replayed` session: its moves come by hand, never from `act`."""
+
+    def act(self, observations: Iterable[Observation]) -> list[PolicyOutput]:
+        raise GameError("a replayed session's seats are never asked to act")
+
+
+def replayed(rules: GameRules, seed: int, actions: Sequence[str]) -> GameSession:
+    """A game of `rules` from `seed`, played through `GameSession` along `actions` (each in the
+    game's move syntax, e.g. `[4]`) and waiting for the next move: its `pending()` is the
+    observation play shows there, and a reply submitted to it is parsed as play parses it."""
+    session = GameSession(GameJob(rules, seed, seats=(_NoSeat(), _NoSeat())))
+    for k, action in enumerate(actions):
+        session.submit(
+            cast(Observation, session.pending()), PolicyOutput(text=f"\\boxed{{{action}}}")
+        )
+        if not session.turns[-1].valid:
+            raise GameError(
+                f"{rules.name}: move {action} was refused after {list(actions[:k])}; were the "
+                "moves written for this game?"
+            )
+    return session
 
 
 def play_games(jobs: Iterable[GameJob], concurrency: int | None = None) -> list[Episode]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Sequence
-from typing import Protocol
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Protocol
 
 from spiral_games.errors import GameError
 from spiral_games.types import Observation, PolicyOutput
@@ -43,6 +43,12 @@ def reseed_policy(policy: Policy, seed: int) -> None:
     reseed = getattr(policy, "reseed", None)
     if callable(reseed):
         reseed(seed)
+
+
+def reseed_policies(policies: Mapping[Any, Policy], seed: int) -> None:
+    """`reseed_policy` on each of `policies`, in key order, from `seed + 1`, `seed + 2`, ..."""
+    for k, key in enumerate(sorted(policies)):
+        reseed_policy(policies[key], seed + 1 + k)
 
 
 class RandomPolicy:
