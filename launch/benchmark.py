@@ -557,6 +557,8 @@ def bench_iteration(cfg: RunConfig, overrides: list[str]) -> dict:
     from spiral_games.run.trainer import train
 
     given = any(o.startswith("train.max_staleness=") for o in overrides)
+    # unless set, learner.tis_cap follows each run's k, as in a run of that k
+    tis_given = any(o.startswith("learner.tis_cap=") for o in overrides)
     ks = (cfg.train.max_staleness,) if given else (0, 1)
     steps = cfg.train.steps if any(o.startswith("train.steps=") for o in overrides) else 4
     if steps < 3:
@@ -583,7 +585,11 @@ def bench_iteration(cfg: RunConfig, overrides: list[str]) -> dict:
             ),
             eval=dataclasses.replace(cfg.eval, points=0, every=0),  # the same in both modes
             rollout=dataclasses.replace(cfg.rollout, cpu_threads=rollout_threads),
-            learner=dataclasses.replace(cfg.learner, cpu_threads=learner_threads),
+            learner=dataclasses.replace(
+                cfg.learner,
+                cpu_threads=learner_threads,
+                tis_cap=cfg.learner.tis_cap if tis_given else None,
+            ),
             output_dir=str(run_dir),
         )
         train(run)

@@ -15,6 +15,9 @@ PROMPT_STYLES = ("chat", "raw", "short")
 ACTION_FORMATS = ("boxed", "lenient")
 INVALID_MOVE_POLICIES = ("penalty", "retry")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK")
+# learner.tis_cap's default when samples are played ahead of the learner (oat's tis_c=2.0):
+# measured on the card recipe at train.max_staleness=1 (README, "One step off-policy")
+ASYNC_TIS_CAP = 2.0
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -206,10 +209,12 @@ class LearnerConfig:
     loss: str = "ppo"  # ppo (clipped ratio to the behaviour policy) or reinforce
     clip: float = 0.2
     kl_coef: float = 0.0  # no KL by default
-    # truncated importance sampling (oat's tis_c, e.g. 2.0) for the engine/learner mismatch:
-    # the PPO ratio is taken to the learner's own log-probs before the update, and each token
-    # is weighted by min(exp(learner - behaviour), tis_cap); 0: off (ratio to behaviour)
-    tis_cap: float = 0.0
+    # truncated importance sampling (oat's tis_c) for stale samples and the engine/learner
+    # mismatch: the PPO ratio is taken to the learner's own log-probs before the update (the
+    # clip no longer fires on the lag itself), and each token is weighted by
+    # min(exp(learner - behaviour), tis_cap); 0: off (ratio to behaviour). None: ASYNC_TIS_CAP
+    # when train.max_staleness > 0, else 0 (RunConfig resolves it)
+    tis_cap: float | None = None
     # auto: bf16 on a GPU (weights) or a CPU with native bf16 (autocast), else fp32; true/false
     bf16: str = "auto"
     gradient_checkpointing: bool = False
@@ -255,7 +260,7 @@ class LearnerConfig:
         _check_choice("learner.loss", self.loss, ("ppo", "reinforce"))
         _check_positive("learner.clip", self.clip)
         _check_positive("learner.kl_coef", self.kl_coef, allow_zero=True)
-        if self.tis_cap != 0 and self.tis_cap < 1:
+        if self.tis_cap is not None and self.tis_cap != 0 and self.tis_cap < 1:
             raise ConfigError(
                 f"learner.tis_cap={self.tis_cap}: a cap below 1 down-weights every token. Use 0 "
                 "(off) or a cap >= 1, e.g. 2.0 as oat does."
@@ -450,6 +455,8 @@ class RunConfig:
         if self.rollout.max_tokens is None:
             self.rollout.max_tokens = self.model.max_tokens
             _check_reply_budget(self.rollout.max_tokens, self.rollout.max_model_len)
+        if self.learner.tis_cap is None:
+            self.learner.tis_cap = ASYNC_TIS_CAP if self.train.max_staleness > 0 else 0.0
         if self.train.max_staleness > 0 and self.rollout.sleep_when_training:
             raise ConfigError(
                 f"train.max_staleness={self.train.max_staleness} plays the next games while the "
@@ -480,6 +487,16 @@ class RunConfig:
                     f"rollout.opponent={opponent!r} is not configured for {', '.join(missing)}. "
                     "Add it to games.<name>.opponents or set rollout.opponent=null (self-play)."
                 )
+
+    def importance_cap(self) -> float:
+        """`learner.tis_cap` as `__post_init__` resolved it (ASYNC_TIS_CAP when samples are
+        played ahead of the learner, `train.max_staleness > 0`, unless set)."""
+        if self.learner.tis_cap is None:
+            raise ConfigError(
+                "learner.tis_cap is unset: RunConfig fills it from train.max_staleness when it "
+                "is built; do not set it back to None afterwards."
+            )
+        return self.learner.tis_cap
 
     def reply_budget(self) -> int:
         """`rollout.max_tokens` as `__post_init__` resolved it (the model's budget unless set)."""

@@ -80,7 +80,7 @@ class LearnerSpec:
             loss=lc.loss,
             clip=lc.clip,
             kl_coef=lc.kl_coef,
-            tis_cap=lc.tis_cap,
+            tis_cap=cfg.importance_cap(),
             normalizer=cfg.reply_budget(),
             bf16=plan.learner_bf16,
             gradient_checkpointing=lc.gradient_checkpointing,

@@ -9,7 +9,7 @@ import pytest
 
 from spiral_games.config.compose import compose_run_config
 from spiral_games.config.hardware import Hardware, cpu_slice, plan_runtime, probe_hardware
-from spiral_games.config.schema import RolloutConfig, TrainConfig
+from spiral_games.config.schema import ASYNC_TIS_CAP, RolloutConfig, TrainConfig
 from spiral_games.errors import ConfigError
 
 from ..conftest import REPO
@@ -161,3 +161,26 @@ def test_streamed_games_on_transformers_is_refused_at_planning():
 
     with pytest.raises(EngineError, match=r"rollout\.batching=auto"):
         plan_runtime(config("rollout.engine=hf", "rollout.batching=stream"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "cap"),
+    [
+        ((), 0.0),  # synchronous: the ratio to the behaviour log-probs, as before
+        (("train.max_staleness=1",), ASYNC_TIS_CAP),  # played ahead: decoupled, capped weights
+        (("train.max_staleness=3",), ASYNC_TIS_CAP),
+        (("train.max_staleness=1", "learner.tis_cap=0"), 0.0),  # explicit off stays off
+        (("train.max_staleness=1", "learner.tis_cap=3.5"), 3.5),
+        (("learner.tis_cap=2.0",), 2.0),  # synchronous with TIS, for the engine mismatch
+    ],
+)
+def test_tis_cap_defaults_on_only_when_samples_are_played_ahead(overrides, cap):
+    cfg = config(*overrides)
+    assert cfg.learner.tis_cap == cap and cfg.importance_cap() == cap
+
+
+def test_importance_cap_refuses_an_unresolved_value():
+    cfg = config()
+    cfg.learner.tis_cap = None
+    with pytest.raises(ConfigError, match=r"learner\.tis_cap is unset"):
+        cfg.importance_cap()

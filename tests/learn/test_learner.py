@@ -255,3 +255,31 @@ def test_truncated_importance_sampling_weights_tokens_by_learner_over_behaviour(
     assert far["train/tis_weight"] == pytest.approx(2.0)
     assert far["train/tis_capped_fraction"] == 1.0
     assert "train/tis_weight" not in Learner(spec(tiny)).update(batch())  # off by default
+
+
+def test_lagging_batch_is_clipped_to_nothing_without_tis_and_learned_from_with_it(tiny):
+    """One step off-policy, the behaviour log-probs trail the learner's by a whole update. Here
+    every token's ratio to them is e (outside the 0.8-1.2 trust region): plain PPO clips every
+    token of a positive-advantage batch, so the update changes nothing; with the decoupled
+    objective (learner.tis_cap, the default at train.max_staleness > 0) the clip is centred on
+    the learner's own weights and the same batch moves them, each token weighted min(e, 2)."""
+
+    def lagging(learner: Learner) -> TrainBatch:
+        mine = learner.logprobs([[1, 2, 3]], [[4, 5]])[0]
+        behind = tuple(lp - 1.0 for lp in mine)
+        return TrainBatch(
+            tuple(Sample((1, 2, 3), (4, 5), behind, adv, "kuhn", 0, 0) for adv in (1, 2, 1, 2)),
+            step=1,
+        )
+
+    for overrides, moves in (((), False), (("train.max_staleness=1",), True)):
+        learner = Learner(spec(tiny, "learner.bf16=false", *overrides))
+        before = {k: v.clone() for k, v in learner.model.state_dict().items()}
+        metrics = learner.update(lagging(learner))
+        changed = any(not torch.equal(v, before[k]) for k, v in learner.model.state_dict().items())
+        assert changed is moves
+        if moves:
+            assert metrics["train/tis_weight"] == pytest.approx(2.0)
+            assert metrics["train/clip_fraction"] < 1.0
+        else:
+            assert metrics["train/clip_fraction"] == 1.0

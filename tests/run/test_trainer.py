@@ -145,6 +145,7 @@ def test_one_step_off_policy_overlaps_bounds_staleness_and_resumes(tiny, tmp_pat
     assert third["train/staleness_max"] == 0
     for m in metrics:
         assert m["rollout/dropped_samples"] == 0 and m["train/staleness_max"] <= 1
+        assert m["train/tis_weight"] > 0  # the decoupled objective, k > 0's default
     assert 0 <= first["overlap/hidden_share"] <= 1 and first["overlap/collect_seconds"] > 0
     assert "overlap/hidden_share" not in third  # the last step launches nothing ahead
     rows = (run_dir / "transcripts" / "step_000002.jsonl").read_text().splitlines()
