@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from spiral_games.config.compose import compose_run_config
+from spiral_games.config.schema import ASYNC_TIS_CAP
 from spiral_games.learn.learner import Learner, LearnerSpec
 from spiral_games.types import Sample, TrainBatch
 
@@ -272,7 +273,9 @@ def test_lagging_batch_is_clipped_to_nothing_without_tis_and_learned_from_with_i
             step=1,
         )
 
-    for overrides, moves in (((), False), (("train.max_staleness=1",), True)):
+    # the cap k > 0 resolves to, given directly: a spec with train.max_staleness=1 would pin
+    # this (pytest's) process to the learner's core, and every later subprocess with it
+    for overrides, moves in (((), False), ((f"learner.tis_cap={ASYNC_TIS_CAP}",), True)):
         learner = Learner(spec(tiny, "learner.bf16=false", *overrides))
         before = {k: v.clone() for k, v in learner.model.state_dict().items()}
         metrics = learner.update(lagging(learner))
