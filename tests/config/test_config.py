@@ -339,13 +339,11 @@ def test_components_get_the_defaults_their_dataclasses_declare():
     for key, value in dataclasses.asdict(cfg.rollout).items():
         expected = cpu_rollout.get(key, rollout[key])
         assert value == (derived[key] if expected is None and key in derived else expected), key
-    # None in the schema: ASYNC_TIS_CAP when train.max_staleness > 0 (0 here), else off
-    learner_derived = {"tis_cap": 0.0}
+    derived_learner = {"tis_cap": 0.0}  # None in the schema: resolved from train.max_staleness
     for key, value in dataclasses.asdict(cfg.learner).items():
         expected = cpu_learner.get(key, learner[key])
-        if expected is None and key in learner_derived:
-            expected = learner_derived[key]
-        assert value == expected, f"learner.{key}"
+        resolved = derived_learner[key] if expected is None and key in derived_learner else expected
+        assert value == resolved, f"learner.{key}"
     # The game rules the loop plays by come from GameConfig (GameRules declares no defaults).
     game = _schema_defaults(GameConfig)
     for name in ("kuhn", "tictactoe"):
