@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class Turn:
     version: int = 0  # weights version that generated the response
 
 
-class GameEnd(str, Enum):
+class GameEnd(StrEnum):
     """How a game ended (`Episode.end`); `Episode.reason` says it in words."""
 
     FINISHED = "finished"  # the game's own rules ended it
