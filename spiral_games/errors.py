@@ -17,6 +17,13 @@ class EngineError(SpiralError):
     """An inference engine cannot start or cannot serve a request."""
 
 
+class EngineUnavailable(EngineError):
+    """vLLM cannot run here (not installed or not importable, an unsupported CPU, vLLM itself
+    failing to start): the only errors `rollout.engine=auto` falls back to transformers from.
+    A failure in the project's own vLLM code, or a vLLM whose API differs, is a plain
+    EngineError and stops the run."""
+
+
 class GameError(SpiralError):
     """A game cannot be built or was driven incorrectly."""
 

@@ -25,7 +25,7 @@ from spiral_games.config.hardware import (
     this_machine,
 )
 from spiral_games.config.schema import GameConfig, RunConfig
-from spiral_games.errors import ConfigError, EngineError, RolloutError
+from spiral_games.errors import ConfigError, EngineError, EngineUnavailable, RolloutError
 from spiral_games.llm.engines.base import Engine, EngineSpec, StreamingEngine
 from spiral_games.llm.engines.factory import build_engine
 from spiral_games.llm.engines.vllm import VLLMEngine
@@ -214,10 +214,13 @@ class RolloutWorker:
         }
 
     def _build_engine(self, kind: str) -> Engine:
+        """The `kind` engine; with rollout.engine=auto, the fallback engine when vLLM cannot
+        run here (EngineUnavailable). Any other failure, such as a bug in the project's vLLM
+        code or a vLLM with a different API, stops the worker with its own error."""
         cfg = self.cfg
         try:
             return build_engine(cfg.engine_spec(kind, self.index))
-        except Exception as exc:  # vLLM fails to start in many ways; auto falls back on any
+        except EngineUnavailable as exc:
             if cfg.engine_fallback is None or kind == cfg.engine_fallback:
                 raise
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

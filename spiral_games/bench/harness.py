@@ -13,6 +13,7 @@ from typing import Any
 from spiral_games.bench.data import CHOICE_BENCHMARKS, Problem, load_benchmark
 from spiral_games.bench.grading import grade_choice, grade_math
 from spiral_games.config.schema import HarnessConfig, RolloutConfig
+from spiral_games.errors import EngineUnavailable
 from spiral_games.llm.engines.base import Engine, EngineSpec
 from spiral_games.llm.engines.factory import build_engine
 from spiral_games.llm.models import resolve_model
@@ -51,10 +52,10 @@ def _engine(cfg: HarnessConfig, path: Path) -> Engine:
     spec = EngineSpec.from_rollout(kind, path, rollout, dtype=dtype, seed=cfg.seed)
     try:
         return build_engine(spec)
-    except Exception as exc:  # vLLM fails to start in many ways; auto falls back on any
+    except EngineUnavailable as exc:  # only this: a bug or an API mismatch stops the harness
         if fallback is None:
             raise
-        log.warning("vLLM failed to start (%s); falling back to transformers.", exc)
+        log.warning("%s Falling back to transformers (engine=auto).", exc)
         return build_engine(dataclasses.replace(spec, kind=fallback))
 
 

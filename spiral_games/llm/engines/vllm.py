@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import traceback
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -15,7 +16,7 @@ from spiral_games.config.hardware import (
     this_machine,
     vllm_unavailable,
 )
-from spiral_games.errors import EngineError
+from spiral_games.errors import EngineError, EngineUnavailable, SpiralError
 from spiral_games.llm.engines.base import EngineSpec, check_context
 from spiral_games.types import Generation, SamplingParams
 
@@ -52,12 +53,27 @@ class VLLMEngine:
     """An offline `vllm.LLM` whose weights can be replaced in place (see `WeightReloader`)."""
 
     def __init__(self, spec: EngineSpec) -> None:
+        """Start vLLM for `spec`.
+
+        Raises:
+            EngineUnavailable: vLLM cannot run here (not importable, an unsupported CPU, or
+                vLLM's own start-up failing): `rollout.engine=auto` falls back from this only.
+            EngineError: the project's vLLM code failed, or the installed vLLM's API differs.
+        """
+        try:
+            self._start(spec)
+        except SpiralError:
+            raise
+        except Exception as exc:  # a failure in this module's own code: one line, no fallback
+            raise EngineError(_bug_message(exc, skip=0)) from exc
+
+    def _start(self, spec: EngineSpec) -> None:
         import torch
 
         on_gpu = torch.cuda.is_available()
         reason = vllm_unavailable(this_machine())
         if reason:
-            raise EngineError(
+            raise EngineUnavailable(
                 f"Cannot run vLLM: {reason}. Set rollout.engine=auto (falls back to "
                 "transformers) or rollout.engine=hf."
             )
@@ -65,11 +81,18 @@ class VLLMEngine:
             _configure_cpu_env(spec.cpu_threads, spec.kv_cache_gib, spec.worker_index)
         try:
             import vllm
-        except ImportError as exc:
-            raise EngineError(
-                f"vLLM is not importable ({exc}). {VLLM_INSTALL_HINT}, or set rollout.engine=auto "
-                "or rollout.engine=hf to use transformers instead."
+        except Exception as exc:  # a broken install fails with more than ImportError
+            raise EngineUnavailable(
+                f"vLLM is not importable ({type(exc).__name__}: {_first_line(exc)}). "
+                f"{VLLM_INSTALL_HINT}, or set rollout.engine=auto or rollout.engine=hf to use "
+                "transformers instead."
             ) from exc
+        from spiral_games.llm.engines import vllm_api
+
+        # Imports vllm_sync and vllm_worker here, before vLLM's own processes do: a failure in
+        # them, or a vLLM whose API differs, is then one EngineError naming the fix rather than
+        # an opaque engine-core failure that `auto` would fall back from.
+        vllm_api.check()
         from spiral_games.llm.engines.vllm_worker import OWNER_ENV, owner_token
 
         os.environ[OWNER_ENV] = owner_token()  # the engine's processes die with this one
@@ -99,11 +122,7 @@ class VLLMEngine:
                 weight_transfer_config=transfer,
             )
         except Exception as exc:  # vLLM fails to start in many ways; one error type for all
-            first_line = str(exc).splitlines()[0] if str(exc) else ""
-            raise EngineError(
-                f"vLLM failed to start: {type(exc).__name__}: {first_line}. Set "
-                "rollout.engine=auto (falls back to transformers) or rollout.engine=hf."
-            ) from exc
+            raise _start_error(exc) from exc
         self._vllm = vllm
         self.sleep_mode = spec.sleep_mode and on_gpu
         self._requests = itertools.count()
@@ -293,6 +312,61 @@ class VLLMEngine:
     def close(self) -> None:
         """Stop vLLM's engine-core process now rather than at interpreter exit."""
         self.llm.llm_engine.engine_core.shutdown()
+
+
+def _start_error(exc: Exception) -> EngineError:
+    """vLLM's own start-up failure is EngineUnavailable (`auto` may fall back from it); one
+    raised in this project's vLLM code (a frame of ours below the call) is a plain EngineError."""
+    if _project_frame(exc, skip=1):  # the first frame is the `vllm.LLM(...)` call itself
+        return EngineError(_bug_message(exc, skip=1))
+    return EngineUnavailable(
+        f"vLLM failed to start: {type(exc).__name__}: {_reason(exc)}. Set "
+        "rollout.engine=auto (falls back to transformers) or rollout.engine=hf."
+    )
+
+
+def _bug_message(exc: BaseException, skip: int) -> str:
+    where = _project_frame(exc, skip) or "?"
+    return (
+        f"spiral-games' vLLM code failed while vLLM started: {type(exc).__name__}: "
+        f"{_first_line(exc)} (at {where}). This is a bug in spiral-games; rollout.engine=hf "
+        "runs without vLLM."
+    )
+
+
+def _project_frame(exc: BaseException, skip: int) -> str | None:
+    """`file:line` of the deepest frame in this package's vLLM modules in the traceback of
+    `exc` (its first `skip` frames left out) or of what it was raised from, or None."""
+    here = Path(__file__)
+    ours = {str(here.with_name(f"{n}.py")) for n in ("vllm", "vllm_sync", "vllm_worker")}
+    seen: set[int] = set()
+    found = None
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        frames = traceback.extract_tb(current.__traceback__)
+        for frame in frames[skip if current is exc else 0 :]:
+            if frame.filename in ours:
+                found = f"{Path(frame.filename).name}:{frame.lineno}"
+        current = current.__cause__ or current.__context__
+    return found
+
+
+def _reason(exc: BaseException) -> str:
+    """The line that says why: vLLM validates its config with pydantic, whose first line only
+    counts the errors (`1 validation error for ModelConfig`); the first error follows."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            return str(errors()[0]["msg"]).splitlines()[0].rstrip(".")
+        except (TypeError, IndexError, KeyError):
+            pass
+    return _first_line(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _response_logprobs(out: RequestOutput, start: int, response: Sequence[int]) -> list[float]:
