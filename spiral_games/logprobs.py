@@ -62,3 +62,19 @@ def response_logprobs(
     with torch.no_grad():
         lp = token_logprobs(model, ids.to(device), attention.to(device), mask.to(device)).cpu()
     return [lp[row][mask[row].bool()].tolist() for row in range(len(prompts))]
+
+
+def response_scores(
+    model: torch.nn.Module, prompt: Sequence[int], response: Sequence[int]
+) -> tuple[list[float], list[float]]:
+    """For one response: each token's log-prob given its prefix, and the largest log-prob any
+    token has at that position (equal when the response token is the model's argmax). Run in
+    the caller's precision context (e.g. the learner's autocast); no gradient."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([[*prompt, *response]], dtype=torch.long, device=device)
+    keep = torch.arange(len(prompt) - 1, ids.shape[1] - 1, device=device)
+    with torch.no_grad():
+        logits = model(input_ids=ids, logits_to_keep=keep).logits.float()
+    lp = torch.log_softmax(logits[0], dim=-1).cpu()
+    chosen = lp.gather(-1, torch.tensor(list(response)).unsqueeze(-1)).squeeze(-1)
+    return chosen.tolist(), lp.max(dim=-1).values.tolist()

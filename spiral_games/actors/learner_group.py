@@ -70,6 +70,11 @@ class LearnerRank:
     def logprobs(self, prompts: list[list[int]], responses: list[list[int]]) -> list[list[float]]:
         return self._learner.logprobs(prompts, responses)
 
+    def probe_scores(
+        self, prompt: list[int], response: list[int]
+    ) -> tuple[list[float], list[float]]:
+        return self._learner.probe_scores(prompt, response)
+
     def parameters_checksum(self) -> float:
         """Sum of the full weights (LoRA merged): equal on every rank after a synchronous update.
         Under ZeRO-3 they are gathered module by module, so every rank must call it."""
@@ -164,6 +169,14 @@ class LearnerGroup:
         import ray
 
         return ray.get([r.logprobs.remote(prompts, responses) for r in self.ranks])[0]
+
+    def probe_scores(
+        self, prompt: list[int], response: list[int]
+    ) -> tuple[list[float], list[float]]:
+        """Rank 0's answer; every rank runs the forward (a collective under ZeRO-3)."""
+        import ray
+
+        return ray.get([r.probe_scores.remote(prompt, response) for r in self.ranks])[0]
 
     def checksums(self) -> list[float]:
         import ray

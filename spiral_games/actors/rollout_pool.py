@@ -13,7 +13,7 @@ from spiral_games.config.schema import RolloutConfig
 from spiral_games.errors import ConfigError, RolloutError
 from spiral_games.faults import kill_point
 from spiral_games.play.league import LeagueDraw
-from spiral_games.types import Episode
+from spiral_games.types import Episode, Generation
 
 READY_TIMEOUT_S = 600.0
 log = logging.getLogger(__name__)
@@ -309,6 +309,13 @@ class RolloutPool:
         import ray
 
         return ray.get([self.workers[i].score.remote(prompts, responses) for i in self.live()])
+
+    def greedy(self, prompt: list[int], max_tokens: int) -> list[Generation]:
+        """Each live worker's greedy reply to the same prompt (the start-up agreement check:
+        workers on other nodes may run other CPUs)."""
+        import ray
+
+        return ray.get([self.workers[i].greedy.remote(prompt, max_tokens) for i in self.live()])
 
     def engine_infos(self) -> list[dict[str, str]]:
         """The engine each worker runs, with the reason for any automatic fallback."""

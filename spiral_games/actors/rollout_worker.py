@@ -37,7 +37,7 @@ from spiral_games.play.loop import play_games
 from spiral_games.play.policy import Policy, reseed_policies
 from spiral_games.play.registry import build_analysis, build_opponent, build_rules
 from spiral_games.play.rollout import evaluation_jobs, league_groups, plan_jobs, plan_league_jobs
-from spiral_games.types import Episode, SamplingParams
+from spiral_games.types import Episode, Generation, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -405,6 +405,12 @@ class RolloutWorker:
     def score(self, prompts: list[list[int]], responses: list[list[int]]) -> list[list[float]]:
         """Log-probs the served weights give to fixed token sequences (sync checks)."""
         return self.engine.score(prompts, responses)
+
+    def greedy(self, prompt: list[int], max_tokens: int) -> Generation:
+        """The served weights' greedy reply to `prompt`, with the log-prob of each token (the
+        start-up agreement check)."""
+        params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
+        return self.engine.generate([prompt], params)[0]
 
     def incarnation(self) -> str:
         """Which start of this worker is answering (changes when Ray restarts it)."""

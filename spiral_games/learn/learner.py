@@ -511,6 +511,19 @@ class Learner:
         self.engine.eval()
         return response_logprobs(self.model, prompts, responses, self.pad_id)
 
+    def probe_scores(
+        self, prompt: list[int], response: list[int]
+    ) -> tuple[list[float], list[float]]:
+        """The learner's own forward pass on one sequence, in its training precision (bf16
+        autocast where it trains so): each response token's log-prob and the top log-prob at
+        its position, for the start-up agreement check. A collective under ZeRO-3, like
+        `logprobs`."""
+        from spiral_games.logprobs import response_scores
+
+        self.engine.eval()
+        with self._autocast():
+            return response_scores(self.engine, prompt, response)
+
 
 def _gathered(params: Sequence[torch.Tensor]) -> AbstractContextManager[object]:
     """ZeRO-3 parameters made whole on every rank inside the context, read-only (a collective:

@@ -32,6 +32,7 @@ from spiral_games.llm.models import ResolvedModel, resolve_configured
 from spiral_games.play.league import League, member_name
 from spiral_games.report.summary import write_run_report
 from spiral_games.report.transcripts import write_transcripts
+from spiral_games.run.agreement_check import agreed_pool
 from spiral_games.run.checkpoint import LoopState, latest_checkpoint, save_checkpoint
 from spiral_games.run.league_files import league_snapshots, prune_snapshots, snapshot_path
 from spiral_games.run.metrics import MetricsLogger, PhaseClock, eval_metrics, step_metrics
@@ -274,7 +275,23 @@ def _build_actors(
         learner.load_optimizer(start.weights_path)
         learner.set_rng_state(start.state.learner_rng)
     worker_cfg = WorkerConfig.from_run(cfg, start.weights_path, plan, start.state.version)
-    pool = RolloutPool(worker_cfg, cfg.rollout)
+    try:  # the engines must serve the learner's model: checked before any game is played
+        pool, worker_cfg, lines = agreed_pool(
+            RolloutPool(worker_cfg, cfg.rollout),
+            worker_cfg,
+            learner,
+            start.model.tokenizer,
+            plan.learner_bf16,
+            cfg.rollout,
+            cfg.model.dtype,
+            lambda switched: RolloutPool(switched, cfg.rollout),
+        )
+    except BaseException:
+        learner.shutdown()
+        raise
+    print("\n".join(lines), flush=True)
+    start.config_record["runtime"].update(dtype=worker_cfg.dtype, agreement=lines)
+    (start.run_dir / "config.json").write_text(json.dumps(start.config_record, indent=2))
     sync = WeightSync(learner, pool, plan.weight_sync, cfg.rollout.tensor_parallel_size)
     fallbacks = [info for info in pool.engine_infos() if info["note"]]
     if fallbacks:  # rollout.engine=auto fell back: say so once and record what really runs

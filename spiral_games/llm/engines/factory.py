@@ -17,7 +17,7 @@ def build_engine(spec: EngineSpec) -> Engine:
         EngineError: when the engine is unknown or its backend cannot load here.
     """
     if spec.dtype == "auto":
-        spec = dataclasses.replace(spec, dtype=choose_dtype("auto", this_machine())[0])
+        spec = dataclasses.replace(spec, dtype=choose_dtype("auto", this_machine(), spec.kind)[0])
     if spec.kind == "hf":
         from spiral_games.llm.engines.hf import HFEngine
 
