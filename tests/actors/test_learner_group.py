@@ -14,6 +14,7 @@ from spiral_games.learn.learner import Learner, LearnerSpec
 from spiral_games.types import Sample, TrainBatch
 
 from ..conftest import REPO
+from ..tiny_run import tiny_config
 
 
 @pytest.fixture
@@ -64,21 +65,15 @@ def test_minibatch_must_split_into_whole_micro_batches_per_rank():
 def test_training_with_two_learner_ranks_checkpoints_every_rank(tiny, tmp_path, local_ray):
     from spiral_games.run.trainer import train
 
-    cfg = compose_run_config(
-        REPO / "conf",
-        [
-            "+games=[kuhn]",
-            "model=tiny-random",
-            "rollout.engine=hf",
-            "rollout.max_tokens=16",
-            "train.steps=1",
-            "train.wandb_mode=disabled",
-            "eval.points=0",
-            "learner.num_ranks=2",
-            "learner.cpus_per_rank=0.5",
-            "learner.micro_batch_size=2",
-            f"output_dir={tmp_path}",
-        ],
+    cfg = tiny_config(
+        "train.steps=1",
+        "train.wandb_mode=disabled",
+        "eval.points=0",  # and no ray.num_cpus: local_ray has started Ray
+        "learner.num_ranks=2",
+        "learner.cpus_per_rank=0.5",
+        "learner.micro_batch_size=2",
+        output_dir=tmp_path,
+        trainer=False,
     )
     train(cfg)
     ckpt = tmp_path / "checkpoints" / "step_000001"
@@ -87,9 +82,7 @@ def test_training_with_two_learner_ranks_checkpoints_every_rank(tiny, tmp_path, 
 
 
 def _zero_spec(tiny, stage: int) -> LearnerSpec:
-    overrides = [
-        "+games=[kuhn]",
-        "model=tiny-random",
+    cfg = tiny_config(
         "learner.lr=1e-2",
         "learner.bf16=false",
         "learner.batch_size=4",
@@ -97,8 +90,10 @@ def _zero_spec(tiny, stage: int) -> LearnerSpec:
         "learner.micro_batch_size=1",
         "learner.num_ranks=2",
         f"learner.zero_stage={stage}",
-    ]
-    return LearnerSpec.from_run(compose_run_config(REPO / "conf", overrides), tiny.path)
+        rollout=False,
+        trainer=False,
+    )
+    return LearnerSpec.from_run(cfg, tiny.path)
 
 
 def _batches() -> list[TrainBatch]:

@@ -10,23 +10,19 @@ from safetensors.torch import load_file, save_file
 
 from spiral_games.actors.rollout_pool import RolloutPool
 from spiral_games.actors.rollout_worker import WorkerConfig
-from spiral_games.config.compose import compose_run_config
 from spiral_games.config.schema import RolloutConfig
 from spiral_games.errors import ConfigError
 
 from ..conftest import REPO
+from ..tiny_run import tiny_config
 
 
 def tiny_worker_config(tiny, engine="hf"):
-    cfg = compose_run_config(
-        REPO / "conf",
-        [
-            "+games=[kuhn,tictactoe]",
-            f"rollout.engine={engine}",
-            "model=tiny-random",
-            "rollout.max_tokens=16",
-            "rollout.concurrent_games=4",
-        ],
+    cfg = tiny_config(
+        f"rollout.engine={engine}",
+        "rollout.concurrent_games=4",
+        games="kuhn,tictactoe",
+        trainer=False,
     )
     return WorkerConfig.from_run(cfg, tiny.path)
 

@@ -9,26 +9,22 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from spiral_games.config.compose import compose_run_config
 from spiral_games.config.schema import ASYNC_TIS_CAP
 from spiral_games.learn.learner import Learner, LearnerSpec
 from spiral_games.types import Sample, TrainBatch
 
-from ..conftest import REPO
+from ..tiny_run import tiny_config
 
 
 def spec(tiny, *overrides):
-    cfg = compose_run_config(
-        REPO / "conf",
-        [
-            "+games=[kuhn]",
-            "model=tiny-random",
-            "learner.lr=1e-2",
-            "learner.batch_size=4",
-            "learner.minibatch_size=2",
-            "learner.micro_batch_size=1",
-            *overrides,
-        ],
+    cfg = tiny_config(
+        "learner.lr=1e-2",
+        "learner.batch_size=4",
+        "learner.minibatch_size=2",
+        "learner.micro_batch_size=1",
+        *overrides,
+        rollout=False,
+        trainer=False,
     )
     return LearnerSpec.from_run(cfg, tiny.path)
 

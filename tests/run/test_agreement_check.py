@@ -12,13 +12,13 @@ from safetensors.torch import load_file, save_file
 
 from spiral_games.actors.rollout_pool import RolloutPool
 from spiral_games.actors.rollout_worker import WorkerConfig
-from spiral_games.config.compose import compose_run_config
 from spiral_games.config.hardware import plan_runtime, probe_hardware
 from spiral_games.errors import EngineError
 from spiral_games.learn.learner import Learner, LearnerSpec
 from spiral_games.run.agreement_check import agreed_pool
 
 from ..conftest import REPO
+from ..tiny_run import tiny_config
 
 SAMPLES = REPO / "tests" / "fixtures" / "cpuinfo"
 # A CPU with native bf16 (Zen 4, no AMX): `auto` serves bf16 there, so the switch path runs.
@@ -38,15 +38,8 @@ def local_ray():
 
 
 def setup(tiny, *overrides, engine_weights=None, hw=None):
-    cfg = compose_run_config(
-        REPO / "conf",
-        [
-            "+games=[kuhn]",
-            "model=tiny-random",
-            "rollout.engine=hf",
-            "learner.bf16=false",
-            *overrides,
-        ],
+    cfg = tiny_config(
+        "rollout.engine=hf", "learner.bf16=false", *overrides, rollout=False, trainer=False
     )
     plan = plan_runtime(cfg, hw, vllm_installed=False)
     learner = Learner(LearnerSpec.from_run(cfg, tiny.path, plan))

@@ -9,11 +9,16 @@ import sys
 import pytest
 
 from ..conftest import REPO
+from ..tiny_run import tiny_overrides
 
 
-def run_benchmark(name, tmp_path, *overrides):
+def run_benchmark(name, tmp_path, *extra, games=None, rollout=True):
+    """launch/benchmark.py `name` on the tiny model (its own default game unless `games`)."""
+    overrides = tiny_overrides(
+        *extra, games=games, output_dir=tmp_path, rollout=rollout, trainer=False
+    )
     out = subprocess.run(
-        [sys.executable, "launch/benchmark.py", name, *overrides, f"output_dir={tmp_path}"],
+        [sys.executable, "launch/benchmark.py", name, *overrides],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -25,13 +30,7 @@ def run_benchmark(name, tmp_path, *overrides):
 
 def test_rollout_benchmark_prints_a_table_and_writes_json(tiny, tmp_path):
     stdout, result = run_benchmark(
-        "rollout",
-        tmp_path,
-        "model=tiny-random",
-        "rollout.engine=hf",
-        "rollout.concurrent_games=4",
-        "rollout.episodes_per_step=8",
-        "rollout.max_tokens=16",
+        "rollout", tmp_path, "rollout.concurrent_games=4", "rollout.episodes_per_step=8"
     )
     assert "(b) rollout worker" in stdout and "ratio b/a" in stdout
     from spiral_games.config.hardware import this_machine
@@ -51,12 +50,10 @@ def test_rollout_benchmark_compares_streamed_games_with_rounds_on_vllm(tiny, tmp
     stdout, result = run_benchmark(
         "rollout",
         tmp_path,
-        "+games=[tictactoe]",
-        "model=tiny-random",
         "rollout.engine=vllm",
         "rollout.concurrent_games=4",
         "rollout.episodes_per_step=8",
-        "rollout.max_tokens=16",
+        games="tictactoe",
     )
     d = result["d_stream_vs_round"]
     assert "ratio stream/round" in stdout
@@ -81,11 +78,11 @@ def test_learner_benchmark_compares_deepspeed_with_plain_torch(tiny, tmp_path):
     stdout, result = run_benchmark(
         "learner",
         tmp_path,
-        "model=tiny-random",
         "learner.batch_size=4",
         "learner.minibatch_size=4",
         "learner.micro_batch_size=2",
         "rollout.max_tokens=32",
+        rollout=False,
     )
     assert "deepspeed tok/s" in stdout
     for precision in ("fp32", "bf16"):
@@ -97,8 +94,6 @@ def test_precision_benchmark_measures_fp32_and_bf16_for_engine_and_learner(tiny,
     stdout, result = run_benchmark(
         "precision",
         tmp_path,
-        "model=tiny-random",
-        "rollout.engine=hf",
         "rollout.max_tokens=8",
         "learner.batch_size=2",
         "learner.minibatch_size=2",
@@ -126,7 +121,7 @@ def test_sync_benchmark_compares_each_backend_with_an_in_process_copy(
     engine, backends, tiny, tmp_path
 ):
     stdout, result = run_benchmark(
-        "sync", tmp_path, "model=tiny-random", f"rollout.engine={engine}", "ray.num_cpus=2"
+        "sync", tmp_path, f"rollout.engine={engine}", "ray.num_cpus=2", rollout=False
     )
     assert stdout.count("ratio push/copy") == len(backends)
     assert set(result["backends"]) == backends
@@ -144,9 +139,6 @@ def test_iteration_benchmark_splits_a_real_step_into_phases(tiny, tmp_path):
     stdout, result = run_benchmark(
         "iteration",
         tmp_path,
-        "model=tiny-random",
-        "rollout.engine=hf",
-        "rollout.max_tokens=16",
         "train.steps=3",
         "eval.games=2",
         "ray.num_cpus=2",

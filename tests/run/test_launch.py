@@ -9,6 +9,7 @@ import sys
 from spiral_games.config.schema import LearnerConfig
 
 from ..conftest import REPO
+from ..tiny_run import tiny_overrides
 
 
 def _selfplay(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -45,17 +46,7 @@ def test_unknown_model_exits_2_naming_the_choices():
 
 
 def test_one_training_step_with_the_tiny_model_from_the_command_line(tiny, tmp_path):
-    out = _selfplay(
-        "+games=[kuhn]",
-        "model=tiny-random",
-        "rollout.engine=hf",
-        "train.steps=1",
-        "rollout.max_tokens=16",
-        "train.wandb_mode=disabled",
-        "eval.points=0",
-        "ray.num_cpus=2",
-        f"output_dir={tmp_path}",
-    )
+    out = _selfplay(*tiny_overrides("train.steps=1", output_dir=tmp_path))
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"run finished: {tmp_path}" in out.stdout
     assert "step 1:" in out.stdout + out.stderr  # the live progress line

@@ -10,16 +10,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from spiral_games.config.compose import compose_run_config
 from spiral_games.config.schema import RolloutConfig
 from spiral_games.learn.advantage import RoleBaselines
 from spiral_games.learn.learner import Learner, LearnerSpec
 from spiral_games.types import Sample, TrainBatch
 
 from ..conftest import REPO
+from ..tiny_run import tiny_config
 
 TINY = [
-    "model=tiny-random",
     "rollout.max_tokens=24",
     "rollout.episodes_per_step=8",
     "rollout.concurrent_games=8",
@@ -27,16 +26,12 @@ TINY = [
     "learner.minibatch_size=4",
     "learner.micro_batch_size=4",
     "learner.lr=1e-3",
-    "train.wandb_mode=disabled",
-    "eval.points=0",
-    "ray.num_cpus=2",
 ]
 
 
 def run_cfg(tmp_path, *extra):
-    return compose_run_config(
-        REPO / "conf", ["+games=[kuhn,tictactoe]", *TINY, f"output_dir={tmp_path}", *extra]
-    )
+    """A tiny training run on both games; rollout.engine is left to the caller."""
+    return tiny_config(*TINY, *extra, games="kuhn,tictactoe", output_dir=tmp_path, rollout=False)
 
 
 @pytest.fixture

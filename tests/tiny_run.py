@@ -1,0 +1,62 @@
+"""Hydra overrides for a tiny run: the tiny random model, short answers and a quiet trainer.
+
+`tiny_overrides` is the one place the tests spell these settings out, for composing a config
+in-process (`tiny_config`) and for the command line of launch/selfplay.py or launch/benchmark.py.
+An extra override of a key already in the list replaces it, so no key appears twice.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from spiral_games.config.compose import compose_run_config
+from spiral_games.config.schema import RunConfig
+
+from .conftest import REPO
+
+MODEL = ["model=tiny-random"]
+ROLLOUT = ["rollout.engine=hf", "rollout.max_tokens=16"]  # transformers, short answers
+TRAINER = ["train.wandb_mode=disabled", "eval.points=0", "ray.num_cpus=2"]  # quiet, small Ray
+
+
+def override_key(override: str) -> str:
+    """The config key an override sets: `+games=[kuhn]` -> `games`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def tiny_overrides(
+    *extra: str,
+    games: str | Sequence[str] | None = "kuhn",
+    output_dir: str | os.PathLike[str] | None = None,
+    rollout: bool = True,
+    trainer: bool = True,
+) -> list[str]:
+    """`+games=[<games>]` (none if `games` is None), `model=tiny-random`, with `rollout` also
+    rollout.engine=hf and rollout.max_tokens=16, with `trainer` also train.wandb_mode=disabled,
+    eval.points=0 and ray.num_cpus=2, then `output_dir=<output_dir>` if given, then `extra`.
+    A later override of a key replaces the earlier one in its place."""
+    if games is not None and not isinstance(games, str):
+        games = ",".join(games)
+    listed = [f"+games=[{games}]"] if games is not None else []
+    listed += MODEL + (ROLLOUT if rollout else []) + (TRAINER if trainer else [])
+    if output_dir is not None:
+        listed.append(f"output_dir={os.fspath(output_dir)}")
+    by_key: dict[str, str] = {}
+    for override in [*listed, *extra]:
+        by_key[override_key(override)] = override  # a dict keeps the first position
+    return list(by_key.values())
+
+
+def tiny_config(
+    *extra: str,
+    games: str | Sequence[str] | None = "kuhn",
+    output_dir: str | os.PathLike[str] | None = None,
+    rollout: bool = True,
+    trainer: bool = True,
+) -> RunConfig:
+    """`tiny_overrides(...)` composed with conf/ into a validated RunConfig."""
+    overrides = tiny_overrides(
+        *extra, games=games, output_dir=output_dir, rollout=rollout, trainer=trainer
+    )
+    return compose_run_config(REPO / "conf", overrides)
