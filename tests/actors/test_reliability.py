@@ -23,30 +23,27 @@ from safetensors.torch import load_file, save_file
 
 from spiral_games.actors.rollout_pool import RolloutPool
 from spiral_games.actors.rollout_worker import WorkerConfig
-from spiral_games.config.compose import compose_run_config
 from spiral_games.config.schema import RolloutConfig
 from spiral_games.errors import RolloutError
 from spiral_games.faults import POINTS
 from spiral_games.run.checkpoint import latest_checkpoint
 
 from ..conftest import REPO
+from ..killing import kill_when_collecting, phase_dir_fixture  # noqa: F401 (a fixture)
+from ..tiny_run import tiny_config, tiny_overrides
 
 
 @pytest.fixture
-def pool_factory(tiny):
+def pool_factory(tiny, phase_dir):
     from spiral_games.actors.runtime import init_ray
     from spiral_games.config.schema import RayConfig
 
-    init_ray(RayConfig(num_cpus=2))
-    cfg = compose_run_config(
-        REPO / "conf",
-        [
-            "+games=[kuhn,tictactoe]",
-            "rollout.engine=hf",
-            "model=tiny-random",
-            "rollout.max_tokens=48",
-            "rollout.concurrent_games=4",
-        ],
+    init_ray(RayConfig(num_cpus=2))  # after phase_dir: Ray's workers inherit its variable
+    cfg = tiny_config(
+        "rollout.max_tokens=48",
+        "rollout.concurrent_games=4",
+        games="kuhn,tictactoe",
+        trainer=False,
     )
     pools = []
 
@@ -67,13 +64,6 @@ def pool_factory(tiny):
     ray.shutdown()
 
 
-def kill_soon(pool, index, delay_s):
-    pid = pool.locations()[index]["pid"]
-    timer = threading.Timer(delay_s, os.kill, (pid, signal.SIGKILL))
-    timer.start()
-    return timer
-
-
 def push_perturbed(pool, tiny, tmp_path, version):
     state = load_file(str(tiny.path / "model.safetensors"))
     torch.manual_seed(version)
@@ -89,11 +79,11 @@ def test_killed_worker_is_restarted_with_current_weights_and_the_step_completes(
 ):
     pool = pool_factory(max_failures=2)
     push_perturbed(pool, tiny, tmp_path, version=5)
-    timer = kill_soon(pool, 1, delay_s=1.0)
+    killer = kill_when_collecting(pool, 1)
     start = time.perf_counter()
     with caplog.at_level(logging.WARNING):
         episodes = pool.collect(24, seed=3)
-    timer.join()
+    killer.join()
     assert pool.failures == 1
     assert len(episodes) == 24
     assert all(e.reason and e.turns for e in episodes)  # only finished games
@@ -115,10 +105,10 @@ def test_workers_dying_past_the_limit_stop_with_a_clear_error(
     pool_factory, tiny, tmp_path, reliability
 ):
     pool = pool_factory(max_failures=0)
-    timer = kill_soon(pool, 0, delay_s=1.0)
+    killer = kill_when_collecting(pool, 0)
     with pytest.raises(RolloutError, match=r"max_worker_failures=0.*train.resume=true"):
         pool.collect(24, seed=4)
-    timer.join()
+    killer.join()
     reliability.update(
         fault="Rollout workers dying past rollout.max_worker_failures",
         tries=1,
@@ -128,18 +118,16 @@ def test_workers_dying_past_the_limit_stop_with_a_clear_error(
     )
 
 
-KILL_ARGS = [
-    "launch/selfplay.py",
-    "+games=[kuhn]",
-    "model=tiny-random",
-    "rollout.engine=hf",
-    "rollout.max_tokens=16",
-    "train.steps=12",
-    "train.checkpoint_every=1",
-    "train.wandb_mode=disabled",
-    "eval.points=0",
-    "ray.num_cpus=2",
-]
+KILL_ARGS = ["train.steps=12", "train.checkpoint_every=1"]
+
+
+def trainer_argv(run_dir, *extra):
+    """launch/selfplay.py's command line for a tiny 12-step run into `run_dir`."""
+    return [
+        sys.executable,
+        "launch/selfplay.py",
+        *tiny_overrides(*KILL_ARGS, *extra, output_dir=run_dir),
+    ]
 
 
 def run_trainer(run_dir, log_path, *extra, kill_at=None):
@@ -153,7 +141,7 @@ def run_trainer(run_dir, log_path, *extra, kill_at=None):
     try:
         with open(log_path, "w") as log:
             proc = subprocess.run(
-                [sys.executable, *KILL_ARGS, f"output_dir={run_dir}", *extra],
+                trainer_argv(run_dir, *extra),
                 cwd=REPO,
                 env=env,
                 start_new_session=True,
@@ -281,24 +269,18 @@ def test_node_removed_mid_run_continues_or_stops_with_a_checkpoint(
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     doomed = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
-    cfg = compose_run_config(
-        REPO / "conf",
-        [
-            "+games=[kuhn]",
-            "model=tiny-random",
-            "rollout.engine=hf",
-            "rollout.max_tokens=16",
-            "rollout.num_workers=2",
-            "rollout.worker_cpus=1",
-            "rollout.placement_strategy=STRICT_SPREAD",
-            f"rollout.on_node_loss={mode}",
-            "train.steps=4",
-            "train.checkpoint_every=10",  # the stop path itself must write the checkpoint
-            "train.wandb_mode=disabled",
-            "eval.points=0",
-            f"ray.address={cluster.address}",
-            f"output_dir={tmp_path}",
-        ],
+    cfg = tiny_config(
+        "rollout.num_workers=2",
+        "rollout.worker_cpus=1",
+        "rollout.placement_strategy=STRICT_SPREAD",
+        f"rollout.on_node_loss={mode}",
+        "train.steps=4",
+        "train.checkpoint_every=10",  # the stop path itself must write the checkpoint
+        "train.wandb_mode=disabled",
+        "eval.points=0",
+        f"ray.address={cluster.address}",  # the cluster's Ray, not a local ray.num_cpus=2
+        output_dir=tmp_path,
+        trainer=False,
     )
 
     def remove_after_first_step():
@@ -443,7 +425,7 @@ def test_sigterm_stops_the_run_cleanly_and_leaves_no_process_behind(tiny, tmp_pa
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             # checkpoints only at the end: the completed steps are saved by the SIGTERM itself
-            [sys.executable, *KILL_ARGS, f"output_dir={run_dir}", *STOP_ARGS],
+            trainer_argv(run_dir, *STOP_ARGS),
             cwd=REPO,
             env={**os.environ, "RAY_TMPDIR": ray_tmp},
             start_new_session=True,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
 import time
 
 import pytest
@@ -22,6 +21,7 @@ from spiral_games.config.schema import RolloutConfig
 from spiral_games.learn.learner import Learner, LearnerSpec
 from spiral_games.types import Sample, TrainBatch
 
+from ..killing import kill_when_collecting, phase_dir_fixture  # noqa: F401 (a fixture)
 from ..run.test_trainer import run_cfg
 
 PROMPTS, RESPONSES = [[1, 50, 60, 70], [5, 6]], [[80, 90, 100], [7, 8, 9, 10]]
@@ -147,13 +147,13 @@ def wait_for_restart(pool, index, old, timeout_s=300.0):
 
 @pytest.mark.vllm
 def test_restarted_workers_catch_up_with_the_learner_over_gloo(
-    tiny, tmp_path, caplog, ray_shutdown
+    tiny, tmp_path, caplog, ray_shutdown, phase_dir
 ):
     """Killed mid-collection: every worker gets the learner's weights at once, labelled with
     the step they come from (here ahead of the last push, as with train.push_every=2). Killed
     while idle: the next push re-forms the group instead of broadcasting to a dead rank."""
     pytest.importorskip("vllm")
-    cfg, plan = start(tmp_path, "vllm", "gloo")
+    cfg, plan = start(tmp_path, "vllm", "gloo")  # after phase_dir: Ray's workers inherit it
     learner = Learner(LearnerSpec.from_run(cfg, tiny.path, plan))
     pool = RolloutPool(
         WorkerConfig.from_run(cfg, tiny.path, plan),
@@ -165,12 +165,10 @@ def test_restarted_workers_catch_up_with_the_learner_over_gloo(
         assert weights.push(3) == [3, 3]
         learner.update(batch(1))
         weights.trained(4)  # not pushed: the workers still serve version 3
-        pid = pool.locations()[1]["pid"]
-        timer = threading.Timer(1.0, os.kill, (pid, signal.SIGKILL))
-        timer.start()
+        killer = kill_when_collecting(pool, 1)
         with caplog.at_level(logging.WARNING):
             episodes = pool.collect(16, seed=1)
-        timer.join()
+        killer.join()
         assert pool.failures == 1 and len(episodes) == 16
         assert {e.version for e in episodes} <= {3, 4} and 4 in {e.version for e in episodes}
         assert "re-forming the spiral_gloo transfer group" in caplog.text
