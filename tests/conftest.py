@@ -16,14 +16,33 @@ if str(REPO) not in sys.path:
 
 
 @pytest.fixture(autouse=True)
-def _restore_torch_threads():
-    """A Learner or RolloutWorker built in the test process sets torch's thread count (from
-    config); give the next test the count it started with."""
+def _restore_process_state():
+    """Give the next test the process this one started with. A Learner or RolloutWorker built in
+    the test process sets torch's thread count and may pin every thread to some cores (a spec
+    with train.max_staleness=1 once left pytest on one core, and later benchmark tests slow);
+    engines and runs set environment variables (VLLM_CPU_*, RAY_*, OMP_NUM_THREADS)."""
     import torch
 
     threads = torch.get_num_threads()
+    environ = dict(os.environ)
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     yield
     torch.set_num_threads(threads)
+    if os.environ != environ:
+        os.environ.clear()
+        os.environ.update(environ)
+    if cpus is not None:
+        _set_affinity_of_every_thread(cpus)
+
+
+def _set_affinity_of_every_thread(cpus: set[int]) -> None:
+    tasks = Path("/proc/self/task")
+    for tid in [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]:
+        try:
+            if os.sched_getaffinity(tid) != cpus:
+                os.sched_setaffinity(tid, cpus)
+        except OSError:  # the thread ended meanwhile
+            continue
 
 
 @pytest.fixture(scope="session")

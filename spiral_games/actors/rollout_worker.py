@@ -26,6 +26,7 @@ from spiral_games.config.hardware import (
 )
 from spiral_games.config.schema import GameConfig, RunConfig
 from spiral_games.errors import ConfigError, EngineError, EngineUnavailable, RolloutError
+from spiral_games.faults import mark_phase
 from spiral_games.llm.engines.base import Engine, EngineSpec, StreamingEngine
 from spiral_games.llm.engines.factory import build_engine
 from spiral_games.llm.engines.vllm import VLLMEngine
@@ -240,6 +241,7 @@ class RolloutWorker:
     ) -> list[Episode]:
         """Play `num_episodes` finished episodes with the current weights; with a league
         `draw`, each game's opponent is drawn from it."""
+        mark_phase("collect")  # tests kill a worker once it is this far
         self.engine.reseed(seed)
         reseed_policies(self.opponents or {}, seed)
         if draw is not None:

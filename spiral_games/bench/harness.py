@@ -44,7 +44,7 @@ def _engine(cfg: HarnessConfig, path: Path) -> Engine:
     hw = this_machine()
     reason = vllm_unavailable(hw) if cfg.engine != "hf" else None
     kind, fallback, why = choose_engine(cfg.engine, hw, reason)
-    dtype, dtype_why, warning = choose_dtype(cfg.dtype, hw)
+    dtype, dtype_why, warning = choose_dtype(cfg.dtype, hw, kind)
     log.info("engine %s (%s), dtype %s (%s)", kind, why, dtype, dtype_why)
     if warning:
         log.warning(warning)
