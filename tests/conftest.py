@@ -15,6 +15,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+DISTRIBUTED_ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
 @pytest.fixture(autouse=True)
 def _restore_process_state():
     """Give the next test the process this one started with. A Learner or RolloutWorker built in
@@ -28,6 +31,10 @@ def _restore_process_state():
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     yield
     torch.set_num_threads(threads)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # the default process group outlives the test (one per process: a later in-process
+        # Learner joins it, and DeepSpeed reads these): its rendezvous variables stay
+        environ.update({k: os.environ[k] for k in DISTRIBUTED_ENV if k in os.environ})
     if os.environ != environ:
         os.environ.clear()
         os.environ.update(environ)

@@ -25,7 +25,7 @@ SAMPLES = REPO / "tests" / "fixtures" / "cpuinfo"
 ZEN4 = probe_hardware((SAMPLES / "amd_zen4_avx512_bf16.txt").read_text(), "x86_64", 2, 0)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def local_ray():
     import ray
 
@@ -37,12 +37,23 @@ def local_ray():
     ray.shutdown()
 
 
-def setup(tiny, *overrides, engine_weights=None, hw=None):
-    cfg = tiny_config(
+def config(*overrides):
+    return tiny_config(
         "rollout.engine=hf", "learner.bf16=false", *overrides, rollout=False, trainer=False
     )
+
+
+@pytest.fixture(scope="module")
+def learner(tiny):
+    """One fp32 learner on tiny-random's weights, shared: the checks only read from it."""
+    cfg = config()
+    return Learner(LearnerSpec.from_run(cfg, tiny.path, plan_runtime(cfg, vllm_installed=False)))
+
+
+def setup(tiny, learner, *overrides, engine_weights=None, hw=None):
+    cfg = config(*overrides)
     plan = plan_runtime(cfg, hw, vllm_installed=False)
-    learner = Learner(LearnerSpec.from_run(cfg, tiny.path, plan))
+    assert not plan.learner_bf16  # what the shared learner runs
     worker_cfg = WorkerConfig.from_run(cfg, engine_weights or tiny.path, plan)
     return cfg, plan, learner, worker_cfg
 
@@ -60,18 +71,10 @@ def check(cfg, plan, learner, worker_cfg, tiny):
     )
 
 
-def test_one_model_in_one_precision_agrees(tiny, local_ray):
-    cfg, plan, learner, worker_cfg = setup(tiny, "model.dtype=float32")
-    pool, used, lines = check(cfg, plan, learner, worker_cfg, tiny)
-    pool.shutdown()
-    assert used.dtype == "float32"
-    assert len(lines) == 1 and "agree over 8 greedy tokens" in lines[0]
-
-
-def test_a_disagreeing_auto_bf16_engine_is_switched_to_fp32_and_said_so(tiny, local_ray):
+def test_a_disagreeing_auto_bf16_engine_is_switched_to_fp32_and_said_so(tiny, learner, local_ray):
     # a tolerance below bf16's rounding makes the bf16 engine disagree with the fp32 learner
     cfg, plan, learner, worker_cfg = setup(
-        tiny, "model.dtype=auto", "rollout.agreement_tol_reduced=1e-6", hw=ZEN4
+        tiny, learner, "model.dtype=auto", "rollout.agreement_tol_reduced=1e-6", hw=ZEN4
     )
     assert plan.dtype == "bfloat16"
     pool, used, lines = check(cfg, plan, learner, worker_cfg, tiny)
@@ -82,15 +85,15 @@ def test_a_disagreeing_auto_bf16_engine_is_switched_to_fp32_and_said_so(tiny, lo
     assert "engine float32 vs learner float32: agree" in lines[2]
 
 
-def test_a_forced_bf16_engine_that_disagrees_is_one_error_naming_the_fix(tiny, local_ray):
+def test_a_forced_bf16_engine_that_disagrees_is_one_error_naming_the_fix(tiny, learner, local_ray):
     cfg, plan, learner, worker_cfg = setup(
-        tiny, "model.dtype=bfloat16", "rollout.agreement_tol_reduced=1e-6"
+        tiny, learner, "model.dtype=bfloat16", "rollout.agreement_tol_reduced=1e-6"
     )
     with pytest.raises(EngineError, match=r"disagree at start.*Set model.dtype=float32"):
         check(cfg, plan, learner, worker_cfg, tiny)
 
 
-def test_an_engine_serving_other_weights_is_one_error(tiny, local_ray, tmp_path):
+def test_an_engine_serving_other_weights_is_one_error(tiny, learner, local_ray, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(tiny.path, other)
     state = load_file(str(other / "model.safetensors"))
@@ -99,14 +102,17 @@ def test_an_engine_serving_other_weights_is_one_error(tiny, local_ray, tmp_path)
         {k: v + 0.05 * torch.randn_like(v) for k, v in state.items()},
         str(other / "model.safetensors"),
     )
-    cfg, plan, learner, worker_cfg = setup(tiny, engine_weights=other)
+    cfg, plan, learner, worker_cfg = setup(tiny, learner, engine_weights=other)
     assert plan.dtype == "float32"  # nothing to switch to: the error says what is wrong
     with pytest.raises(EngineError, match="does not serve the learner's weights"):
         check(cfg, plan, learner, worker_cfg, tiny)
 
 
-def test_the_check_can_be_turned_off(tiny, local_ray):
-    cfg, plan, learner, worker_cfg = setup(tiny, "rollout.agreement_tokens=0")
-    pool, _, lines = check(cfg, plan, learner, worker_cfg, tiny)
-    pool.shutdown()
+def test_the_check_can_be_turned_off(tiny, learner):
+    cfg, _, learner, worker_cfg = setup(tiny, learner, "rollout.agreement_tokens=0")
+    no_pool = object()  # nothing is asked of the engines
+    pool, used, lines = agreed_pool(
+        no_pool, worker_cfg, learner, tiny.tokenizer, False, cfg.rollout, "auto", None
+    )
+    assert pool is no_pool and used is worker_cfg
     assert lines == ["agreement check: off (rollout.agreement_tokens=0)"]
