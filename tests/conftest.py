@@ -15,7 +15,12 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+# Set once per process and never again, so a test must not take them back: torch.distributed's
+# rendezvous (while its default group lives; a later in-process Learner joins that group and
+# DeepSpeed reads these) and what Ray's first init sets (token auth: a later ray Cluster's nodes
+# inherit the environment, and without RAY_AUTH_MODE their workers die at start).
 DISTRIBUTED_ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE")
+RAY_ENV = ("RAY_AUTH_MODE", "RAY_CLIENT_MODE", "RAY_USAGE_STATS_ENABLED", "PYTHONBREAKPOINT")
 
 
 @pytest.fixture(autouse=True)
@@ -31,10 +36,10 @@ def _restore_process_state():
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     yield
     torch.set_num_threads(threads)
+    kept = RAY_ENV
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        # the default process group outlives the test (one per process: a later in-process
-        # Learner joins it, and DeepSpeed reads these): its rendezvous variables stay
-        environ.update({k: os.environ[k] for k in DISTRIBUTED_ENV if k in os.environ})
+        kept += DISTRIBUTED_ENV
+    environ.update({k: os.environ[k] for k in kept if k in os.environ})
     if os.environ != environ:
         os.environ.clear()
         os.environ.update(environ)

@@ -19,7 +19,8 @@ from spiral_games.llm.engines.vllm_api import SUPPORTED_VLLM
 from ..llm.vllm_drift import run_drifted
 from ..run.test_trainer import run_cfg
 
-pytestmark = pytest.mark.vllm
+# every test here starts Ray, vLLM, a DeepSpeed learner or a subprocess: not the fast lane
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
 BUILD = """
 import json

@@ -32,6 +32,9 @@ from ..conftest import REPO
 from ..killing import kill_when_collecting, phase_dir_fixture  # noqa: F401 (a fixture)
 from ..tiny_run import tiny_config, tiny_overrides
 
+# every test here starts Ray, vLLM, a DeepSpeed learner or a subprocess: not the fast lane
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def pool_factory(tiny, phase_dir):

@@ -16,6 +16,9 @@ from spiral_games.errors import ConfigError
 from ..conftest import REPO
 from ..tiny_run import tiny_config
 
+# every test here starts Ray, vLLM, a DeepSpeed learner or a subprocess: not the fast lane
+pytestmark = pytest.mark.slow
+
 
 def tiny_worker_config(tiny, engine="hf"):
     cfg = tiny_config(

@@ -24,6 +24,9 @@ from spiral_games.types import Sample, TrainBatch
 from ..killing import kill_when_collecting, phase_dir_fixture  # noqa: F401 (a fixture)
 from ..run.test_trainer import run_cfg
 
+# every test here starts Ray, vLLM, a DeepSpeed learner or a subprocess: not the fast lane
+pytestmark = pytest.mark.slow
+
 PROMPTS, RESPONSES = [[1, 50, 60, 70], [5, 6]], [[80, 90, 100], [7, 8, 9, 10]]
 
 

@@ -11,6 +11,9 @@ import pytest
 
 from ..conftest import REPO
 
+# every test here starts Ray, vLLM, a DeepSpeed learner or a subprocess: not the fast lane
+pytestmark = pytest.mark.slow
+
 SHARED = REPO.parent / "shared" / "data" / "eval"
 
 

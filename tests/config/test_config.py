@@ -241,6 +241,7 @@ def test_more_bad_overrides_name_the_key(overrides, message, reliability):
     reliability.update(BAD_CONFIG_RECORD)
 
 
+@pytest.mark.slow  # a subprocess, a terminal or a training run
 def test_untrusted_target_and_missing_model_dir_and_unwritable_output(tmp_path, reliability):
     from spiral_games.errors import ModelError
     from spiral_games.llm.models import resolve_model

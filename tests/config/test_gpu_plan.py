@@ -24,6 +24,7 @@ def _spiral(*overrides: str):
     return compose_run_config(CONF, ["experiment=spiral_qwen3_4b", *overrides])
 
 
+@pytest.mark.slow  # a subprocess, a terminal or a training run
 def test_the_cfg_command_prints_a_plan_that_fills_eight_gpus():
     out = subprocess.run(
         [sys.executable, "launch/selfplay.py", "experiment=spiral_qwen3_4b", "--cfg"],

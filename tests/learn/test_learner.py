@@ -15,6 +15,9 @@ from spiral_games.types import Sample, TrainBatch
 
 from ..tiny_run import tiny_config
 
+# every test here starts Ray, vLLM, a DeepSpeed learner or a subprocess: not the fast lane
+pytestmark = pytest.mark.slow
+
 
 def spec(tiny, *overrides):
     cfg = tiny_config(

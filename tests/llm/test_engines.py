@@ -19,6 +19,9 @@ from spiral_games.llm.prompting import encode_prompt, encode_user_message
 from spiral_games.logprobs import response_scores
 from spiral_games.types import SamplingParams
 
+# every test here starts Ray, vLLM, a DeepSpeed learner or a subprocess: not the fast lane
+pytestmark = pytest.mark.slow
+
 GREEDY = SamplingParams(temperature=0.0, max_tokens=16)
 
 

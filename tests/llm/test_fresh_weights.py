@@ -17,7 +17,8 @@ from spiral_games.llm.engines.base import EngineSpec
 from spiral_games.llm.prompting import encode_user_message
 
 pytest.importorskip("vllm")
-pytestmark = pytest.mark.vllm
+# every test here starts Ray, vLLM, a DeepSpeed learner or a subprocess: not the fast lane
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
 from spiral_games.llm.engines import vllm_freshness as fresh  # noqa: E402
 from spiral_games.llm.engines.vllm import VLLMEngine  # noqa: E402

@@ -16,6 +16,7 @@ from spiral_games.llm.models import resolve_model
 from spiral_games.manifest import MANIFEST, verify_manifest
 
 
+@pytest.mark.slow  # a subprocess, a terminal or a training run
 def test_smollm2_converts_to_a_plain_hf_directory_with_chat_template(smollm2):
     from transformers import AutoModelForCausalLM
 
@@ -77,6 +78,7 @@ def test_local_directory_resolves_to_itself(tiny):
     assert again.path == tiny.path.resolve()
 
 
+@pytest.mark.slow  # a subprocess, a terminal or a training run
 def test_unreachable_hub_id_while_offline_gives_one_clear_error(tmp_path):
     code = (
         "from spiral_games.llm.models import resolve_model\n"

@@ -17,6 +17,9 @@ from spiral_games.llm.engines import vllm_api
 from ..conftest import REPO
 from .vllm_drift import run_drifted
 
+# every test here starts Ray, vLLM, a DeepSpeed learner or a subprocess: not the fast lane
+pytestmark = pytest.mark.slow
+
 INSTALLED = vllm_api.installed()  # package metadata only: nothing imported at collection
 CHECKED = INSTALLED.describe().replace(" ", "-") if INSTALLED else "no-vllm"
 

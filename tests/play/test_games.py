@@ -241,6 +241,7 @@ def test_unknown_opponent_and_untrusted_target_are_clear_errors(games):
         build_rules("kuhn", wrong)
 
 
+@pytest.mark.slow  # a subprocess, a terminal or a training run
 def test_library_game_loop_never_imports_a_specific_game():
     code = (
         "import sys\n"

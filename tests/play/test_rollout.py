@@ -16,6 +16,9 @@ from spiral_games.logprobs import response_logprobs
 
 from ..conftest import REPO
 
+# every test here starts Ray, vLLM, a DeepSpeed learner or a subprocess: not the fast lane
+pytestmark = pytest.mark.slow
+
 
 def worker_config(
     model, engine, dtype="float32", max_tokens=24, opponent=None, games="kuhn,tictactoe"

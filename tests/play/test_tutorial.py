@@ -8,7 +8,12 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from ..conftest import REPO
+
+# every test here starts Ray, vLLM, a DeepSpeed learner or a subprocess: not the fast lane
+pytestmark = pytest.mark.slow
 
 
 def _tutorial_blocks() -> dict[str, str]:

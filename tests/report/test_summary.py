@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from ..conftest import REPO
 
 
@@ -27,6 +29,7 @@ def fake_run(run_dir, rae, win_rates):
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+@pytest.mark.slow  # a subprocess, a terminal or a training run
 def test_summarize_writes_before_after_tables_and_a_png(tmp_path):
     fake_run(tmp_path / "a", True, [0.2, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9])
     fake_run(tmp_path / "b", False, [0.2, 0.2, 0.25, 0.3, 0.3, 0.3, 0.35])
@@ -57,6 +60,7 @@ def test_summarize_writes_before_after_tables_and_a_png(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
+@pytest.mark.slow  # a subprocess, a terminal or a training run
 def test_summarize_names_a_missing_run(tmp_path):
     out = subprocess.run(
         [sys.executable, "launch/summarize.py", str(tmp_path / "nope"), "--out", str(tmp_path)],

@@ -26,6 +26,9 @@ from spiral_games.types import PolicyOutput
 
 from ..conftest import REPO
 
+# every test here starts Ray, vLLM, a DeepSpeed learner or a subprocess: not the fast lane
+pytestmark = pytest.mark.slow
+
 GAMES = ("kuhn", "tictactoe", "negotiation")
 
 

@@ -20,6 +20,9 @@ from spiral_games.run.agreement_check import agreed_pool
 from ..conftest import REPO
 from ..tiny_run import tiny_config
 
+# every test here starts Ray, vLLM, a DeepSpeed learner or a subprocess: not the fast lane
+pytestmark = pytest.mark.slow
+
 SAMPLES = REPO / "tests" / "fixtures" / "cpuinfo"
 # A CPU with native bf16 (Zen 4, no AMX): `auto` serves bf16 there, so the switch path runs.
 ZEN4 = probe_hardware((SAMPLES / "amd_zen4_avx512_bf16.txt").read_text(), "x86_64", 2, 0)

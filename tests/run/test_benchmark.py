@@ -11,6 +11,9 @@ import pytest
 from ..conftest import REPO
 from ..tiny_run import tiny_overrides
 
+# every test here starts Ray, vLLM, a DeepSpeed learner or a subprocess: not the fast lane
+pytestmark = pytest.mark.slow
+
 
 def run_benchmark(name, tmp_path, *extra, games=None, rollout=True):
     """launch/benchmark.py `name` on the tiny model (its own default game unless `games`)."""

@@ -6,10 +6,15 @@ import dataclasses
 import subprocess
 import sys
 
+import pytest
+
 from spiral_games.config.schema import LearnerConfig
 
 from ..conftest import REPO
 from ..tiny_run import tiny_overrides
+
+# every test here starts Ray, vLLM, a DeepSpeed learner or a subprocess: not the fast lane
+pytestmark = pytest.mark.slow
 
 
 def _selfplay(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -257,6 +257,7 @@ def _human_turns(path: Path) -> list[list[str]]:
     return [[t["action"] for t in g["turns"] if t["role"] == 0] for g in games]
 
 
+@pytest.mark.slow  # a subprocess, a terminal or a training run
 def test_human_plays_tictactoe_against_the_model_in_a_terminal(tiny, tmp_path):
     term = Terminal(
         "+games=[tictactoe]",
@@ -284,6 +285,7 @@ def test_human_plays_tictactoe_against_the_model_in_a_terminal(tiny, tmp_path):
     assert _human_turns(Path(saved)) == [["[4]", *played]]
 
 
+@pytest.mark.slow  # a subprocess, a terminal or a training run
 def test_human_plays_kuhn_against_a_training_checkpoint_in_a_terminal(tiny, tmp_path):
     checkpoint = tmp_path / "run" / "checkpoints" / "step_000002"  # as training writes it
     shutil.copytree(tiny.path, checkpoint)
@@ -317,6 +319,7 @@ def test_a_run_directory_as_model_name_names_its_checkpoints(tiny, tmp_path, cap
     assert f"model.name={tmp_path / 'run' / 'checkpoints' / 'step_000002'}" in err
 
 
+@pytest.mark.slow  # a subprocess, a terminal or a training run
 def test_human_against_the_expert_saves_each_game_and_the_one_left_unfinished(tmp_path):
     term = Terminal(
         "+games=[tictactoe]", "--seats=human,expert", "--episodes=2", f"--out={tmp_path}"
@@ -338,6 +341,7 @@ def test_human_against_the_expert_saves_each_game_and_the_one_left_unfinished(tm
     assert _human_turns(path) == [played, ["[0]"]]
 
 
+@pytest.mark.slow  # a subprocess, a terminal or a training run
 def test_quitting_before_any_move_says_nothing_was_saved(tmp_path):
     term = Terminal("+games=[kuhn]", "--seats=human,expert", f"--out={tmp_path}")
     term.expect(r"your move> ")
