@@ -31,6 +31,8 @@ def _restore_process_state():
     engines and runs set environment variables (VLLM_CPU_*, RAY_*, OMP_NUM_THREADS)."""
     import torch
 
+    from spiral_games.config.hardware import pin_process
+
     threads = torch.get_num_threads()
     environ = dict(os.environ)
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
@@ -44,17 +46,7 @@ def _restore_process_state():
         os.environ.clear()
         os.environ.update(environ)
     if cpus is not None:
-        _set_affinity_of_every_thread(cpus)
-
-
-def _set_affinity_of_every_thread(cpus: set[int]) -> None:
-    tasks = Path("/proc/self/task")
-    for tid in [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]:
-        try:
-            if os.sched_getaffinity(tid) != cpus:
-                os.sched_setaffinity(tid, cpus)
-        except OSError:  # the thread ended meanwhile
-            continue
+        pin_process(sorted(cpus))  # every thread, as a pinned learner had bound them
 
 
 @pytest.fixture(scope="session")

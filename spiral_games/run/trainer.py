@@ -291,7 +291,6 @@ def _build_actors(
         raise
     print("\n".join(lines), flush=True)
     start.config_record["runtime"].update(dtype=worker_cfg.dtype, agreement=lines)
-    (start.run_dir / "config.json").write_text(json.dumps(start.config_record, indent=2))
     sync = WeightSync(learner, pool, plan.weight_sync, cfg.rollout.tensor_parallel_size)
     fallbacks = [info for info in pool.engine_infos() if info["note"]]
     if fallbacks:  # rollout.engine=auto fell back: say so once and record what really runs
@@ -301,7 +300,7 @@ def _build_actors(
             engine_note=fallbacks[0]["note"],
             weight_sync=sync.backend,
         )
-        (start.run_dir / "config.json").write_text(json.dumps(start.config_record, indent=2))
+    (start.run_dir / "config.json").write_text(json.dumps(start.config_record, indent=2))
     if start.resumed:
         sync.push(start.state.version)
     return learner, pool, sync
