@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from .parallel import available_memory_gib, worker_count
+
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
@@ -65,7 +67,31 @@ def tiny():
     return resolve_model("tiny-random", seed=0)
 
 
+# ---- Parallel runs (pytest-xdist, `-n auto` in pyproject.toml) ----
+def pytest_xdist_auto_num_workers(config):
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        memory = available_memory_gib(Path("/proc/meminfo").read_text())
+    except OSError:
+        return 1  # no way to tell whether two would fit
+    return worker_count(cpus or 1, memory)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first, so that the longest ones do not start last and leave one worker idle
+    at the end; and tests that share a module-scoped fixture in one xdist group (loadgroup), so
+    that its engine or model is built once, not once per worker."""
+    for item in items:
+        fixtures = getattr(item, "_fixtureinfo", None)
+        defs = fixtures.name2fixturedefs.values() if fixtures else ()
+        if any(d[-1].scope == "module" for d in defs if d):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
+
+
 # ---- RELIABILITY.md: each fault test records what it tried; the table is written at the end ----
+# An entry travels on the test's report (user_properties), so the table is whole when tests ran
+# in several worker processes: the process that runs the session collects and writes it.
 RELIABILITY_RECORDS: list[dict] = []
 
 
@@ -85,13 +111,23 @@ def reliability(request):
     if entry:
         report = getattr(request.node, "call_report", None)
         passed = report is not None and report.passed
-        RELIABILITY_RECORDS.append({**entry, "passed": passed, "test": request.node.name})
+        record = {**entry, "passed": passed, "test": request.node.name}
+        request.node.user_properties.append(("reliability", record))
+
+
+def _is_xdist_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "teardown":
+        RELIABILITY_RECORDS.extend(v for k, v in report.user_properties if k == "reliability")
 
 
 def pytest_sessionfinish(session, exitstatus):
     """Write the reliability table to $SPIRAL_RELIABILITY_REPORT (if set) from this session."""
     target = os.environ.get("SPIRAL_RELIABILITY_REPORT")
-    if not target or not RELIABILITY_RECORDS:
+    if not target or not RELIABILITY_RECORDS or _is_xdist_worker(session.config):
         return
     from .reliability_report import render
 

@@ -1,6 +1,6 @@
 """The suite's autouse fixture gives every test the process the previous one started with: a
 test that pins the process to one core or sets a variable leaves neither behind. The two tests
-run in file order; the second checks what the first changed."""
+run in file order, on one worker of a parallel run; the second checks what the first changed."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import os
 import pytest
 
 from spiral_games.config.hardware import pin_process
+
+pytestmark = pytest.mark.xdist_group("process_state")  # both tests in one process, in order
 
 START = {
     "cpus": os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(),

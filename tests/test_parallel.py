@@ -1,0 +1,86 @@
+"""The suite runs in parallel worker processes (pytest-xdist, `-n auto`): how many, and that a
+table the tests build together (RELIABILITY.md) comes out whole."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from .conftest import REPO
+from .parallel import WORKER_MEMORY_GIB, available_memory_gib, worker_count
+
+
+def test_one_worker_per_core_while_memory_holds_them():
+    assert worker_count(cpus=2, available_gib=23.0) == 2
+    assert worker_count(cpus=32, available_gib=120.0) == int(120.0 // WORKER_MEMORY_GIB)
+    assert worker_count(cpus=4, available_gib=2 * WORKER_MEMORY_GIB + 0.5) == 2
+
+
+def test_at_least_one_worker_however_little_memory():
+    assert worker_count(cpus=8, available_gib=1.0) == 1
+    assert worker_count(cpus=1, available_gib=0.0) == 1
+
+
+def test_available_memory_is_read_from_meminfo():
+    meminfo = "MemTotal:       24576000 kB\nMemFree:  1 kB\nMemAvailable:   12582912 kB\n"
+    assert available_memory_gib(meminfo) == 12.0
+    with pytest.raises(ValueError, match="MemAvailable"):
+        available_memory_gib("MemTotal: 1 kB\n")
+
+
+@pytest.mark.slow
+def test_reliability_records_from_every_worker_reach_the_report(tmp_path):
+    """Four fault tests on two workers: the report the session writes has all four rows."""
+    module = tmp_path / "test_faults.py"
+    module.write_text(
+        textwrap.dedent(
+            """
+            import os
+            import pytest
+
+            @pytest.mark.parametrize("n", range(4))
+            def test_fault(n, reliability):
+                reliability.update(fault=f"fault {n}", tries=1, outcome=f"pid {os.getpid()}")
+                assert n != 3  # one fails: its row says so
+            """
+        )
+    )
+    report = tmp_path / "RELIABILITY.md"
+    env = {**os.environ, "SPIRAL_RELIABILITY_REPORT": str(report)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-c",
+            os.devnull,
+            "--rootdir",
+            str(tmp_path),
+            "-p",
+            "tests.conftest",
+            "-p",
+            "xdist",
+            "-n",
+            "2",
+            "--dist",
+            "load",
+            str(module),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "1 failed, 3 passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = report.read_text()
+    for n in range(4):
+        assert f"fault {n}" in text
+    assert text.count("| pass |") == 3 and "**FAIL**" in text
+    pids = {line.split("pid ")[1].split(" ")[0] for line in text.splitlines() if "pid " in line}
+    assert len(pids) == 2  # both workers wrote rows
