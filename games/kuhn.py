@@ -20,10 +20,10 @@ from typing import Any, NamedTuple, TypeAlias, cast
 import textarena as ta
 from textarena.envs.registration import ENV_REGISTRY, register
 
-from spiral_games.errors import GameError
+from spiral_games.errors import ConfigError, GameError
 from spiral_games.play.game import TextArenaGame
 from spiral_games.play.loop import GameRules, GameSession, replayed
-from spiral_games.play.policy import Policy
+from spiral_games.play.policy import Policy, ScoringPolicy, scores_actions
 from spiral_games.types import Observation, PolicyOutput
 
 ENV_ID = "SpiralKuhnPoker-v0"
@@ -178,10 +178,27 @@ def _policy_state(env: KuhnPokerEnv, role: int) -> dict[str, Any]:
     return {"card": gs["cards"][role], "history": tuple(gs["history"]), "round": gs["round"]}
 
 
-class KuhnPokerGame(TextArenaGame):
-    """The `kuhn` game: SpiralKuhnPoker-v0 with full-history observations."""
+REWARDS = ("chips", "win_loss")
+CHIPS_PER_REWARD = 2  # reward=chips: a round moves at most 2 chips, so one round's lies in [-1, 1]
 
-    def __init__(self, num_rounds: int = 1) -> None:
+
+class KuhnPokerGame(TextArenaGame):
+    """The `kuhn` game: SpiralKuhnPoker-v0 with full-history observations.
+
+    `reward`: `chips` (the default), each seat's chips won over the game / 2, zero-sum; or
+    `win_loss`, SPIRAL's +1/-1 by which seat ends with more chips. One hand scored by win/loss is
+    a different game from Kuhn Poker: calling never does worse than folding under it, whatever
+    the pot, so every never-fold strategy is an equilibrium of that reward (each 1/3 chip
+    exploitable in real Kuhn); chips won keeps Kuhn's own payoffs and so its Nash equilibrium.
+    """
+
+    def __init__(self, num_rounds: int = 1, reward: str = "chips") -> None:
+        if reward not in REWARDS:
+            raise ConfigError(
+                f"games.kuhn.env.reward={reward!r} is not a Kuhn reward: use chips (chips won, "
+                "Kuhn's own payoffs) or win_loss (SPIRAL's +1/-1 by chip totals)."
+            )
+        self.reward = reward
         super().__init__(
             "SpiralKuhnPoker-v0",
             name="kuhn",
@@ -189,6 +206,19 @@ class KuhnPokerGame(TextArenaGame):
             policy_state=_policy_state,
             num_rounds=num_rounds,
         )
+
+    @property
+    def chips_per_reward(self) -> float:
+        """Chips one unit of this game's reward is worth: how an invalid-move penalty (given
+        in reward) counts in chips for the exploitability measure."""
+        return CHIPS_PER_REWARD if self.reward == "chips" else 1.0
+
+    def returns(self) -> tuple[float, float]:
+        win_loss = super().returns()
+        if self.reward == "win_loss":
+            return win_loss
+        chips = self.raw.state.game_state["chips"]
+        return (chips[0] / CHIPS_PER_REWARD, chips[1] / CHIPS_PER_REWARD)
 
     def current_state(self, role: int) -> str:
         """One paragraph of rules, and this round's card, chips and betting."""
@@ -236,6 +266,17 @@ class KuhnNashPolicy:
             ("check",): {"J": third, "Q": Fraction(0), "K": Fraction(1)},
         }
         return table[tuple(history)][card]
+
+    def action_probabilities(self, observations: Sequence[Observation]) -> list[dict[str, Any]]:
+        """The exact probability of each legal move (`[bet]`/`[check]` or `[call]`/`[fold]`)."""
+        out = []
+        for obs in observations:
+            state = cast(dict[str, Any], obs.state)
+            history = tuple(state["history"])
+            p = self.bet_or_call_probability(state["card"], history)
+            aggressive, passive, _ = _moves(history)
+            out.append({f"[{aggressive}]": p, f"[{passive}]": 1 - p})
+        return out
 
     def act(self, observations: Sequence[Observation]) -> list[PolicyOutput]:
         outputs = []
@@ -491,38 +532,67 @@ def estimate_strategy(policy: Policy, rules: GameRules, samples: int, seed: int)
 
 
 def invalid_outcome(rules: GameRules) -> Outcome:
-    """Chips of (offender, other seat) for an invalid reply under `rules`. With
-    invalid_move=retry the retries are not simulated: each invalid reply counts as the last
-    one, which play scores -1/+1 (so this overstates the cost of an invalid reply)."""
+    """Chips of (offender, other seat) for an invalid reply under `rules`: the rewards play
+    gives it, in chips (`KuhnPokerGame.chips_per_reward`), so the measure scores an invalid
+    reply as training does. With invalid_move=retry the retries are not simulated: each invalid
+    reply counts as the last one, which play scores -1/+1 (so this overstates its cost)."""
+    env = rules.make_env()
+    scale = env.chips_per_reward if isinstance(env, KuhnPokerGame) else 1.0
     if rules.invalid_move == "penalty":
-        return (rules.invalid_penalty, rules.invalid_opponent_reward)
-    return (-1.0, 1.0)
+        return (rules.invalid_penalty * scale, rules.invalid_opponent_reward * scale)
+    return (-scale, scale)
+
+
+def stated_strategy(policy: ScoringPolicy, rules: GameRules, seed: int) -> Strategy:
+    """The strategy `policy` states (`action_probabilities`) at the 12 information sets, asked
+    with the observations play gives (as `estimate_strategy`); what its probabilities of the
+    two legal moves leave of 1 is its chance of an invalid reply."""
+    if not isinstance(rules.make_env(), KuhnPokerGame):
+        raise GameError(f"game {rules.name!r} is not Kuhn Poker (games.kuhn.KuhnPokerGame)")
+    asked = [_deal_for(rules, info, seed)[1] for info in INFO_SETS]
+    stated = policy.action_probabilities(asked)
+    strategy: dict[InfoSet, tuple[Prob, Prob, Prob]] = {}
+    for info, probs in zip(INFO_SETS, stated, strict=True):
+        aggressive, passive, _ = _moves(info.history)
+        a, p = probs.get(f"[{aggressive}]", 0), probs.get(f"[{passive}]", 0)
+        strategy[info] = (a, p, 1 - a - p)
+    return strategy
 
 
 class KuhnExploitability:
-    """Measures a policy's exploitability in one-round Kuhn for `eval/kuhn/*`: `samples`
-    sampled replies per information set, a standard error from `bootstrap` resamples."""
+    """Measures a policy's exploitability in one-round Kuhn for `eval/kuhn/*`. A policy that
+    states its action probabilities (`ScoringPolicy`: the scripted players) is measured exactly
+    (standard error 0); any other from `samples` sampled replies per information set, with a
+    standard error from `bootstrap` resamples. `exact=False` samples every policy."""
 
-    def __init__(self, samples: int = 32, bootstrap: int = 200) -> None:
+    def __init__(self, samples: int = 32, bootstrap: int = 200, exact: bool = True) -> None:
         if samples < 1 or bootstrap < 2:
             raise ValueError(f"need samples >= 1 and bootstrap >= 2, got {samples}, {bootstrap}")
         self.samples = samples
         self.bootstrap = bootstrap
+        self.exact = exact
 
     def measure(self, policy: Policy, rules: GameRules, seed: int) -> dict[str, float]:
         """exploitability (chips per round, see `exploitability`) and its standard error,
         each seat's best-response value, and the share of invalid replies."""
-        counts = estimate_strategy(policy, rules, self.samples, seed)
         invalid = invalid_outcome(rules)
-        value, se = bootstrap_exploitability(
-            counts, invalid=invalid, resamples=self.bootstrap, seed=seed
-        )
-        first, second = best_response_values(strategy_from_counts(counts), invalid=invalid)
-        invalid_replies = sum(c[INVALID] for c in counts.values())
+        if self.exact and scores_actions(policy):
+            strategy = stated_strategy(policy, rules, seed)
+            value, se = float(exploitability(strategy, invalid=invalid)), 0.0
+            invalid_share = sum(float(s[INVALID]) for s in strategy.values()) / len(INFO_SETS)
+        else:
+            counts = estimate_strategy(policy, rules, self.samples, seed)
+            value, se = bootstrap_exploitability(
+                counts, invalid=invalid, resamples=self.bootstrap, seed=seed
+            )
+            strategy = strategy_from_counts(counts)
+            invalid_replies = sum(c[INVALID] for c in counts.values())
+            invalid_share = invalid_replies / (self.samples * len(INFO_SETS))
+        first, second = best_response_values(strategy, invalid=invalid)
         return {
             "exploitability": value,
             "exploitability_se": se,
             "best_response_first": float(first),
             "best_response_second": float(second),
-            "invalid_share": invalid_replies / (self.samples * len(INFO_SETS)),
+            "invalid_share": invalid_share,
         }

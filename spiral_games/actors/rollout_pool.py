@@ -13,6 +13,7 @@ from spiral_games.config.schema import RolloutConfig
 from spiral_games.errors import ConfigError, RolloutError
 from spiral_games.faults import kill_point
 from spiral_games.play.league import LeagueDraw
+from spiral_games.play.rollout import evaluation_shares, split_evenly
 from spiral_games.types import Episode, Generation
 
 READY_TIMEOUT_S = 600.0
@@ -96,7 +97,7 @@ class RolloutPool:
         """
         live = self.live()
         n = len(live)
-        counts = _split_evenly(num_episodes, n)
+        counts = split_evenly(num_episodes, n)
         rng = random.Random(seed)
         seeds = [rng.randrange(2**31) for _ in range(n)]
         shares = [(i, c, s) for i, c, s in zip(live, counts, seeds, strict=True) if c]
@@ -138,7 +139,7 @@ class RolloutPool:
         self._league_held[index] = set(self.league)
         return worker.set_league.remote(payload)
 
-    def _gather(self, call: Any, shares: list[tuple[int, Any, int]]) -> list[Episode]:
+    def _gather(self, call: Any, shares: list[tuple[Any, ...]]) -> list[Episode]:
         """Run every share; a share whose worker dies is played again (same seed) by the
         restarted worker or, once its node is gone, by a surviving worker."""
         import ray
@@ -248,15 +249,11 @@ class RolloutPool:
         """Evaluation games against fixed opponents (`games[name]` per game), each count split
         over the live workers; worker k starts in seat k % 2, so odd shares still balance."""
         live = self.live()
-        split = {name: _split_evenly(count, len(live)) for name, count in games.items()}
         shares = [
-            (index, {name: counts[k] for name, counts in split.items()}, seed + k)
-            for k, index in enumerate(live)
-            if any(counts[k] for counts in split.values())
+            (live[share.position], share.games, share.seed, share.first_seat)
+            for share in evaluation_shares(games, len(live), seed)
         ]
-        return self._gather(
-            lambda i, c, s: self.workers[i].evaluate.remote(c, s, (s - seed) % 2), shares
-        )
+        return self._gather(lambda i, c, s, f: self.workers[i].evaluate.remote(c, s, f), shares)
 
     def analyse(self, seed: int) -> dict[str, float]:
         """The games' exact analyses of the evaluated policy, on the first live worker."""
@@ -347,8 +344,3 @@ class RolloutPool:
         for w in self.workers:
             ray.kill(w)
         ray.util.remove_placement_group(self.group)
-
-
-def _split_evenly(count: int, parts: int) -> list[int]:
-    """`count` split into `parts` shares that differ by at most one (larger shares first)."""
-    return [count // parts + (k < count % parts) for k in range(parts)]

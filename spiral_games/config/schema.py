@@ -339,12 +339,19 @@ class EvalConfig:
 
     points: int = 3  # evaluations per run: step 0, the last step and points-2 between; 0: off
     every: int = 0  # > 0: every k steps instead of `points` (still with step 0 and the end)
-    # games per (game, opponent); 200 games put a win rate's standard error at <= 0.035
+    # games per (game, opponent) at the first and the last evaluation; 200 games put a win
+    # rate's standard error at <= 0.035
     games: int = 200
+    # ... and at the evaluations between (a curve's middle points need less precision than the
+    # before/after table): SE <= 0.071 at 50
+    games_between: int = 50
     # at most this many games against the named opponents (the expert plays slowly, and a win
     # against it is rare): min(games, cap)
     games_cap: dict[str, int] = field(default_factory=lambda: {"expert": 32})
     opponents: list[str] = field(default_factory=lambda: ["random", "expert"])
+    # reference lines: these fixed opponents also play in the model's place, on its games, seeds
+    # and seats, and are measured by the games' analyses (ref/<name>/... beside eval/...)
+    reference: list[str] = field(default_factory=lambda: ["random", "expert"])
     concurrency: int = 128  # evaluation games played at once per worker (batched generate)
     temperature: float = 0.6
     top_p: float = 0.95
@@ -358,6 +365,7 @@ class EvalConfig:
             )
         _check_positive("eval.every", self.every, allow_zero=True)
         _check_positive("eval.games", self.games)
+        _check_positive("eval.games_between", self.games_between)
         for name, count in self.games_cap.items():
             _check_positive(f"eval.games_cap.{name}", count)
         _check_positive("eval.concurrency", self.concurrency)
@@ -369,9 +377,17 @@ class EvalConfig:
     def enabled(self) -> bool:
         return bool(self.points or self.every)
 
-    def games_for(self, opponent: str) -> int:
-        """Evaluation games per game against `opponent`."""
-        return min(self.games, int(self.games_cap.get(opponent, self.games)))
+    def games_for(self, opponent: str, between: bool = False) -> int:
+        """Evaluation games per game against `opponent`: `games` at the first and the last
+        evaluation, `games_between` (`between`; at most `games`) at the others; at most
+        `games_cap[opponent]`."""
+        games = min(self.games_between, self.games) if between else self.games
+        return min(games, int(self.games_cap.get(opponent, games)))
+
+    def games_at(self, step: int, total: int) -> dict[str, int]:
+        """Evaluation games per opponent name at the evaluation after `step` of `total`."""
+        between = 0 < step < total
+        return {name: self.games_for(name, between) for name in self.opponents}
 
     def steps(self, total: int) -> list[int]:
         """The steps (0 = before training) after which a run of `total` steps evaluates."""

@@ -176,8 +176,9 @@ class GameSession:
         )
 
 
-class _NoSeat:
-    """Fills the seats of a `replayed` session: its moves come by hand, never from `act`."""
+class NoSeat:
+    """Fills a seat whose moves come by hand (a `replayed` session) or whose policy is put in
+    afterwards (reference lines); never asked to act."""
 
     def act(self, observations: Iterable[Observation]) -> list[PolicyOutput]:
         raise GameError("a replayed session's seats are never asked to act")
@@ -187,7 +188,7 @@ def replayed(rules: GameRules, seed: int, actions: Sequence[str]) -> GameSession
     """A game of `rules` from `seed`, played through `GameSession` along `actions` (each in the
     game's move syntax, e.g. `[4]`) and waiting for the next move: its `pending()` is the
     observation play shows there, and a reply submitted to it is parsed as play parses it."""
-    session = GameSession(GameJob(rules, seed, seats=(_NoSeat(), _NoSeat())))
+    session = GameSession(GameJob(rules, seed, seats=(NoSeat(), NoSeat())))
     for k, action in enumerate(actions):
         session.submit(
             cast(Observation, session.pending()), PolicyOutput(text=f"\\boxed{{{action}}}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, Protocol
+from fractions import Fraction
+from typing import Any, Protocol, TypeGuard
 
 from spiral_games.errors import GameError
 from spiral_games.types import Observation, PolicyOutput
@@ -36,6 +37,21 @@ class StreamingPolicy(Protocol):
         ...
 
 
+class ScoringPolicy(Protocol):
+    """A policy that can state its action probabilities: for each observation, the probability
+    of each of its legal actions (what they leave of 1 is the chance of an invalid reply).
+    Analyses use them, where a policy has them, instead of sampling its replies."""
+
+    def act(self, observations: Sequence[Observation]) -> list[PolicyOutput]: ...
+
+    def action_probabilities(self, observations: Sequence[Observation]) -> list[dict[str, Any]]: ...
+
+
+def scores_actions(policy: Policy) -> TypeGuard[ScoringPolicy]:
+    """Whether `policy` states its action probabilities (`ScoringPolicy`)."""
+    return callable(getattr(policy, "action_probabilities", None))
+
+
 def reseed_policy(policy: Policy, seed: int) -> None:
     """Restart `policy`'s sampling from `seed` where it has a `reseed` method (the scripted
     opponents and LLM policies do), so that a collect or an evaluation plays the same games
@@ -61,13 +77,26 @@ class RandomPolicy:
         """Restart its choices from `seed` (a collect or evaluation replays identically)."""
         self.rng.seed(seed)
 
+    def action_probabilities(self, observations: Sequence[Observation]) -> list[dict[str, Any]]:
+        """Uniform over each observation's legal actions, as exact Fractions."""
+        out = []
+        for obs in observations:
+            legal = self._legal(obs)
+            out.append({a: Fraction(1, len(legal)) for a in legal})
+        return out
+
     def act(self, observations: Sequence[Observation]) -> list[PolicyOutput]:
         outputs = []
         for obs in observations:
-            if not obs.legal_actions:
-                raise GameError(
-                    f"The random opponent needs legal actions, and game {obs.game!r} lists none "
-                    "for this state. Implement GameEnv.legal_actions for it."
-                )
-            outputs.append(PolicyOutput(text=f"\\boxed{{{self.rng.choice(obs.legal_actions)}}}"))
+            legal = self._legal(obs)
+            outputs.append(PolicyOutput(text=f"\\boxed{{{self.rng.choice(legal)}}}"))
         return outputs
+
+    @staticmethod
+    def _legal(obs: Observation) -> tuple[str, ...]:
+        if not obs.legal_actions:
+            raise GameError(
+                f"The random opponent needs legal actions, and game {obs.game!r} lists none "
+                "for this state. Implement GameEnv.legal_actions for it."
+            )
+        return tuple(obs.legal_actions)

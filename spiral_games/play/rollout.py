@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from spiral_games.play.league import LeagueDraw
 from spiral_games.play.loop import GameJob, GameRules
@@ -81,6 +82,34 @@ def evaluation_jobs(
             seats = (learner, opponent) if seat == 0 else (opponent, learner)
             jobs.append(GameJob(rules[game], rng.randrange(2**31), seats, (seat,), version, name))
     return jobs
+
+
+@dataclass(frozen=True)
+class EvalShare:
+    """One worker's part of an evaluation: its games per opponent name, its seed, and the seat
+    its model takes first (seats alternate from there)."""
+
+    position: int  # the k-th live worker
+    games: dict[str, int]
+    seed: int
+    first_seat: int
+
+
+def evaluation_shares(games: Mapping[str, int], workers: int, seed: int) -> list[EvalShare]:
+    """`games[name]` split over `workers` evenly; worker k plays from `seed + k`, starting in
+    seat k % 2, so odd shares still balance. Workers with nothing to play get no share."""
+    split = {name: split_evenly(count, workers) for name, count in games.items()}
+    shares = []
+    for k in range(workers):
+        counts = {name: parts[k] for name, parts in split.items()}
+        if any(counts.values()):
+            shares.append(EvalShare(k, counts, seed + k, k % 2))
+    return shares
+
+
+def split_evenly(count: int, parts: int) -> list[int]:
+    """`count` split into `parts` shares that differ by at most one (larger shares first)."""
+    return [count // parts + (k < count % parts) for k in range(parts)]
 
 
 def plan_league_jobs(

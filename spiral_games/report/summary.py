@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -163,10 +163,21 @@ class EvalChange:
     after: float
     before_se: float | None  # binomial, over the games played (None for response_length)
     after_se: float | None
+    # reference lines at the last evaluation: player (random, expert) -> (value, its SE), the
+    # player measured in the model's place on the same games, seeds and seats
+    reference: dict[str, tuple[float, float | None]] = field(default_factory=dict)
 
     @property
     def change(self) -> float:
         return self.after - self.before
+
+    def versus(self, player: str) -> tuple[float, float | None] | None:
+        """The model's last value minus `player`'s reference value, with its SE."""
+        if player not in self.reference:
+            return None
+        value, se = self.reference[player]
+        both = None if se is None or self.after_se is None else math.hypot(se, self.after_se)
+        return self.after - value, both
 
     @property
     def change_se(self) -> float | None:
@@ -175,7 +186,8 @@ class EvalChange:
         return math.sqrt(self.before_se**2 + self.after_se**2)
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "change": self.change, "change_se": self.change_se}
+        out = {**asdict(self), "change": self.change, "change_se": self.change_se}
+        return {**out, "vs_random": self.versus("random")}
 
 
 def eval_changes(rows: list[dict[str, Any]]) -> list[EvalChange]:
@@ -214,7 +226,37 @@ def eval_changes(rows: list[dict[str, Any]]) -> list[EvalChange]:
                     standard_error(last[key], last.get(f"{prefix}/games")) if rate else None,
                 )
             )
-    return out + analysis_changes(rows)
+    return [with_reference(c, rows) for c in out + analysis_changes(rows)]
+
+
+REFERENCE = "ref"  # ref/<player>/<game>/... : spiral_games.run.reference
+
+
+def reference_players(rows: list[dict[str, Any]]) -> list[str]:
+    """The reference players logged in `rows`, random first."""
+    names = {k.split("/")[1] for r in rows for k in r if k.startswith(f"{REFERENCE}/")}
+    return sorted(names, key=lambda n: (n != "random", n))
+
+
+def with_reference(change: EvalChange, rows: list[dict[str, Any]]) -> EvalChange:
+    """`change` with each reference player's value (and SE) at the same last evaluation."""
+    last = next((r for r in rows if r["step"] == change.after_step), {})
+    refs: dict[str, tuple[float, float | None]] = {}
+    for player in reference_players(rows):
+        if change.opponent == EXACT:
+            key = f"{REFERENCE}/{player}/{change.game}/{change.metric}"
+            if last.get(key) is not None:
+                refs[player] = (last[key], last.get(f"{key}_se"))
+            continue
+        prefix = f"{REFERENCE}/{player}/{change.game}/{change.opponent}"
+        value = last.get(f"{prefix}/{change.metric}")
+        if value is not None:
+            rate = change.metric != "response_length"
+            refs[player] = (
+                value,
+                standard_error(value, last.get(f"{prefix}/games")) if rate else None,
+            )
+    return replace(change, reference=refs)
 
 
 EXACT = "exact"  # the `opponent` of a game analysis (no opponent: measured on the policy)
@@ -256,25 +298,42 @@ def with_se(value: float, se: float | None) -> str:
     return f"{value:.3f}" if se is None else f"{value:.3f} ± {se:.3f}"
 
 
+def shift_text(change: float, se: float | None) -> str:
+    """`+0.123 ± 0.045 (+2.7)`: a difference, its SE and how many SEs it is."""
+    text = f"{change:+.3f}"
+    if se is not None:
+        text += f" ± {se:.3f}" + (f" ({change / se:+.1f})" if se > 0 else "")
+    return text
+
+
 def changes_markdown(changes: list[EvalChange]) -> str:
-    """The before/after table: one row per game, opponent and metric, ± one standard error."""
+    """The before/after table: one row per game, opponent and metric, ± one standard error;
+    then each reference player's value at the last evaluation (the player in the model's
+    place: random, expert) and the model's last value against the random player's."""
     if not changes:
         return "No evaluation results in this run (eval.points=0, or no eval.opponents).\n"
     first = changes[0]
+    players = sorted({p for c in changes for p in c.reference}, key=lambda n: (n != "random", n))
+    versus = "random" in players
     lines = [
         f"| game | opponent | metric | step {first.before_step} | step {first.after_step} "
-        "| change (in SEs) |",
-        "|---|---|---|---:|---:|---:|",
+        "| change (in SEs) |"
+        + "".join(f" {p} |" for p in players)
+        + (" vs random (in SEs) |" if versus else ""),
+        "|---|---|---|---:|---:|---:|" + "---:|" * (len(players) + versus),
     ]
     for c in changes:
-        se = c.change_se
-        shift = f"{c.change:+.3f}"
-        if se is not None:
-            shift += f" ± {se:.3f}" + (f" ({c.change / se:+.1f})" if se > 0 else "")
-        lines.append(
+        row = (
             f"| {c.game} | {c.opponent} | {c.metric.replace('_rate', '')} "
-            f"| {with_se(c.before, c.before_se)} | {with_se(c.after, c.after_se)} | {shift} |"
+            f"| {with_se(c.before, c.before_se)} | {with_se(c.after, c.after_se)} "
+            f"| {shift_text(c.change, c.change_se)} |"
         )
+        for p in players:
+            row += f" {with_se(*c.reference[p])} |" if p in c.reference else " |"
+        if versus:
+            against = c.versus("random")
+            row += f" {shift_text(*against)} |" if against else " |"
+        lines.append(row)
     return "\n".join(lines) + "\n"
 
 
@@ -311,6 +370,10 @@ def plot_run(run_dir: Path, out: Path) -> Path:
                 ax.errorbar(
                     steps, values, yerr=errors, fmt="-o", ms=3, capsize=2, color=color, label=label
                 )
+        for player, style in zip(reference_players(rows), ("--", ":", "-."), strict=False):
+            ref = _series(rows, f"{REFERENCE}/{player}/{game}/{opponent}/win_rate")
+            if ref:
+                ax.plot(*zip(*ref, strict=True), style, color="tab:green", label=f"win ({player})")
         ax.set_title(f"{game} vs {opponent} (eval, ± 1 SE)", fontsize=10)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("step")
@@ -343,7 +406,7 @@ def plot_run(run_dir: Path, out: Path) -> Path:
     if analyses:
         ax = flat[len(pairs) + 2]
         for (game, name), series in analyses.items():
-            ax.errorbar(
+            bars = ax.errorbar(
                 [step for step, _, _ in series],
                 [value for _, value, _ in series],
                 yerr=[se or 0.0 for _, _, se in series],
@@ -352,7 +415,16 @@ def plot_run(run_dir: Path, out: Path) -> Path:
                 capsize=2,
                 label=f"{game} {name}",
             )
-        ax.set_title("exact analyses (eval, ± 1 SE)", fontsize=10)
+            for player, style in zip(reference_players(rows), ("--", ":", "-."), strict=False):
+                ref = _series(rows, f"{REFERENCE}/{player}/{game}/{name}")
+                if ref:
+                    ax.plot(
+                        *zip(*ref, strict=True),
+                        style,
+                        color=bars.lines[0].get_color(),
+                        label=f"{game} {name} ({player})",
+                    )
+        ax.set_title("exact analyses (eval, ± 1 SE; dashed: random, dotted: expert)", fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -30,12 +30,14 @@ from spiral_games.learn.learner import Learner, LearnerSpec
 from spiral_games.learn.staleness import split_stale, staleness_metrics
 from spiral_games.llm.models import ResolvedModel, resolve_configured
 from spiral_games.play.league import League, member_name
+from spiral_games.play.rollout import evaluation_shares
 from spiral_games.report.summary import write_run_report
 from spiral_games.report.transcripts import write_transcripts
 from spiral_games.run.agreement_check import agreed_pool
 from spiral_games.run.checkpoint import LoopState, latest_checkpoint, save_checkpoint
 from spiral_games.run.league_files import league_snapshots, prune_snapshots, snapshot_path
 from spiral_games.run.metrics import MetricsLogger, PhaseClock, eval_metrics, step_metrics
+from spiral_games.run.reference import reference_lines
 from spiral_games.types import Episode, Sample, TrainBatch
 
 log = logging.getLogger(__name__)
@@ -56,17 +58,28 @@ def train(cfg: RunConfig) -> Path:
     saved, version = state, state.version  # the last checkpointed state; the weights served
     updating = False  # the learner is mid-update: its weights match no LoopState
     eval_at = set(cfg.eval.steps(cfg.train.steps))  # step 0 (before training), the end, between
-    eval_games = {name: cfg.eval.games_for(name) for name in cfg.eval.opponents}
+    reference = reference_lines(cfg)  # random and expert play the same evaluation, as lines
     bound = cfg.train.staleness_bound()  # versions a trained sample may lag the learner
     overlap = Overlap(pool, sync) if cfg.train.max_staleness > 0 else None
     ahead: PendingCollect | None = None  # the batch being played while the learner updates
 
     def evaluate(done: int) -> dict[str, float]:
-        t = time.perf_counter()
-        episodes = pool.evaluate(eval_games, seed=cfg.seed + done - 1)
+        t, seed = time.perf_counter(), cfg.seed + done - 1
+        games = cfg.eval.games_at(done, cfg.train.steps)  # fewer between the first and last
+        shares = evaluation_shares(games, len(pool.live()), seed)
+        episodes = pool.evaluate(games, seed)
         write_transcripts(episodes, run_dir / "eval" / f"step_{done:06d}.jsonl")
-        exact = pool.analyse(seed=cfg.seed + done - 1)  # e.g. eval/kuhn/exploitability
-        return {**eval_metrics(episodes), **exact, "eval/seconds": time.perf_counter() - t}
+        exact = pool.analyse(seed)  # e.g. eval/kuhn/exploitability
+        model_s, t = time.perf_counter() - t, time.perf_counter()
+        lines = reference.measure(shares, seed) if reference else {}  # ref/random/..., same games
+        ref_s = time.perf_counter() - t
+        return {
+            **eval_metrics(episodes),
+            **exact,
+            **lines,
+            "eval/seconds": model_s + ref_s,
+            "eval/reference_seconds": ref_s,
+        }
 
     if state.torch_rng is not None:  # last: building the learner and workers draws from it
         torch.set_rng_state(torch.tensor(state.torch_rng, dtype=torch.uint8))

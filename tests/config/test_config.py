@@ -178,6 +178,16 @@ def test_evaluation_is_on_by_default_at_both_ends_and_between():
     assert every.steps(10) == [0, 4, 8, 10]
     small = compose_run_config(CONF, ["+games=[kuhn]", "eval.games=10"]).eval
     assert small.games_for("expert") == small.games_for("random") == 10  # the cap is an upper bound
+    # the evaluations between the first and the last play fewer games, under the same caps
+    assert (
+        ev.games_at(0, steps)
+        == ev.games_at(steps, steps)
+        == {name: ev.games_for(name) for name in ev.opponents}
+    )
+    middle = ev.games_at(steps // 2, steps)
+    assert middle == {"random": ev.games_between, "expert": min(ev.games_between, 32)}
+    assert ev.games_between < ev.games
+    assert small.games_at(1, 2) == {"random": 10, "expert": 10}  # never more than eval.games
     off = compose_run_config(CONF, ["+games=[kuhn]", "eval.points=0"]).eval
     assert not off.enabled and off.steps(10) == []
 
@@ -185,6 +195,7 @@ def test_evaluation_is_on_by_default_at_both_ends_and_between():
 MORE_BAD = [
     (["+games=[kuhn]", "seed=abc"], "Bad value for seed"),
     (["+games=[kuhn]", "rollout.temperature=-1"], "rollout.temperature=-1"),
+    (["+games=[kuhn]", "eval.games_between=0"], "eval.games_between=0"),
     (["+games=[kuhn]", "rollout.concurrent_games=0"], "rollout.concurrent_games=0"),
     (["+games=[kuhn]", "rollout.episodes_per_step=0"], "rollout.episodes_per_step=0"),
     (["+games=[kuhn]", "rollout.placement_strategy=RANDOM"], "placement_strategy='RANDOM'"),

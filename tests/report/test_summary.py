@@ -91,3 +91,49 @@ def test_run_report_carries_game_analyses_with_their_standard_errors(tmp_path):
     assert [(c["metric"], c["before"], c["after"]) for c in exact] == [("exploitability", 0.5, 0.1)]
     assert "exploitability" in (run_dir / "summary.md").read_text()
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_report_sets_each_result_beside_the_random_and_expert_lines(tmp_path):
+    """Reference lines (ref/<player>/...) appear as columns of the before/after table, with the
+    model's last value against the random player's, in SEs; summary.json carries them."""
+    from spiral_games.report.summary import standard_error, write_run_report
+
+    run_dir = tmp_path / "run"
+    fake_run(run_dir, True, [0.2, 0.4, 0.6])
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        row.update(
+            {
+                "eval/kuhn/random/games": 100,
+                "eval/kuhn/exploitability": 0.3,
+                "eval/kuhn/exploitability_se": 0.02,
+                "ref/random/kuhn/random/win_rate": 0.5,
+                "ref/random/kuhn/random/games": 100,
+                "ref/expert/kuhn/random/win_rate": 0.7,
+                "ref/expert/kuhn/random/games": 100,
+                "ref/random/kuhn/exploitability": 11 / 24,
+                "ref/random/kuhn/exploitability_se": 0.0,
+                "ref/expert/kuhn/exploitability": 0.0,
+                "ref/expert/kuhn/exploitability_se": 0.0,
+            }
+        )
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = write_run_report(run_dir)
+    header = table.splitlines()[0]
+    assert header.endswith("| random | expert | vs random (in SEs) |")
+    win = next(line for line in table.splitlines() if "| kuhn | random | win |" in line)
+    se_model, se_random = standard_error(0.6, 100), standard_error(0.5, 100)
+    assert f"| {0.5:.3f} ± {se_random:.3f} |" in win
+    assert f"| {0.7:.3f} ± {standard_error(0.7, 100):.3f} |" in win
+    vs_se = (se_model**2 + se_random**2) ** 0.5
+    assert win.endswith(f"| {0.1:+.3f} ± {vs_se:.3f} ({0.1 / vs_se:+.1f}) |")
+    exact = next(line for line in table.splitlines() if "| exploitability |" in line)
+    gap = 0.3 - 11 / 24
+    assert exact.endswith(
+        f"| {11 / 24:.3f} ± 0.000 | 0.000 ± 0.000 | {gap:+.3f} ± 0.020 ({gap / 0.02:+.1f}) |"
+    )
+    changes = json.loads((run_dir / "summary.json").read_text())["changes"]
+    kuhn_win = next(c for c in changes if c["metric"] == "win_rate")
+    assert kuhn_win["reference"]["random"][0] == 0.5
+    assert kuhn_win["vs_random"][0] == pytest.approx(0.1)
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

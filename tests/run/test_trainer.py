@@ -251,6 +251,15 @@ def test_resume_continues_step_counter_and_rae_baselines_exactly(tiny, tmp_path,
         # conf/games/tictactoe.yaml's: moves that keep the minimax value, losses to minimax
         for key in ("optimal_move_rate", "optimal_move_rate_fixed", "loss_rate_minimax"):
             assert 0 <= m[f"eval/tictactoe/{key}"] <= 1 and m[f"eval/tictactoe/{key}_se"] >= 0
+        # reference lines: random and expert in the model's place, same games, same analyses
+        for player in ("random", "expert"):
+            for game in ("kuhn", "tictactoe"):
+                for opponent in ("random", "expert"):
+                    key = f"{game}/{opponent}/games"
+                    assert m[f"ref/{player}/{key}"] == m[f"eval/{key}"] == 2
+            assert 0 <= m[f"ref/{player}/tictactoe/optimal_move_rate_fixed"] <= 1
+        assert m["ref/random/kuhn/exploitability"] == pytest.approx(11 / 24, abs=1e-12)
+        assert m["ref/expert/kuhn/exploitability"] == pytest.approx(0.0, abs=1e-12)
     assert (tmp_path / "eval" / "step_000002.jsonl").is_file()
     assert list((tmp_path / "wandb").glob("offline-run-*"))
     # every run ends with its report: the before/after table with standard errors, and curves
@@ -270,6 +279,7 @@ def test_resume_continues_step_counter_and_rae_baselines_exactly(tiny, tmp_path,
     assert ("kuhn", "exact", "exploitability") in changes
     assert ("tictactoe", "exact", "optimal_move_rate") in changes
     assert "| kuhn | random | win |" in text and "| step 0 | step 2 |" in text
+    assert "| random | expert | vs random (in SEs) |" in text  # the reference columns
     png = (tmp_path / "curves.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
     import ray
