@@ -208,11 +208,10 @@ def eval_changes(rows: list[dict[str, Any]]) -> list[EvalChange]:
         if not evaluated:
             continue
         first, last = evaluated[0], evaluated[-1]
-        for metric in (*OUTCOMES, "response_length"):
+        for metric in (*OUTCOMES, "mean_return", "response_length"):
             key = f"{prefix}/{metric}"
             if first.get(key) is None or last.get(key) is None:
                 continue
-            rate = metric != "response_length"
             out.append(
                 EvalChange(
                     game,
@@ -222,11 +221,19 @@ def eval_changes(rows: list[dict[str, Any]]) -> list[EvalChange]:
                     last["step"],
                     first[key],
                     last[key],
-                    standard_error(first[key], first.get(f"{prefix}/games")) if rate else None,
-                    standard_error(last[key], last.get(f"{prefix}/games")) if rate else None,
+                    metric_se(first, prefix, metric),
+                    metric_se(last, prefix, metric),
                 )
             )
     return [with_reference(c, rows) for c in out + analysis_changes(rows)]
+
+
+def metric_se(row: dict[str, Any], prefix: str, metric: str) -> float | None:
+    """The SE of `prefix/metric` in `row`: binomial over the games for an outcome rate, the
+    logged `_se` beside it otherwise (mean_return; none for response_length)."""
+    if metric in OUTCOMES:
+        return standard_error(row[f"{prefix}/{metric}"], row.get(f"{prefix}/games"))
+    return row.get(f"{prefix}/{metric}_se")
 
 
 REFERENCE = "ref"  # ref/<player>/<game>/... : spiral_games.run.reference
@@ -249,12 +256,10 @@ def with_reference(change: EvalChange, rows: list[dict[str, Any]]) -> EvalChange
                 refs[player] = (last[key], last.get(f"{key}_se"))
             continue
         prefix = f"{REFERENCE}/{player}/{change.game}/{change.opponent}"
-        value = last.get(f"{prefix}/{change.metric}")
-        if value is not None:
-            rate = change.metric != "response_length"
+        if last.get(f"{prefix}/{change.metric}") is not None:
             refs[player] = (
-                value,
-                standard_error(value, last.get(f"{prefix}/games")) if rate else None,
+                last[f"{prefix}/{change.metric}"],
+                metric_se(last, prefix, change.metric),
             )
     return replace(change, reference=refs)
 

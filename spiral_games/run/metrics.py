@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import statistics
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
@@ -173,5 +174,6 @@ def _outcome_rates(prefix: str, episodes: Sequence[Episode]) -> dict[str, float]
         f"{prefix}/loss_rate": sum(m < t for m, t in pairs) / n,
         f"{prefix}/invalid_rate": sum(e.invalid_role == e.trained_roles[0] for e in episodes) / n,
         f"{prefix}/mean_return": sum(mine) / n,
+        f"{prefix}/mean_return_se": statistics.stdev(mine) / math.sqrt(n) if n > 1 else 0.0,
         f"{prefix}/game_length": sum(len(e.turns) for e in episodes) / n,
     }

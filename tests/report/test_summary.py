@@ -115,6 +115,10 @@ def test_run_report_sets_each_result_beside_the_random_and_expert_lines(tmp_path
                 "ref/random/kuhn/exploitability_se": 0.0,
                 "ref/expert/kuhn/exploitability": 0.0,
                 "ref/expert/kuhn/exploitability_se": 0.0,
+                "eval/kuhn/random/mean_return": 0.1 * row["step"],
+                "eval/kuhn/random/mean_return_se": 0.03,
+                "ref/random/kuhn/random/mean_return": 0.0,
+                "ref/random/kuhn/random/mean_return_se": 0.04,
             }
         )
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -132,6 +136,8 @@ def test_run_report_sets_each_result_beside_the_random_and_expert_lines(tmp_path
     assert exact.endswith(
         f"| {11 / 24:.3f} ± 0.000 | 0.000 ± 0.000 | {gap:+.3f} ± 0.020 ({gap / 0.02:+.1f}) |"
     )
+    chips = next(line for line in table.splitlines() if "| mean_return |" in line)
+    assert chips.endswith("| 0.000 ± 0.040 | | +0.200 ± 0.050 (+4.0) |")  # no expert line logged
     changes = json.loads((run_dir / "summary.json").read_text())["changes"]
     kuhn_win = next(c for c in changes if c["metric"] == "win_rate")
     assert kuhn_win["reference"]["random"][0] == 0.5
