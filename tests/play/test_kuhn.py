@@ -65,9 +65,10 @@ def test_settle_matches_hand_accounting_for_every_sequence(history):
 
 
 @pytest.mark.parametrize("history", TERMINAL)
-def test_env_moves_chips_for_every_sequence_and_alternates_first_player(history):
+@pytest.mark.parametrize("reward", ["chips", "win_loss"])
+def test_env_moves_chips_for_every_sequence_and_alternates_first_player(history, reward):
     for seed in range(30):
-        game = KuhnPokerGame(num_rounds=2)
+        game = KuhnPokerGame(num_rounds=2, reward=reward)
         game.reset(seed)
         for rnd, first in ((1, 0), (2, 1)):
             gs = game.raw.state.game_state
@@ -87,6 +88,8 @@ def test_env_moves_chips_for_every_sequence_and_alternates_first_player(history)
             if chips[0] == chips[1]
             else ((1.0, -1.0) if chips[0] > chips[1] else (-1.0, 1.0))
         )
+        if reward == "chips":  # the chips won over both rounds, / 2
+            want = (chips[0] / 2, chips[1] / 2)
         assert game.returns() == want
 
 
