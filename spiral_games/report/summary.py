@@ -247,6 +247,8 @@ def reference_players(rows: list[dict[str, Any]]) -> list[str]:
 
 def with_reference(change: EvalChange, rows: list[dict[str, Any]]) -> EvalChange:
     """`change` with each reference player's value (and SE) at the same last evaluation."""
+    if change.metric == "response_length":  # scripted players write no tokens
+        return change
     last = next((r for r in rows if r["step"] == change.after_step), {})
     refs: dict[str, tuple[float, float | None]] = {}
     for player in reference_players(rows):
