@@ -494,6 +494,11 @@ def _classify(rules: GameRules, info: InfoSet, seed: int, reply: PolicyOutput) -
     return AGGRESSIVE if turn.action == f"[{_moves(info.history)[0]}]" else PASSIVE
 
 
+def _require_kuhn(rules: GameRules) -> None:
+    if not isinstance(rules.make_env(), KuhnPokerGame):
+        raise GameError(f"game {rules.name!r} is not Kuhn Poker (games.kuhn.KuhnPokerGame)")
+
+
 def estimate_strategy(policy: Policy, rules: GameRules, samples: int, seed: int) -> ReplyCounts:
     """Sample `policy`'s replies at each of the 12 information sets and count them.
 
@@ -515,8 +520,7 @@ def estimate_strategy(policy: Policy, rules: GameRules, samples: int, seed: int)
     """
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
-    if not isinstance(rules.make_env(), KuhnPokerGame):
-        raise GameError(f"game {rules.name!r} is not Kuhn Poker (games.kuhn.KuhnPokerGame)")
+    _require_kuhn(rules)
     deals = {info: _deal_for(rules, info, seed) for info in INFO_SETS}
     asked = [deals[info][1] for info in INFO_SETS for _ in range(samples)]
     replies = policy.act(asked)
@@ -547,8 +551,7 @@ def stated_strategy(policy: ScoringPolicy, rules: GameRules, seed: int) -> Strat
     """The strategy `policy` states (`action_probabilities`) at the 12 information sets, asked
     with the observations play gives (as `estimate_strategy`); what its probabilities of the
     two legal moves leave of 1 is its chance of an invalid reply."""
-    if not isinstance(rules.make_env(), KuhnPokerGame):
-        raise GameError(f"game {rules.name!r} is not Kuhn Poker (games.kuhn.KuhnPokerGame)")
+    _require_kuhn(rules)
     asked = [_deal_for(rules, info, seed)[1] for info in INFO_SETS]
     stated = policy.action_probabilities(asked)
     strategy: dict[InfoSet, tuple[Prob, Prob, Prob]] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from spiral_games.actors.rollout_worker import RolloutWorker, WorkerConfig
@@ -13,7 +13,7 @@ from spiral_games.config.schema import RolloutConfig
 from spiral_games.errors import ConfigError, RolloutError
 from spiral_games.faults import kill_point
 from spiral_games.play.league import LeagueDraw
-from spiral_games.play.rollout import evaluation_shares, split_evenly
+from spiral_games.play.rollout import EvalShare, split_evenly
 from spiral_games.types import Episode, Generation
 
 READY_TIMEOUT_S = 600.0
@@ -245,15 +245,12 @@ class RolloutPool:
             ray.get(self._send_league(index, fresh=True))
         return index
 
-    def evaluate(self, games: dict[str, int], seed: int) -> list[Episode]:
-        """Evaluation games against fixed opponents (`games[name]` per game), each count split
-        over the live workers; worker k starts in seat k % 2, so odd shares still balance."""
+    def evaluate(self, shares: Sequence[EvalShare]) -> list[Episode]:
+        """Evaluation games against fixed opponents: each share (`evaluation_shares` over
+        `len(live())` workers) played by the share's live worker, from its seed and first seat."""
         live = self.live()
-        shares = [
-            (live[share.position], share.games, share.seed, share.first_seat)
-            for share in evaluation_shares(games, len(live), seed)
-        ]
-        return self._gather(lambda i, c, s, f: self.workers[i].evaluate.remote(c, s, f), shares)
+        calls = [(live[sh.position], sh.games, sh.seed, sh.first_seat) for sh in shares]
+        return self._gather(lambda i, c, s, f: self.workers[i].evaluate.remote(c, s, f), calls)
 
     def analyse(self, seed: int) -> dict[str, float]:
         """The games' exact analyses of the evaluated policy, on the first live worker."""

@@ -67,7 +67,7 @@ def train(cfg: RunConfig) -> Path:
         t, seed = time.perf_counter(), cfg.seed + done - 1
         games = cfg.eval.games_at(done, cfg.train.steps)  # fewer between the first and last
         shares = evaluation_shares(games, len(pool.live()), seed)
-        episodes = pool.evaluate(games, seed)
+        episodes = pool.evaluate(shares)  # the reference lines replay these shares
         write_transcripts(episodes, run_dir / "eval" / f"step_{done:06d}.jsonl")
         exact = pool.analyse(seed)  # e.g. eval/kuhn/exploitability
         model_s, t = time.perf_counter() - t, time.perf_counter()
