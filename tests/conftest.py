@@ -83,6 +83,15 @@ def pytest_xdist_auto_num_workers(config):
     return worker_count(cpus or 1, memory)
 
 
+def pytest_xdist_make_scheduler(config, log):
+    """loadgroup that fails a crashed worker's test and goes on (tests/xdist_scheduling.py)."""
+    if config.getvalue("dist") == "loadgroup":
+        from .xdist_scheduling import CrashSafeLoadGroupScheduling
+
+        return CrashSafeLoadGroupScheduling(config, log)
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
     """Slow tests first, so that the longest ones do not start last and leave one worker idle
     at the end; and tests that share a module-scoped fixture in one xdist group (loadgroup), so

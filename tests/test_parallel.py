@@ -84,3 +84,63 @@ def test_reliability_records_from_every_worker_reach_the_report(tmp_path):
     assert text.count("| pass |") == 3 and "**FAIL**" in text
     pids = {line.split("pid ")[1].split(" ")[0] for line in text.splitlines() if "pid " in line}
     assert len(pids) == 2  # both workers wrote rows
+
+
+@pytest.mark.slow
+def test_a_crashed_worker_fails_its_test_and_the_run_goes_on(tmp_path):
+    """A test that kills its worker fails by name; the rest of its group and every other test
+    still run, on a replacement worker, and the session ends (tests/xdist_scheduling.py). With
+    pytest-xdist 3.8.0's own loadgroup this layout hangs."""
+    module = tmp_path / "test_crashes.py"
+    module.write_text(
+        textwrap.dedent(
+            """
+            import os
+            import pytest
+
+            def test_before():
+                pass
+
+            def test_crash_alone():
+                os._exit(1)
+
+            def test_after():
+                pass
+
+            @pytest.mark.xdist_group("g")
+            @pytest.mark.parametrize("n", range(3))
+            def test_grouped(n):
+                if n == 1:
+                    os._exit(1)
+            """
+        )
+    )
+    for workers in ("1", "2"):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-c",
+                os.devnull,
+                "--rootdir",
+                str(tmp_path),
+                "-p",
+                "tests.conftest",
+                "-p",
+                "xdist",
+                "-n",
+                workers,
+                "--dist",
+                "loadgroup",
+                str(module),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        out = proc.stdout
+        assert "2 failed, 4 passed" in out, out[-3000:] + proc.stderr[-3000:]
+        assert "crashed while running 'test_crashes.py::test_crash_alone'" in out.replace('"', "'")
