@@ -294,8 +294,8 @@ class KuhnNashPolicy:
         return outputs
 
 
-# Exact exploitability of a Kuhn strategy (issue 17): the 12 information sets of one round, the
-# exact best response, and the estimate of a policy's strategy from its sampled replies.
+# Exact exploitability of a Kuhn strategy (docs/evaluation.md): the 12 information sets of one
+# round, the exact best response, and the estimate of a policy's strategy from its sampled replies.
 
 Prob: TypeAlias = Fraction | float
 Outcome: TypeAlias = tuple[Prob, Prob]  # chips of (first actor, second actor)

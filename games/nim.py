@@ -1,4 +1,4 @@
-"""Nim: the worked example of a game that is not in TextArena (README "Adding a game").
+"""Nim: the worked example of a game that is not in TextArena (docs/adding-a-game.md).
 
 Piles of stones; on your turn take one or more stones from a single pile; whoever takes the
 last stone wins. It subclasses `GameEnv` directly and needs nothing under spiral_games/.

@@ -119,8 +119,9 @@ class TicTacToeMinimaxPolicy:
         return outputs
 
 
-# Move quality (issue 17): how often the policy keeps the minimax value of its position, in games
-# against minimax and on a fixed set of positions, every reply parsed exactly as play parses it.
+# Move quality (docs/evaluation.md): how often the policy keeps the minimax value of its position,
+# in games against minimax and on a fixed set of positions, every reply parsed exactly as play
+# parses it.
 
 FIXED_SET_SEED = 17  # the fixed positions come from this constant, never from a run's seed
 EMPTY: tuple[str, ...] = ("",) * 9

@@ -50,7 +50,7 @@ def _translate(exc: Exception, config_dir: Path, root: type) -> ConfigError:
     if missing:
         group, name = missing.groups()
         options = sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
-        hint = " To add a game, see README 'Adding a game'." if group == "games" else ""
+        hint = " To add a game, see docs/adding-a-game.md." if group == "games" else ""
         return ConfigError(
             f"Unknown {group} option {name!r}. Available in conf/{group}/: "
             f"{', '.join(options)}.{hint}"
@@ -86,7 +86,10 @@ def _unknown_key_message(dotted: str, root: type) -> str:
     parent, _, leaf = dotted.rpartition(".")
     schema = _schema_for(parent, root)
     if schema is None:
-        return f"Unknown config key {dotted!r}. Check the spelling against conf/ and the README."
+        return (
+            f"Unknown config key {dotted!r}. Check the spelling against conf/ and "
+            "docs/configuration.md."
+        )
     valid = ", ".join(f.name for f in dataclasses.fields(schema))
     where = parent or "the root"
     return f"Unknown config key {leaf!r} in {where}. Valid keys: {valid}."

@@ -16,7 +16,7 @@ ACTION_FORMATS = ("boxed", "lenient")
 INVALID_MOVE_POLICIES = ("penalty", "retry")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK")
 # learner.tis_cap's default when samples are played ahead of the learner (oat's tis_c=2.0):
-# measured on the card recipe at train.max_staleness=1 (README, "One step off-policy")
+# measured on the card recipe at train.max_staleness=1 (docs/results.md, "One step off-policy")
 ASYNC_TIS_CAP = 2.0
 
 

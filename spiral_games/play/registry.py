@@ -26,7 +26,7 @@ def import_target(path: str) -> Callable[..., Any]:
         raise ConfigError(
             f"_target_ {path!r} is not allowed: targets must live under "
             f"{', '.join(p.rstrip('.') for p in TRUSTED_PREFIXES)}. Put your game in games/ "
-            "(README: 'Adding a game')."
+            "(docs/adding-a-game.md)."
         )
     module_name, _, attr = path.rpartition(".")
     try:
