@@ -558,7 +558,8 @@ def stated_strategy(policy: ScoringPolicy, rules: GameRules, seed: int) -> Strat
     for info, probs in zip(INFO_SETS, stated, strict=True):
         aggressive, passive, _ = _moves(info.history)
         a, p = probs.get(f"[{aggressive}]", 0), probs.get(f"[{passive}]", 0)
-        strategy[info] = (a, p, 1 - a - p)
+        rest = 1 - a - p  # floats (a model's probabilities) may round a little below 0
+        strategy[info] = (a, p, max(rest, 0.0) if isinstance(rest, float) else rest)
     return strategy
 
 
@@ -579,7 +580,7 @@ class KuhnExploitability:
         """exploitability (chips per round, see `exploitability`) and its standard error,
         each seat's best-response value, and the share of invalid replies."""
         invalid = invalid_outcome(rules)
-        if self.exact and scores_actions(policy):
+        if self.exact and scores_actions(policy, rules.name):
             strategy = stated_strategy(policy, rules, seed)
             value, se = float(exploitability(strategy, invalid=invalid)), 0.0
             invalid_share = sum(float(s[INVALID]) for s in strategy.values()) / len(INFO_SETS)

@@ -32,6 +32,7 @@ def token_logprobs(
     ids: torch.Tensor,
     attention: torch.Tensor,
     response_mask: torch.Tensor | None = None,
+    choices: Sequence[Sequence[int]] | None = None,
 ) -> torch.Tensor:
     """Log-prob [B, L-1] of each next token `ids[:, 1:]` given its prefix.
 
@@ -39,6 +40,9 @@ def token_logprobs(
     any row predicts a response token (`logits_to_keep`); earlier positions come back as 0.
     Prompts are most of a game turn's tokens, and the head (vocab 49k for SmolLM2) is about a
     fifth of the model's FLOPs, so this saves about that much of the forward and backward.
+
+    `choices` [B] (with `response_mask`): for a row with choices, a masked choice, its one
+    response token's log-prob is taken among those tokens only (what the engine drew it from).
     """
     width = ids.shape[1] - 1
     first = 0
@@ -47,7 +51,20 @@ def token_logprobs(
     keep = torch.arange(first, width, device=ids.device)
     logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits.float()
     lp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, first + 1 :].unsqueeze(-1))
-    return torch.nn.functional.pad(lp.squeeze(-1), (first, 0))
+    lp = lp.squeeze(-1)
+    if choices is not None and any(choices):
+        assert response_mask is not None, "choices need the response mask"
+        rows, cols, values = [], [], []
+        for row, options in enumerate(choices):
+            if options:
+                col = int(response_mask[row].nonzero()[0]) - first
+                chosen = logits[row, col, ids[row, first + col + 1]]
+                values.append(chosen - torch.logsumexp(logits[row, col, list(options)], dim=-1))
+                rows.append(row)
+                cols.append(col)
+        index = (torch.tensor(rows, device=lp.device), torch.tensor(cols, device=lp.device))
+        lp = lp.index_put(index, torch.stack(values).to(lp.dtype))
+    return torch.nn.functional.pad(lp, (first, 0))
 
 
 def response_logprobs(
@@ -55,12 +72,16 @@ def response_logprobs(
     prompts: Sequence[Sequence[int]],
     responses: Sequence[Sequence[int]],
     pad_id: int,
+    choices: Sequence[Sequence[int]] | None = None,
 ) -> list[list[float]]:
-    """Per-token log-probs of each response given its prompt (no gradient)."""
+    """Per-token log-probs of each response given its prompt (no gradient); `choices` as in
+    `token_logprobs`."""
     device = next(model.parameters()).device
     ids, attention, mask = pack_sequences(prompts, responses, pad_id)
     with torch.no_grad():
-        lp = token_logprobs(model, ids.to(device), attention.to(device), mask.to(device)).cpu()
+        lp = token_logprobs(
+            model, ids.to(device), attention.to(device), mask.to(device), choices
+        ).cpu()
     return [lp[row][mask[row].bool()].tolist() for row in range(len(prompts))]
 
 

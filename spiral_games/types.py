@@ -26,6 +26,10 @@ class Generation:
     logprobs: tuple[float, ...]  # [T] behaviour log-prob of each sampled token
     text: str  # decoded `token_ids` without special tokens
     truncated: bool  # True when max_tokens ended the sample before EOS or a stop string
+    # A masked choice (`Engine.choose`): the reply is one of these tokens, and `logprobs` is
+    # its log-prob among them alone (the unscaled model distribution renormalised over them)
+    choice_ids: tuple[int, ...] = ()  # [C]
+    choice_logprobs: tuple[float, ...] = ()  # [C] the distribution the reply was drawn from
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class PolicyOutput:
     context_overflow: bool = False  # the prompt no longer fits the model: the game is a draw
     context_truncated: bool = False  # the observation's middle was cut to fit the context
     version: int = 0  # weights version that generated it (LLM policies)
+    choice_ids: tuple[int, ...] = ()  # [C] a masked choice: the tokens it chose among
+    choice_logprobs: tuple[float, ...] = ()  # [C] the probabilities it was drawn with (logs)
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,7 @@ class Turn:
     context_truncated: bool = False
     lenient: bool = False  # the action was read from a mention, not a \boxed{} answer
     version: int = 0  # weights version that generated the response
+    choice_ids: tuple[int, ...] = ()  # [C] action_format=choice: the legal actions' tokens
 
 
 class GameEnd(StrEnum):
@@ -157,6 +164,8 @@ class Sample:
     game: str
     role: int
     version: int  # weights version that generated the response
+    # [C] a masked choice: the response token's log-prob is taken among these tokens only
+    choice_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # The most memory one test worker's processes held at once, measured with two workers on the
-# AVX2 machine (docs/performance.md, "Test suite"): a trainer run with Ray, vLLM and DeepSpeed.
+# AVX2 machine (docs/performance.md, "Tests"): a trainer run with Ray, vLLM and DeepSpeed.
 WORKER_MEMORY_GIB = 6.0
 
 

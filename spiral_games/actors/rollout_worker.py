@@ -164,6 +164,7 @@ class RolloutWorker:
             cfg.max_model_len,
             on_context_overflow=cfg.on_context_overflow,
             stream=stream,
+            choice_games=[n for n, g in cfg.games.items() if g.action_format == "choice"],
         )
         self.rules = {name: build_rules(name, game) for name, game in cfg.games.items()}
         self.weights = {name: game.weight for name, game in cfg.games.items()}
@@ -191,6 +192,7 @@ class RolloutWorker:
                 cfg.max_model_len,
                 on_context_overflow=cfg.on_context_overflow,
                 stream=isinstance(engine, StreamingEngine),
+                choice_games=self.policy.choice_games,
             ),
         )
         self.eval_policy = LLMPolicy(
@@ -201,6 +203,7 @@ class RolloutWorker:
             cfg.max_model_len,
             on_context_overflow=cfg.on_context_overflow,
             stream=stream,
+            choice_games=self.policy.choice_games,
         )
         self.analyses = {
             (name, key): build_analysis(name, game, key)

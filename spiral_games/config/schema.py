@@ -12,7 +12,7 @@ WEIGHT_SYNCS = ("auto", "file", "gloo", "nccl")
 DTYPES = ("auto", "bfloat16", "float32", "float16")
 SWITCHES = ("auto", "true", "false")
 PROMPT_STYLES = ("chat", "raw", "short")
-ACTION_FORMATS = ("boxed", "lenient")
+ACTION_FORMATS = ("boxed", "lenient", "choice")
 INVALID_MOVE_POLICIES = ("penalty", "retry")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK")
 # learner.tis_cap's default when samples are played ahead of the learner (oat's tis_c=2.0):
@@ -86,7 +86,9 @@ class GameConfig:
     # None: the model's (model.prompt_style).
     prompt_style: str | None = None
     # boxed: only a \boxed{} answer counts (SPIRAL); lenient: without a box, the legal move
-    # named last in the reply is played (small models that name moves but do not box them).
+    # named last in the reply is played (small models that name moves but do not box them);
+    # choice: the reply is one token, a masked choice among the legal actions' names (no
+    # invalid move, exact action probabilities; games that list their legal actions).
     # None: the model's (model.action_format).
     action_format: str | None = None
     invalid_move: str = "penalty"  # penalty: SPIRAL's end-game -1.5/+0.5; retry: TextArena's
@@ -546,7 +548,12 @@ def format_lines(cfg: RunConfig) -> list[str]:
         for g in cfg.games.values()
     )
     lines = [
-        f"format: {name}: {g.prompt_style} prompt, {g.action_format} parsing"
+        f"format: {name}: {g.prompt_style} prompt, "
+        + (
+            "a masked choice of one legal action"
+            if g.action_format == "choice"
+            else f"{g.action_format} parsing"
+        )
         for name, g in cfg.games.items()
     ]
     lines.append(

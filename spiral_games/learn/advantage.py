@@ -71,6 +71,7 @@ def episode_samples(
                         episode.game,
                         role,
                         turn.version,
+                        turn.choice_ids,
                     )
                 )
     return samples

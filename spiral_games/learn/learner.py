@@ -266,7 +266,11 @@ class Learner:
             device = self.engine.device
             with torch.no_grad(), self._autocast():
                 lp = token_logprobs(
-                    self.engine, ids.to(device), attention.to(device), mask.to(device)
+                    self.engine,
+                    ids.to(device),
+                    attention.to(device),
+                    mask.to(device),
+                    [s.choice_ids for s in micro],
                 ).cpu()
             for row, s in enumerate(micro):
                 start_at, n = len(s.prompt_ids) - 1, len(s.response_ids)
@@ -313,12 +317,13 @@ class Learner:
         ids, attention, mask = ids.to(device), attention.to(device), mask.to(device)
         old = old.to(device=device, dtype=mask.dtype)
         weights = weights.to(device) if weights is not None else None
+        choices = [s.choice_ids for s in micro]
         with self._autocast():
-            lp = token_logprobs(self.engine, ids, attention, mask)
+            lp = token_logprobs(self.engine, ids, attention, mask, choices)
             ref = None
             if self.reference is not None:
                 with torch.no_grad():
-                    ref = token_logprobs(self.reference.to(device), ids, attention, mask)
+                    ref = token_logprobs(self.reference.to(device), ids, attention, mask, choices)
         advantages = torch.tensor([s.advantage for s in micro], device=device)
         out = policy_loss(
             lp,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 from spiral_games.config.schema import EvalConfig, ModelConfig, RolloutConfig
 from spiral_games.errors import ConfigError, GameError
+from spiral_games.llm.choice import choice_tokens
 from spiral_games.llm.engines.base import Engine, EngineSpec, StreamingEngine
 from spiral_games.llm.engines.factory import build_engine
 from spiral_games.llm.models import resolve_model
@@ -30,12 +32,15 @@ class LLMPolicy:
         on_context_overflow: str,
         default_style: str | None = None,
         stream: bool = False,
+        choice_games: Collection[str] = (),
     ) -> None:
         """`prompt_styles`: each game's style (`default_style` for a game not listed; None:
         every game played must be listed). `max_model_len` and `on_context_overflow` are the
         run's (`rollout.*`): this class declares no defaults of its own. `stream`: answer games
         one at a time through the engine's request queue (rollout.batching=stream); the engine
-        must have one (`StreamingEngine`)."""
+        must have one (`StreamingEngine`). `choice_games`: the games whose reply is a masked
+        choice among the legal actions (`action_format=choice`); this policy then states its
+        exact action probabilities there (`action_probabilities`)."""
         if stream and not isinstance(engine, StreamingEngine):
             raise ConfigError(
                 f"rollout.batching=stream needs an engine with a request queue (vLLM); "
@@ -52,6 +57,7 @@ class LLMPolicy:
         self.prompt_styles = dict(prompt_styles)
         self.max_model_len = max_model_len
         self.default_style = default_style
+        self.choice_games = frozenset(choice_games)
 
     @property
     def streaming(self) -> bool:
@@ -61,14 +67,53 @@ class LLMPolicy:
 
     def act(self, observations: Sequence[Observation]) -> list[PolicyOutput]:
         encoded = [self._encode(obs) for obs in observations]
-        budget = self.max_model_len - self.params.max_tokens
-        fits = [i for i, (ids, _) in enumerate(encoded) if len(ids) <= budget]
+        choices = [self._choices(obs) for obs in observations]
+        fits = [
+            i
+            for i, (ids, _) in enumerate(encoded)
+            if len(ids) <= self.max_model_len - self._reply_budget(observations[i])
+        ]
+        free = [i for i in fits if not choices[i]]
+        chosen = [i for i in fits if choices[i]]
         version = self.engine.version
-        generations = self.engine.generate([encoded[i][0] for i in fits], self.params)
+        generations = self.engine.generate([encoded[i][0] for i in free], self.params)
+        picks = (
+            self.engine.choose(
+                [encoded[i][0] for i in chosen], [choices[i] for i in chosen], self.params
+            )
+            if chosen
+            else []
+        )
         outputs = [PolicyOutput(text="", context_overflow=True) for _ in encoded]
-        for i, gen in zip(fits, generations, strict=True):
+        for i, gen in zip([*free, *chosen], [*generations, *picks], strict=True):
             outputs[i] = _output(gen, encoded[i][1], version)
         return outputs
+
+    def scores_game(self, game: str) -> bool:
+        """Whether this policy states exact action probabilities in `game` (its reply there is
+        a masked choice)."""
+        return game in self.choice_games
+
+    def action_probabilities(self, observations: Sequence[Observation]) -> list[dict[str, Any]]:
+        """The probability of each legal action at each observation, exactly: the masked
+        choice's distribution at this policy's temperature (`scores_game` games only)."""
+        for obs in observations:
+            if not self.scores_game(obs.game):
+                raise GameError(
+                    f"Exact action probabilities need games.{obs.game}.action_format=choice; "
+                    f"{obs.game!r} is answered in free text."
+                )
+        outputs = self.act(observations)
+        return [
+            # an observation too long for the context has no choice: all of it is invalid
+            {
+                a: math.exp(lp)
+                for a, lp in zip(obs.legal_actions or (), out.choice_logprobs, strict=True)
+            }
+            if out.choice_logprobs
+            else {}
+            for obs, out in zip(observations, outputs, strict=True)
+        ]
 
     def reseed(self, seed: int) -> None:
         """Restart the engine's sampling from `seed`."""
@@ -77,12 +122,13 @@ class LLMPolicy:
     def submit(self, observation: Observation) -> str:
         """Start answering one observation; returns the ticket `poll` answers it under."""
         ids, cut = self._encode(observation)
-        if len(ids) > self.max_model_len - self.params.max_tokens:
+        if len(ids) > self.max_model_len - self._reply_budget(observation):
             ticket = f"overflow-{next(self._tickets)}"
             self._ready[ticket] = PolicyOutput(text="", context_overflow=True)
             return ticket
         submit = cast("StreamingEngine", self.engine).submit
-        ticket = submit(ids, self.params)
+        choices = self._choices(observation)
+        ticket = submit(ids, self.params, choices) if choices else submit(ids, self.params)
         self._open[ticket] = (cut, self.engine.version)
         return ticket
 
@@ -109,9 +155,24 @@ class LLMPolicy:
         if mine:
             cast("StreamingEngine", self.engine).abort(mine)
 
+    def _choices(self, obs: Observation) -> tuple[int, ...]:
+        """The tokens of a masked choice at `obs` (in `obs.legal_actions`' order); () when its
+        game is answered in free text."""
+        if obs.game not in self.choice_games:
+            return ()
+        if not obs.legal_actions:
+            raise GameError(
+                f"games.{obs.game}.action_format=choice needs the legal actions, and this "
+                f"state of {obs.game!r} lists none. Use action_format=lenient or boxed."
+            )
+        return choice_tokens(self.tokenizer, obs.legal_actions)
+
+    def _reply_budget(self, obs: Observation) -> int:
+        return 1 if obs.game in self.choice_games else self.params.max_tokens
+
     def _encode(self, obs: Observation) -> tuple[list[int], bool]:
         """The prompt of `obs`, and whether its history was cut to fit the context."""
-        budget = self.max_model_len - self.params.max_tokens
+        budget = self.max_model_len - self._reply_budget(obs)
         style = self.prompt_styles.get(obs.game, self.default_style)
         if style is None:
             raise GameError(
@@ -119,10 +180,11 @@ class LLMPolicy:
                 "(RunConfig resolves games.<g>.prompt_style) or set default_style."
             )
         text = obs.position if style == "short" and obs.position is not None else obs.text
-        ids = encode_prompt(self.tokenizer, text, style, obs.legal_actions)
+        choice = obs.game in self.choice_games
+        ids = encode_prompt(self.tokenizer, text, style, obs.legal_actions, choice)
         shortened = len(ids) > budget and self.on_context_overflow == "truncate"
         if shortened:
-            ids = self._truncated(text, style, budget, obs.legal_actions, ids)
+            ids = self._truncated(text, style, budget, obs.legal_actions, ids, choice)
         return ids, shortened
 
     def _truncated(
@@ -132,6 +194,7 @@ class LLMPolicy:
         budget: int,
         legal: Sequence[str] | None,
         prompt: list[int],
+        choice: bool,
     ) -> list[int]:
         """`prompt` (the full encoding of `text`) with the middle of the observation removed
         until it fits `budget`. The head keeps the game's rules, the tail the latest moves.
@@ -146,7 +209,7 @@ class LLMPolicy:
                 + "\n[... earlier game history truncated to fit the context ...]\n"
                 + (self.tokenizer.decode(ids[-tail:]) if tail else "")
             )
-            prompt = encode_prompt(self.tokenizer, shortened, style, legal)
+            prompt = encode_prompt(self.tokenizer, shortened, style, legal, choice)
         return prompt
 
 
@@ -159,6 +222,8 @@ def _output(gen: Generation, cut: bool, version: int) -> PolicyOutput:
         truncated=gen.truncated,
         context_truncated=cut,
         version=version,
+        choice_ids=gen.choice_ids,
+        choice_logprobs=gen.choice_logprobs,
     )
 
 

@@ -6,13 +6,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from spiral_games.errors import ConfigError
+from spiral_games.llm.choice import action_name
 
 RAW_PREFIX = "You are playing a two-player zero-sum game. Make valid actions to win."
 RAW_SUFFIX = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
 def build_prompt_text(
-    tokenizer: Any, observation: str, style: str, legal: Sequence[str] | None = None
+    tokenizer: Any,
+    observation: str,
+    style: str,
+    legal: Sequence[str] | None = None,
+    choice: bool = False,
 ) -> str:
     """Render one observation as the text the policy sees.
 
@@ -22,11 +27,18 @@ def build_prompt_text(
         style: `chat` (instruct models), `raw` (SPIRAL's base-model prompt, arXiv 2506.24119),
             or `short` (the observation and a one-line instruction, for small models).
         legal: the legal actions, listed by the `short` style when known.
+        choice: the reply is a masked choice of one legal action's name (action_format=choice):
+            the instruction asks for that name instead of a \\boxed{} answer.
     """
-    user = f"{RAW_PREFIX}\n\n{observation}\n\n{RAW_SUFFIX}"
+    suffix = RAW_SUFFIX
+    if choice:
+        suffix = f"Reply with one of: {', '.join(action_name(a) for a in legal or ())}."
+    user = f"{RAW_PREFIX}\n\n{observation}\n\n{suffix}"
     if style == "raw":
         return f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
-    if style == "short":
+    if style == "short" and choice:
+        user = f"{observation}\n\n{suffix}"
+    elif style == "short":
         choices = f"Choose one of: {', '.join(legal)}. " if legal else ""
         user = f"{observation}\n\n{choices}Reply with \\boxed{{your action}}."
     if style in ("chat", "short"):
@@ -54,8 +66,12 @@ def encode_user_message(tokenizer: Any, user: str) -> list[int]:
 
 
 def encode_prompt(
-    tokenizer: Any, observation: str, style: str, legal: Sequence[str] | None = None
+    tokenizer: Any,
+    observation: str,
+    style: str,
+    legal: Sequence[str] | None = None,
+    choice: bool = False,
 ) -> list[int]:
     """Token ids of `build_prompt_text`; special tokens come from the template, not re-added."""
-    text = build_prompt_text(tokenizer, observation, style, legal)
+    text = build_prompt_text(tokenizer, observation, style, legal, choice)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -11,7 +11,7 @@ from spiral_games.errors import GameError
 from spiral_games.play.game import GameEnv
 from spiral_games.play.parsing import extract_boxed, parse_mentioned_action
 from spiral_games.play.policy import Policy, StreamingPolicy
-from spiral_games.types import Episode, GameEnd, Observation, PolicyOutput, Turn
+from spiral_games.types import Episode, GameEnd, Observation, ParsedAction, PolicyOutput, Turn
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,8 @@ class GameRules:
     name: str
     make_env: Callable[[], GameEnv]
     invalid_move: str  # penalty: end the game now; retry: retry_allowance more tries, then lose
-    action_format: str  # boxed: SPIRAL's \boxed{}; lenient: else the last named move
+    # boxed: SPIRAL's \boxed{}; lenient: else the last named move; choice: a masked choice
+    action_format: str
     invalid_penalty: float  # the offender's reward (invalid_move=penalty)
     invalid_opponent_reward: float  # the other seat's
     retry_allowance: int
@@ -95,8 +96,12 @@ class GameSession:
                 GameEnd.CONTEXT_OVERFLOW,
             )
             return
-        parsed = self.env.parse_action(output.text, role)
         legal = observation.legal_actions
+        if output.choice_ids and legal and len(output.choice_ids) == len(legal):
+            # a masked choice: the token picked names the action at its index (legal's order)
+            parsed = ParsedAction(legal[output.choice_ids.index(output.token_ids[0])])
+        else:
+            parsed = self.env.parse_action(output.text, role)
         if (
             parsed.action is None
             and self.job.rules.action_format == "lenient"
@@ -123,6 +128,7 @@ class GameSession:
                 context_truncated=output.context_truncated,
                 lenient=parsed.lenient,
                 version=output.version,
+                choice_ids=output.choice_ids,
             )
         )
         if not reason:

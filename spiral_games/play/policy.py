@@ -47,9 +47,13 @@ class ScoringPolicy(Protocol):
     def action_probabilities(self, observations: Sequence[Observation]) -> list[dict[str, Any]]: ...
 
 
-def scores_actions(policy: Policy) -> TypeGuard[ScoringPolicy]:
-    """Whether `policy` states its action probabilities (`ScoringPolicy`)."""
-    return callable(getattr(policy, "action_probabilities", None))
+def scores_actions(policy: Policy, game: str) -> TypeGuard[ScoringPolicy]:
+    """Whether `policy` states its action probabilities (`ScoringPolicy`) in `game`: a policy
+    that does so in some games only says which through a `scores_game(game)` method."""
+    if not callable(getattr(policy, "action_probabilities", None)):
+        return False
+    scores_game = getattr(policy, "scores_game", None)
+    return not callable(scores_game) or bool(scores_game(game))
 
 
 def reseed_policy(policy: Policy, seed: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 
 import pytest
@@ -285,3 +286,27 @@ def test_lagging_batch_is_clipped_to_nothing_without_tis_and_learned_from_with_i
             assert metrics["train/clip_fraction"] < 1.0
         else:
             assert metrics["train/clip_fraction"] == 1.0
+
+
+def test_a_masked_choice_is_trained_on_its_probability_among_the_choices(tiny):
+    """A choice sample's behaviour log-prob is among its choices only; the learner takes the
+    same (a first-step ratio of 1, approx KL 0: with the whole vocabulary it would be far off)
+    and a positive advantage moves mass toward the chosen action, among the choices."""
+    from spiral_games.logprobs import response_logprobs
+
+    fp32 = "learner.bf16=false"
+    learner = Learner(spec(tiny, "learner.batch_size=2", "learner.minibatch_size=2", fp32))
+    prompt, choices = (1, 2, 3, 9, 17), (4350, 7177)  # "call", "fold"
+
+    def masked(token: int) -> float:
+        pad = learner.pad_id
+        return response_logprobs(learner.model, [prompt], [(token,)], pad, [choices])[0][0]
+
+    before = masked(4350)
+    samples = tuple(
+        Sample(prompt, (4350,), (before,), 1.0, "kuhn", 0, 0, choices) for _ in range(2)
+    )
+    metrics = learner.update(TrainBatch(samples, step=0))
+    assert abs(metrics["train/approx_kl"]) < 1e-6
+    assert masked(4350) > before
+    assert math.exp(masked(4350)) + math.exp(masked(7177)) == pytest.approx(1.0)

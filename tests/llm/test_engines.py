@@ -188,3 +188,34 @@ def test_vllm_streamed_requests_match_a_batched_call_and_answer_as_they_finish(s
     assert len(smol_vllm.generate(prompts[:1], GREEDY)) == 1  # idle again after the abort
     with pytest.raises(EngineError, match="no request"):
         smol_vllm.poll(dropped)
+
+
+def test_vllm_masked_choice_states_the_distribution_transformers_computes(smollm2, smol_vllm):
+    """action_format=choice on vLLM: one allowed token per reply, and the stated probabilities
+    of the choices (computed from vLLM's log-probs of exactly those tokens) are the fp32
+    forward pass renormalised over them, batched and streamed alike."""
+    from spiral_games.llm.choice import choice_tokens
+
+    tok = smollm2.tokenizer
+    asks = [
+        ("You hold J. Player 0 bet.", ("[call]", "[fold]")),
+        ("Board:\nX..\n.O.\n...", ("[1]", "[2]", "[3]", "[5]", "[6]", "[7]", "[8]")),
+    ]
+    prompts = [encode_prompt(tok, text, "short", legal, choice=True) for text, legal in asks]
+    choices = [choice_tokens(tok, legal) for _, legal in asks]
+    sampled = SamplingParams(temperature=1.0, max_tokens=24)
+    batched = smol_vllm.choose(prompts, choices, sampled)
+    streamed = smol_vllm.poll([smol_vllm.submit(prompts[0], sampled, choices[0])])
+    fp32 = EngineSpec.from_rollout("hf", smollm2.path, RolloutConfig(), dtype="float32", seed=0)
+    expected = build_engine(fp32).choose(prompts, choices, sampled)
+    rollout = RolloutConfig()  # the tolerance stated for vLLM's dtype here
+    tol = tolerance(
+        auto_dtype("vllm"), "float32", rollout.agreement_tol_fp32, rollout.agreement_tol_reduced
+    )
+    for got, want in zip(batched, expected, strict=True):
+        assert len(got.token_ids) == 1 and got.token_ids[0] in got.choice_ids
+        assert got.choice_ids == want.choice_ids
+        assert got.choice_logprobs == pytest.approx(want.choice_logprobs, abs=tol)
+    (one,) = streamed.values()
+    assert one.choice_ids == choices[0] and one.token_ids[0] in choices[0]
+    assert one.choice_logprobs == pytest.approx(batched[0].choice_logprobs, abs=tol)

@@ -71,6 +71,17 @@ class Engine(Protocol):
         self, prompts: Sequence[Sequence[int]], params: SamplingParams
     ) -> list[Generation]: ...
 
+    def choose(
+        self,
+        prompts: Sequence[Sequence[int]],
+        choices: Sequence[Sequence[int]],
+        params: SamplingParams,
+    ) -> list[Generation]:
+        """One token per prompt, drawn from the model's next-token distribution renormalised
+        over that prompt's `choices` at `params.temperature` (a masked choice); each
+        Generation carries `choice_ids` and `choice_logprobs`."""
+        ...
+
     def score(
         self, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]
     ) -> list[list[float]]: ...
@@ -95,7 +106,11 @@ class StreamingEngine(Protocol):
 
     version: int
 
-    def submit(self, prompt: Sequence[int], params: SamplingParams) -> str: ...
+    def submit(
+        self, prompt: Sequence[int], params: SamplingParams, choices: Sequence[int] = ()
+    ) -> str:
+        """Queue one reply (with `choices`: a masked choice among them, as `Engine.choose`)."""
+        ...
 
     def poll(self, request_ids: Collection[str]) -> dict[str, Generation]: ...
 

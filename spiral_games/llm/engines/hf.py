@@ -9,6 +9,7 @@ from typing import cast
 import torch
 
 from spiral_games.errors import EngineError
+from spiral_games.llm.choice import choice_logprobs
 from spiral_games.llm.engines.base import EngineSpec, check_context
 from spiral_games.types import Generation, SamplingParams
 
@@ -74,6 +75,56 @@ class HFEngine:
             self._finish(tuple(prompts[row]), new[row].tolist(), chosen[row].tolist(), params)
             for row in range(len(prompts))
         ]
+
+    def choose(
+        self,
+        prompts: Sequence[Sequence[int]],
+        choices: Sequence[Sequence[int]],
+        params: SamplingParams,
+    ) -> list[Generation]:
+        """A masked choice per prompt (`Engine.choose`): one forward pass, no generation."""
+        if not prompts:
+            return []
+        check_context(prompts, 1, self.max_model_len)
+        longest = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), longest), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, prompt in enumerate(prompts):
+            ids[row, longest - len(prompt) :] = torch.tensor(list(prompt))
+            mask[row, longest - len(prompt) :] = 1
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        device = self.model.device
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: count from each start
+        with torch.no_grad():
+            logits = (
+                self.model(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    position_ids=positions.to(device),
+                    logits_to_keep=1,
+                )
+                .logits[:, -1]
+                .float()
+            )
+        raw = logits.log_softmax(-1).cpu()
+        out = []
+        for row, (prompt, options) in enumerate(zip(prompts, choices, strict=True)):
+            unscaled, policy = choice_logprobs(raw[row, list(options)].tolist(), params.temperature)
+            pick = int(torch.multinomial(torch.tensor(policy).exp(), 1))
+            token = int(options[pick])
+            out.append(
+                Generation(
+                    prompt_ids=tuple(prompt),
+                    token_ids=(token,),
+                    logprobs=(unscaled[pick],),
+                    text=cast(str, self.tokenizer.decode([token])),
+                    truncated=False,
+                    choice_ids=tuple(int(t) for t in options),
+                    choice_logprobs=tuple(policy),
+                )
+            )
+        return out
 
     def _finish(
         self,

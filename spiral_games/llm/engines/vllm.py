@@ -17,6 +17,7 @@ from spiral_games.config.hardware import (
     vllm_unavailable,
 )
 from spiral_games.errors import EngineError, EngineUnavailable, SpiralError
+from spiral_games.llm.choice import choice_logprobs
 from spiral_games.llm.engines.base import EngineSpec, check_context
 from spiral_games.types import Generation, SamplingParams
 
@@ -126,7 +127,8 @@ class VLLMEngine:
         self._vllm = vllm
         self.sleep_mode = spec.sleep_mode and on_gpu
         self._requests = itertools.count()
-        self._in_flight: dict[str, tuple[int, ...]] = {}  # streamed request id -> its prompt
+        # streamed request id -> its prompt, its choices (if a masked choice), its temperature
+        self._in_flight: dict[str, tuple[tuple[int, ...], tuple[int, ...], float]] = {}
         self._done: dict[str, Generation] = {}  # finished, not yet collected by `poll`
 
     def generate(
@@ -145,9 +147,44 @@ class VLLMEngine:
             for p, out in zip(prompts, outputs, strict=True)
         ]
 
-    def _sampling(self, params: SamplingParams, final_only: bool = False) -> VLLMSampling:
+    def choose(
+        self,
+        prompts: Sequence[Sequence[int]],
+        choices: Sequence[Sequence[int]],
+        params: SamplingParams,
+    ) -> list[Generation]:
+        """A masked choice per prompt (`Engine.choose`), in one batched call."""
+        if not prompts:
+            return []
+        self._check_idle()
+        check_context(prompts, 1, self.max_model_len)
+        batch: list[TokensPrompt] = [{"prompt_token_ids": list(p)} for p in prompts]
+        sampling = [self._sampling(params, choices=c) for c in choices]
+        outputs = self.llm.generate(batch, sampling, use_tqdm=False)
+        return [
+            self._to_generation(tuple(p), out.outputs[0], tuple(c), params.temperature)
+            for p, c, out in zip(prompts, choices, outputs, strict=True)
+        ]
+
+    def _sampling(
+        self, params: SamplingParams, final_only: bool = False, choices: Sequence[int] = ()
+    ) -> VLLMSampling:
         from vllm.sampling_params import RequestOutputKind
 
+        # a streamed request needs only its final output; generate() keeps vLLM's default
+        kind = RequestOutputKind.FINAL_ONLY if final_only else RequestOutputKind.CUMULATIVE
+        if choices:
+            # One token among `choices`; their log-probs come back over the whole vocabulary
+            # (vLLM's raw_logprobs, taken before the mask and the temperature), so the
+            # distribution among them is computed here exactly, as the learner computes it.
+            return self._vllm.SamplingParams(
+                temperature=params.temperature,
+                max_tokens=1,
+                seed=params.seed,
+                allowed_token_ids=list(choices),
+                logprob_token_ids=list(choices),
+                output_kind=kind,
+            )
         return self._vllm.SamplingParams(
             temperature=params.temperature,
             top_p=params.top_p,
@@ -155,26 +192,25 @@ class VLLMEngine:
             stop=list(params.stop) or None,
             seed=params.seed,
             logprobs=0,  # the sampled token's own logprob
-            # a streamed request needs only its final output; generate() keeps vLLM's default
-            output_kind=RequestOutputKind.FINAL_ONLY
-            if final_only
-            else RequestOutputKind.CUMULATIVE,
+            output_kind=kind,
         )
 
     # ---- streamed requests (rollout.batching=stream) ------------------------------------
     # Each request joins vLLM's running batch at the next engine step and leaves it when its
     # own reply is done, so one game's long reply holds up no other game.
 
-    def submit(self, prompt: Sequence[int], params: SamplingParams) -> str:
-        """Queue one completion; returns its request id, which `poll` answers."""
+    def submit(
+        self, prompt: Sequence[int], params: SamplingParams, choices: Sequence[int] = ()
+    ) -> str:
+        """Queue one completion (with `choices`: a masked choice); returns its request id,
+        which `poll` answers."""
         from vllm.inputs import tokens_input
 
-        check_context([prompt], params.max_tokens, self.max_model_len)
+        check_context([prompt], 1 if choices else params.max_tokens, self.max_model_len)
         request_id = f"spiral-{next(self._requests)}"
-        self.llm.llm_engine.add_request(
-            request_id, tokens_input(list(prompt)), self._sampling(params, final_only=True)
-        )
-        self._in_flight[request_id] = tuple(prompt)
+        sampling = self._sampling(params, final_only=True, choices=choices)
+        self.llm.llm_engine.add_request(request_id, tokens_input(list(prompt)), sampling)
+        self._in_flight[request_id] = (tuple(prompt), tuple(choices), params.temperature)
         return request_id
 
     def poll(self, request_ids: Collection[str]) -> dict[str, Generation]:
@@ -193,9 +229,11 @@ class VLLMEngine:
                 )
             for out in engine.step():
                 if out.finished and out.request_id in self._in_flight:
-                    prompt = self._in_flight.pop(out.request_id)
+                    prompt, choices, temperature = self._in_flight.pop(out.request_id)
                     completion = cast("RequestOutput", out).outputs[0]
-                    self._done[out.request_id] = self._to_generation(prompt, completion)
+                    self._done[out.request_id] = self._to_generation(
+                        prompt, completion, choices, temperature
+                    )
         return {rid: self._done.pop(rid) for rid in sorted(wanted & self._done.keys())}
 
     def abort(self, request_ids: Collection[str]) -> None:
@@ -214,9 +252,26 @@ class VLLMEngine:
             )
 
     @staticmethod
-    def _to_generation(prompt: tuple[int, ...], completion: object) -> Generation:
+    def _to_generation(
+        prompt: tuple[int, ...],
+        completion: object,
+        choices: tuple[int, ...] = (),
+        temperature: float = 1.0,
+    ) -> Generation:
         token_ids = tuple(completion.token_ids)  # type: ignore[attr-defined]
         per_token = completion.logprobs or []  # type: ignore[attr-defined]
+        if choices:
+            step = per_token[0]
+            unscaled, policy = choice_logprobs([step[c].logprob for c in choices], temperature)
+            return Generation(
+                prompt_ids=prompt,
+                token_ids=token_ids,
+                logprobs=(unscaled[choices.index(token_ids[0])],),
+                text=completion.text,  # type: ignore[attr-defined]
+                truncated=False,
+                choice_ids=choices,
+                choice_logprobs=tuple(policy),
+            )
         logprobs = tuple(step[tok].logprob for step, tok in zip(per_token, token_ids, strict=True))
         return Generation(
             prompt_ids=prompt,

@@ -1,0 +1,57 @@
+"""A reply that is a masked choice among the legal actions (`action_format=choice`), pure logic.
+
+Each legal action is named by the first token of its name ("[call]" -> "call"); the model's
+reply is one token drawn from its own next-token distribution renormalised over those tokens.
+So every reply is a legal move the model picked, a decision costs one generated token, and the
+probability of each action is exact: the policy at that position, not an estimate from samples.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from spiral_games.errors import GameError
+
+
+def action_name(action: str) -> str:
+    """What names an action in a prompt and a choice: "[call]" -> "call"."""
+    return action.strip().removeprefix("[").removesuffix("]").strip()
+
+
+def choice_tokens(tokenizer: Any, legal: Sequence[str]) -> tuple[int, ...]:
+    """The token that names each legal action (its name's first token), in `legal`'s order.
+
+    Raises:
+        GameError: two actions start with the same token, so one token cannot tell them apart.
+    """
+    tokens = []
+    for action in legal:
+        ids = tokenizer(action_name(action), add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise GameError(f"The legal action {action!r} has an empty name.")
+        tokens.append(int(ids[0]))
+    if len(set(tokens)) != len(tokens):
+        clash = sorted(a for a, t in zip(legal, tokens, strict=True) if tokens.count(t) > 1)
+        raise GameError(
+            f"action_format=choice names each legal action by its first token, and "
+            f"{', '.join(clash)} share one. Use action_format=lenient or boxed for this game."
+        )
+    return tuple(tokens)
+
+
+def choice_logprobs(raw: Sequence[float], temperature: float) -> tuple[list[float], list[float]]:
+    """From the model's log-probs of the choice tokens (over the whole vocabulary): their
+    log-probs among themselves (the learner's distribution, unscaled) and the distribution a
+    reply is drawn from at `temperature` (0: all mass on the first most likely)."""
+    top = max(raw)
+    log_z = top + math.log(sum(math.exp(x - top) for x in raw))
+    unscaled = [x - log_z for x in raw]
+    if temperature == 0:
+        best = raw.index(top)
+        return unscaled, [0.0 if i == best else -math.inf for i in range(len(raw))]
+    scaled = [x / temperature for x in raw]
+    top_s = max(scaled)
+    log_zs = top_s + math.log(sum(math.exp(x - top_s) for x in scaled))
+    return unscaled, [x - log_zs for x in scaled]

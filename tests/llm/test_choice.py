@@ -1,0 +1,171 @@
+"""action_format=choice: the reply is one token, a masked choice among the legal actions, with
+exact action probabilities that the engine and the learner compute alike."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from spiral_games.config.schema import RolloutConfig
+from spiral_games.errors import GameError
+from spiral_games.llm.choice import choice_logprobs, choice_tokens
+from spiral_games.llm.engines.base import EngineSpec
+from spiral_games.llm.engines.hf import HFEngine
+from spiral_games.llm.policy import LLMPolicy
+from spiral_games.logprobs import response_logprobs
+from spiral_games.play.policy import scores_actions
+from spiral_games.types import Observation, SamplingParams
+
+KUHN_BET = Observation("kuhn", 1, "You hold J. Player 0 bet.", ("[call]", "[fold]"))
+KUHN_OPEN = Observation("kuhn", 0, "You hold K.", ("[check]", "[bet]"))
+TTT = Observation("tictactoe", 0, "Board:\n...\n...\n...", tuple(f"[{i}]" for i in range(9)))
+
+
+@pytest.fixture(scope="module")
+def engine(tiny):
+    spec = EngineSpec.from_rollout("hf", tiny.path, RolloutConfig(), dtype="float32", seed=0)
+    engine = HFEngine(spec)
+    yield engine
+    engine.close()
+
+
+def policy(engine, tiny, temperature=1.0, games=("kuhn", "tictactoe")):
+    return LLMPolicy(
+        engine,
+        tiny.tokenizer,
+        SamplingParams(temperature=temperature, max_tokens=24),
+        {},
+        2048,
+        on_context_overflow="draw",
+        default_style="short",
+        choice_games=games,
+    )
+
+
+def test_each_legal_action_is_named_by_its_own_first_token(tiny):
+    tokens = choice_tokens(tiny.tokenizer, ["[check]", "[bet]"])
+    assert [tiny.tokenizer.decode([t]) for t in tokens] == ["check", "bet"]
+    digits = choice_tokens(tiny.tokenizer, TTT.legal_actions)
+    assert [tiny.tokenizer.decode([t]) for t in digits] == [str(i) for i in range(9)]
+
+
+def test_actions_that_share_a_first_token_are_one_error_naming_the_fix(tiny):
+    with pytest.raises(GameError, match=r"share one.*action_format=lenient"):
+        choice_tokens(tiny.tokenizer, ["[offer 1 wood]", "[offer 2 wood]"])
+
+
+def test_choice_distribution_is_the_model_renormalised_over_the_choices():
+    raw = [math.log(0.2), math.log(0.05), math.log(0.25)]  # 0.5 of the mass elsewhere
+    unscaled, policy = choice_logprobs(raw, temperature=1.0)
+    assert [math.exp(x) for x in unscaled] == pytest.approx([0.4, 0.1, 0.5])
+    assert policy == pytest.approx(unscaled)
+    _, hot = choice_logprobs(raw, temperature=0.5)  # p^2 renormalised
+    assert [math.exp(x) for x in hot] == pytest.approx(
+        [0.04 / 0.105, 0.0025 / 0.105, 0.0625 / 0.105]
+    )
+    _, greedy = choice_logprobs(raw, temperature=0.0)
+    assert [math.exp(x) for x in greedy] == [0.0, 0.0, 1.0]
+
+
+def test_replies_are_legal_and_their_probabilities_are_the_models_own(engine, tiny):
+    """Prompts of different lengths in one batch (left padding): each reply is one of its
+    choices, and the stated distribution is the single-prompt forward pass renormalised."""
+    player = policy(engine, tiny)
+    observations = [KUHN_BET, KUHN_OPEN, TTT]
+    outputs = player.act(observations)
+    for obs, out in zip(observations, outputs, strict=True):
+        choices = choice_tokens(tiny.tokenizer, obs.legal_actions)
+        assert out.choice_ids == choices and len(out.token_ids) == 1
+        assert out.token_ids[0] in choices
+        with torch.no_grad():
+            logits = engine.model(input_ids=torch.tensor([out.prompt_ids])).logits[0, -1]
+        expected = torch.log_softmax(logits[list(choices)].float(), -1)
+        assert out.choice_logprobs == pytest.approx(expected.tolist(), abs=1e-5)
+        assert out.logprobs[0] == pytest.approx(float(expected[choices.index(out.token_ids[0])]))
+        # the learner's masked log-prob of the reply is the engine's
+        learner = response_logprobs(
+            engine.model, [out.prompt_ids], [out.token_ids], tiny.tokenizer.pad_token_id, [choices]
+        )
+        assert learner[0][0] == pytest.approx(out.logprobs[0], abs=1e-5)
+
+
+def test_draws_follow_the_stated_probabilities(engine, tiny):
+    """400 draws at temperature 1 land on each choice as often as stated (within 4 SE)."""
+    player = policy(engine, tiny)
+    engine.reseed(0)
+    stated = player.action_probabilities([TTT])[0]
+    outputs = player.act([TTT] * 400)
+    picks = [tiny.tokenizer.decode(list(o.token_ids)) for o in outputs]
+    for action, p in stated.items():
+        share = picks.count(action.strip("[]")) / 400
+        assert abs(share - p) <= 4 * math.sqrt(p * (1 - p) / 400) + 1e-9, (action, share, p)
+
+
+def test_greedy_choice_is_the_most_likely_action(engine, tiny):
+    stated = policy(engine, tiny, temperature=0.0).action_probabilities([TTT])[0]
+    assert sorted(stated.values()) == [0.0] * 8 + [1.0]
+    likely = max(policy(engine, tiny).action_probabilities([TTT])[0].items(), key=lambda kv: kv[1])
+    assert stated[likely[0]] == 1.0
+
+
+def test_only_choice_games_state_exact_probabilities(engine, tiny):
+    player = policy(engine, tiny, games=("kuhn",))
+    assert scores_actions(player, "kuhn") and not scores_actions(player, "tictactoe")
+    with pytest.raises(GameError, match="action_format=choice"):
+        player.action_probabilities([TTT])
+    assert sum(player.action_probabilities([KUHN_BET])[0].values()) == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def rules():
+    from spiral_games.config.compose import compose_run_config
+    from spiral_games.play.registry import build_rules
+
+    from ..conftest import REPO
+
+    cfg = compose_run_config(
+        REPO / "conf",
+        [
+            "+games=[kuhn,tictactoe]",
+            "games.kuhn.action_format=choice",
+            "games.tictactoe.action_format=choice",
+        ],
+    )
+    return {name: build_rules(name, game) for name, game in cfg.games.items()}
+
+
+def test_games_played_by_choice_have_no_invalid_move_and_train_on_the_choice(engine, tiny, rules):
+    from spiral_games.learn.advantage import RoleBaselines, episode_samples
+    from spiral_games.play.loop import GameJob, play_games
+    from spiral_games.play.policy import RandomPolicy
+
+    player = policy(engine, tiny)
+    jobs = [
+        GameJob(rules[name], seed, seats)
+        for name in ("kuhn", "tictactoe")
+        for seed, seats in ((0, (player, player)), (1, (player, RandomPolicy(1))))
+    ]
+    episodes = play_games(jobs)
+    for episode in episodes:
+        assert episode.invalid_role is None and all(t.valid for t in episode.turns)
+        for turn in episode.turns:
+            if turn.response_ids:  # the model's turns
+                assert turn.action is not None and turn.action.strip("[]") == turn.response
+                assert turn.choice_ids and turn.response_ids[0] in turn.choice_ids
+    samples = episode_samples(episodes, RoleBaselines())
+    assert samples and all(s.choice_ids and len(s.response_ids) == 1 for s in samples)
+
+
+def test_kuhn_exploitability_of_a_choice_policy_is_exact(engine, tiny, rules):
+    """Stated probabilities give the exact value (SE 0); sampling the same policy agrees
+    within its own standard error."""
+    from games.kuhn import KuhnExploitability
+
+    player = policy(engine, tiny)
+    exact = KuhnExploitability().measure(player, rules["kuhn"], seed=0)
+    assert exact["exploitability_se"] == 0.0 and exact["invalid_share"] == pytest.approx(0.0)
+    sampled = KuhnExploitability(samples=64, exact=False).measure(player, rules["kuhn"], seed=0)
+    gap = abs(sampled["exploitability"] - exact["exploitability"])
+    assert gap <= 4 * sampled["exploitability_se"] + 0.01, (exact, sampled)
