@@ -16,7 +16,7 @@ from typing import Any, NamedTuple, cast
 from spiral_games.errors import GameError
 from spiral_games.play.game import TextArenaGame
 from spiral_games.play.loop import GameRules, GameSession, play_games, replayed
-from spiral_games.play.policy import Policy
+from spiral_games.play.policy import Policy, ScoringPolicy, scores_actions
 from spiral_games.play.rollout import evaluation_jobs
 from spiral_games.types import Episode, GameEnd, Observation, PolicyOutput
 
@@ -243,6 +243,23 @@ def ask_fixed_positions(policy: Policy, rules: GameRules, count: int) -> list[Re
     return scored
 
 
+def stated_fixed_positions(
+    policy: ScoringPolicy, rules: GameRules, count: int
+) -> list[tuple[float, float]]:
+    """At each of the `count` fixed positions, asked as play asks them (`ask_fixed_positions`),
+    the probability `policy` states (`action_probabilities`) of a move that keeps the minimax
+    value, and of an invalid reply (what its legal moves' probabilities leave of 1)."""
+    positions = fixed_positions(count)
+    asked = [cast(Observation, session_at(rules, p.moves).pending()) for p in positions]
+    stated = policy.action_probabilities(asked)
+    out = []
+    for position, probs in zip(positions, stated, strict=True):
+        best = best_moves(position.cells, to_move(position.cells))
+        optimal = sum(float(p) for a, p in probs.items() if _cell(a) in best)
+        out.append((optimal, max(0.0, 1.0 - sum(float(p) for p in probs.values()))))
+    return out
+
+
 def play_against_minimax(policy: Policy, rules: GameRules, games: int, seed: int) -> list[Episode]:
     """`games` games of `policy` against `TicTacToeMinimaxPolicy(seed)`, all at once through
     `play_games` as evaluation plays them (batched, or streamed to a streaming policy);
@@ -317,29 +334,38 @@ class TicTacToeMoveQuality:
 
     def measure(self, policy: Policy, rules: GameRules, seed: int) -> dict[str, float]:
         """optimal_move_rate over the positions reached against minimax (SE: games as clusters,
-        `cluster_rate`), optimal_move_rate_fixed over the fixed positions (SE: binomial, an
+        `cluster_rate`), optimal_move_rate_fixed over the fixed positions (exact, SE 0, for a
+        policy that states its action probabilities there (`scores_actions`): the mean
+        probability of an optimal move; else from one sampled reply each, SE binomial, an
         upper bound since the positions are fixed: sum p_i (1 - p_i) <= n p (1 - p)),
         loss_rate_minimax (an invalid-move ending is a loss; binomial SE over games),
         draw_rate_minimax, and the invalid share of all replies."""
         if not isinstance(rules.make_env(), TicTacToeGame):
             raise GameError(f"game {rules.name!r} is not TicTacToe (games.tictactoe)")
-        fixed = ask_fixed_positions(policy, rules, self.positions)
+        if scores_actions(policy, rules.name):  # exact at the fixed positions: SE 0
+            stated = stated_fixed_positions(policy, rules, self.positions)
+            fixed_rate, fixed_se = sum(o for o, _ in stated) / len(stated), 0.0
+            fixed_invalid = [i for _, i in stated]
+        else:
+            fixed = ask_fixed_positions(policy, rules, self.positions)
+            fixed_rate = sum(r.optimal for r in fixed) / len(fixed)
+            fixed_se = _binomial_se(fixed_rate, len(fixed))
+            fixed_invalid = [float(r.invalid) for r in fixed]
         episodes = play_against_minimax(policy, rules, self.games, seed)
         played = [game_replies(e) for e in episodes]
         rate, rate_se = cluster_rate([[r.optimal for r in replies] for replies in played])
-        fixed_rate = sum(r.optimal for r in fixed) / len(fixed)
         outcomes = [
             (e.returns[e.trained_roles[0]], e.returns[1 - e.trained_roles[0]]) for e in episodes
         ]
         loss = sum(mine < theirs for mine, theirs in outcomes) / len(episodes)
-        every = fixed + [r for replies in played for r in replies]
+        invalid = fixed_invalid + [float(r.invalid) for replies in played for r in replies]
         return {
             "optimal_move_rate": rate,
             "optimal_move_rate_se": rate_se,
             "optimal_move_rate_fixed": fixed_rate,
-            "optimal_move_rate_fixed_se": _binomial_se(fixed_rate, len(fixed)),
+            "optimal_move_rate_fixed_se": fixed_se,
             "loss_rate_minimax": loss,
             "loss_rate_minimax_se": _binomial_se(loss, len(episodes)),
             "draw_rate_minimax": sum(mine == theirs for mine, theirs in outcomes) / len(episodes),
-            "invalid_share": sum(r.invalid for r in every) / len(every),
+            "invalid_share": sum(invalid) / len(invalid),
         }

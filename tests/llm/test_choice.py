@@ -169,3 +169,22 @@ def test_kuhn_exploitability_of_a_choice_policy_is_exact(engine, tiny, rules):
     sampled = KuhnExploitability(samples=64, exact=False).measure(player, rules["kuhn"], seed=0)
     gap = abs(sampled["exploitability"] - exact["exploitability"])
     assert gap <= 4 * sampled["exploitability_se"] + 0.01, (exact, sampled)
+
+
+def test_tictactoe_fixed_positions_are_scored_exactly_for_a_choice_policy(engine, tiny, rules):
+    """The fixed-set rate is the mean probability the policy states for a value-keeping move:
+    SE 0, no invalid reply, and the same number computed here from its stated probabilities."""
+    from games.tictactoe import TicTacToeMoveQuality, best_moves, fixed_positions, session_at
+
+    player = policy(engine, tiny)
+    result = TicTacToeMoveQuality(games=2, positions=16).measure(player, rules["tictactoe"], 0)
+    assert result["optimal_move_rate_fixed_se"] == 0.0
+    assert result["invalid_share"] == pytest.approx(0.0, abs=1e-12)
+    positions = fixed_positions(16)
+    asked = [session_at(rules["tictactoe"], p.moves).pending() for p in positions]
+    stated = player.action_probabilities(asked)
+    by_hand = [
+        sum(p for a, p in probs.items() if int(a.strip("[]")) in best_moves(pos.cells, pos.mark))
+        for pos, probs in zip(positions, stated, strict=True)
+    ]
+    assert result["optimal_move_rate_fixed"] == pytest.approx(sum(by_hand) / 16, abs=1e-9)

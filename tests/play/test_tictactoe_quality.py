@@ -117,7 +117,10 @@ def test_minimax_expert_keeps_the_value_everywhere_and_never_loses(rules):
     }
 
 
-def test_random_policy_fixed_rate_is_within_4_se_of_its_exact_expectation(rules):
+def test_random_policy_fixed_rate_is_exact_when_stated_and_within_4_se_when_sampled(rules):
+    """RandomPolicy states its probabilities: the fixed-set rate is then exactly the expected
+    share of optimal moves (SE 0); asked for replies only (Recording hides the statement), one
+    sampled reply per position lands within 4 SE of it."""
     positions = 400
     expected = (
         sum(
@@ -126,9 +129,11 @@ def test_random_policy_fixed_rate_is_within_4_se_of_its_exact_expectation(rules)
         )
         / positions
     )
-    result = TicTacToeMoveQuality(games=20, positions=positions).measure(
-        RandomPolicy(seed=0), rules, seed=0
-    )
+    measure = TicTacToeMoveQuality(games=20, positions=positions).measure
+    stated = measure(RandomPolicy(seed=0), rules, seed=0)
+    assert stated["optimal_move_rate_fixed"] == pytest.approx(expected, abs=1e-12)
+    assert stated["optimal_move_rate_fixed_se"] == 0.0
+    result = measure(Recording(RandomPolicy(seed=0)), rules, seed=0)
     assert 0 < result["optimal_move_rate_fixed_se"] < 0.03
     assert (
         abs(result["optimal_move_rate_fixed"] - expected) < 4 * result["optimal_move_rate_fixed_se"]
