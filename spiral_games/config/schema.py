@@ -88,7 +88,9 @@ class GameConfig:
     # boxed: only a \boxed{} answer counts (SPIRAL); lenient: without a box, the legal move
     # named last in the reply is played (small models that name moves but do not box them);
     # choice: the reply is one token, a masked choice among the legal actions' names (no
-    # invalid move, exact action probabilities; games that list their legal actions).
+    # invalid move, exact action probabilities); a state whose legal actions are not each
+    # named by a token of their own (Negotiation's offers) is answered in free text and read
+    # as lenient reads it.
     # None: the model's (model.action_format).
     action_format: str | None = None
     invalid_move: str = "penalty"  # penalty: SPIRAL's end-game -1.5/+0.5; retry: TextArena's
@@ -550,7 +552,7 @@ def format_lines(cfg: RunConfig) -> list[str]:
     lines = [
         f"format: {name}: {g.prompt_style} prompt, "
         + (
-            "a masked choice of one legal action"
+            "a masked choice of one legal action (else free text, read leniently)"
             if g.action_format == "choice"
             else f"{g.action_format} parsing"
         )

@@ -12,33 +12,23 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from spiral_games.errors import GameError
-
 
 def action_name(action: str) -> str:
     """What names an action in a prompt and a choice: "[call]" -> "call"."""
     return action.strip().removeprefix("[").removesuffix("]").strip()
 
 
-def choice_tokens(tokenizer: Any, legal: Sequence[str]) -> tuple[int, ...]:
-    """The token that names each legal action (its name's first token), in `legal`'s order.
-
-    Raises:
-        GameError: two actions start with the same token, so one token cannot tell them apart.
-    """
+def choice_tokens(tokenizer: Any, legal: Sequence[str]) -> tuple[int, ...] | None:
+    """The token that names each legal action (its name's first token), in `legal`'s order;
+    None when two actions start with the same token (one token cannot tell them apart: such a
+    state is answered in free text)."""
     tokens = []
     for action in legal:
         ids = tokenizer(action_name(action), add_special_tokens=False)["input_ids"]
         if not ids:
-            raise GameError(f"The legal action {action!r} has an empty name.")
+            return None
         tokens.append(int(ids[0]))
-    if len(set(tokens)) != len(tokens):
-        clash = sorted(a for a, t in zip(legal, tokens, strict=True) if tokens.count(t) > 1)
-        raise GameError(
-            f"action_format=choice names each legal action by its first token, and "
-            f"{', '.join(clash)} share one. Use action_format=lenient or boxed for this game."
-        )
-    return tuple(tokens)
+    return tuple(tokens) if len(set(tokens)) == len(tokens) else None
 
 
 def choice_logprobs(raw: Sequence[float], temperature: float) -> tuple[list[float], list[float]]:

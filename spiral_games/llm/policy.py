@@ -98,10 +98,11 @@ class LLMPolicy:
         """The probability of each legal action at each observation, exactly: the masked
         choice's distribution at this policy's temperature (`scores_game` games only)."""
         for obs in observations:
-            if not self.scores_game(obs.game):
+            if not self.scores_game(obs.game) or not self._choices(obs):
                 raise GameError(
-                    f"Exact action probabilities need games.{obs.game}.action_format=choice; "
-                    f"{obs.game!r} is answered in free text."
+                    f"Exact action probabilities need a masked choice (games.{obs.game}."
+                    "action_format=choice, legal actions named by distinct first tokens); "
+                    f"this state of {obs.game!r} is answered in free text."
                 )
         outputs = self.act(observations)
         return [
@@ -156,19 +157,15 @@ class LLMPolicy:
             cast("StreamingEngine", self.engine).abort(mine)
 
     def _choices(self, obs: Observation) -> tuple[int, ...]:
-        """The tokens of a masked choice at `obs` (in `obs.legal_actions`' order); () when its
-        game is answered in free text."""
-        if obs.game not in self.choice_games:
+        """The tokens of a masked choice at `obs` (in `obs.legal_actions`' order); () when it
+        is answered in free text, read as action_format=lenient reads it: its game is not a
+        choice game, it lists no legal actions, or two of them start with the same token."""
+        if obs.game not in self.choice_games or not obs.legal_actions:
             return ()
-        if not obs.legal_actions:
-            raise GameError(
-                f"games.{obs.game}.action_format=choice needs the legal actions, and this "
-                f"state of {obs.game!r} lists none. Use action_format=lenient or boxed."
-            )
-        return choice_tokens(self.tokenizer, obs.legal_actions)
+        return choice_tokens(self.tokenizer, obs.legal_actions) or ()
 
     def _reply_budget(self, obs: Observation) -> int:
-        return 1 if obs.game in self.choice_games else self.params.max_tokens
+        return 1 if self._choices(obs) else self.params.max_tokens
 
     def _encode(self, obs: Observation) -> tuple[list[int], bool]:
         """The prompt of `obs`, and whether its history was cut to fit the context."""
@@ -180,7 +177,7 @@ class LLMPolicy:
                 "(RunConfig resolves games.<g>.prompt_style) or set default_style."
             )
         text = obs.position if style == "short" and obs.position is not None else obs.text
-        choice = obs.game in self.choice_games
+        choice = bool(self._choices(obs))
         ids = encode_prompt(self.tokenizer, text, style, obs.legal_actions, choice)
         shortened = len(ids) > budget and self.on_context_overflow == "truncate"
         if shortened:

@@ -23,6 +23,7 @@ class GameRules:
     make_env: Callable[[], GameEnv]
     invalid_move: str  # penalty: end the game now; retry: retry_allowance more tries, then lose
     # boxed: SPIRAL's \boxed{}; lenient: else the last named move; choice: a masked choice
+    # where the state lists its legal actions, else read as lenient
     action_format: str
     invalid_penalty: float  # the offender's reward (invalid_move=penalty)
     invalid_opponent_reward: float  # the other seat's
@@ -104,7 +105,7 @@ class GameSession:
             parsed = self.env.parse_action(output.text, role)
         if (
             parsed.action is None
-            and self.job.rules.action_format == "lenient"
+            and self.job.rules.action_format in ("lenient", "choice")
             and legal
             and extract_boxed(output.text) is None
         ):

@@ -51,9 +51,8 @@ def test_each_legal_action_is_named_by_its_own_first_token(tiny):
     assert [tiny.tokenizer.decode([t]) for t in digits] == [str(i) for i in range(9)]
 
 
-def test_actions_that_share_a_first_token_are_one_error_naming_the_fix(tiny):
-    with pytest.raises(GameError, match=r"share one.*action_format=lenient"):
-        choice_tokens(tiny.tokenizer, ["[offer 1 wood]", "[offer 2 wood]"])
+def test_actions_that_share_a_first_token_have_no_one_token_choice(tiny):
+    assert choice_tokens(tiny.tokenizer, ["[offer 1 wood]", "[offer 2 wood]"]) is None
 
 
 def test_choice_distribution_is_the_model_renormalised_over_the_choices():
@@ -188,3 +187,23 @@ def test_tictactoe_fixed_positions_are_scored_exactly_for_a_choice_policy(engine
         for pos, probs in zip(positions, stated, strict=True)
     ]
     assert result["optimal_move_rate_fixed"] == pytest.approx(sum(by_hand) / 16, abs=1e-9)
+
+
+def test_a_state_without_a_one_token_choice_is_answered_in_free_text(engine, tiny):
+    """Negotiation's offers all start with "Offer": with action_format=choice its replies are
+    free text (the reply budget, no choice), read as lenient reads them."""
+    from spiral_games.config.compose import compose_run_config
+    from spiral_games.play.loop import GameJob, play_games
+    from spiral_games.play.registry import build_rules
+
+    from ..conftest import REPO
+
+    cfg = compose_run_config(
+        REPO / "conf", ["+games=[negotiation]", "games.negotiation.action_format=choice"]
+    )
+    player = policy(engine, tiny, games=("negotiation",))
+    (episode,) = play_games(
+        [GameJob(build_rules("negotiation", cfg.games["negotiation"]), 0, (player, player))]
+    )
+    first = episode.turns[0]
+    assert not first.choice_ids and len(first.response_ids) > 1
