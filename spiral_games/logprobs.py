@@ -33,6 +33,7 @@ def token_logprobs(
     attention: torch.Tensor,
     response_mask: torch.Tensor | None = None,
     choices: Sequence[Sequence[int]] | None = None,
+    choice_temperature: float = 1.0,
 ) -> torch.Tensor:
     """Log-prob [B, L-1] of each next token `ids[:, 1:]` given its prefix.
 
@@ -42,7 +43,8 @@ def token_logprobs(
     fifth of the model's FLOPs, so this saves about that much of the forward and backward.
 
     `choices` [B] (with `response_mask`): for a row with choices, a masked choice, its one
-    response token's log-prob is taken among those tokens only (what the engine drew it from).
+    response token's log-prob is taken among those tokens only, at `choice_temperature` (the
+    distribution the engine drew it from: `spiral_games.llm.choice.choice_logprobs`).
     """
     width = ids.shape[1] - 1
     first = 0
@@ -58,8 +60,9 @@ def token_logprobs(
         for row, options in enumerate(choices):
             if options:
                 col = int(response_mask[row].nonzero()[0]) - first
-                chosen = logits[row, col, ids[row, first + col + 1]]
-                values.append(chosen - torch.logsumexp(logits[row, col, list(options)], dim=-1))
+                scaled = logits[row, col, list(options)] / choice_temperature
+                pick = list(options).index(int(ids[row, first + col + 1]))
+                values.append(scaled[pick] - torch.logsumexp(scaled, dim=-1))
                 rows.append(row)
                 cols.append(col)
         index = (torch.tensor(rows, device=lp.device), torch.tensor(cols, device=lp.device))
@@ -73,14 +76,20 @@ def response_logprobs(
     responses: Sequence[Sequence[int]],
     pad_id: int,
     choices: Sequence[Sequence[int]] | None = None,
+    choice_temperature: float = 1.0,
 ) -> list[list[float]]:
-    """Per-token log-probs of each response given its prompt (no gradient); `choices` as in
-    `token_logprobs`."""
+    """Per-token log-probs of each response given its prompt (no gradient); `choices` and
+    `choice_temperature` as in `token_logprobs`."""
     device = next(model.parameters()).device
     ids, attention, mask = pack_sequences(prompts, responses, pad_id)
     with torch.no_grad():
         lp = token_logprobs(
-            model, ids.to(device), attention.to(device), mask.to(device), choices
+            model,
+            ids.to(device),
+            attention.to(device),
+            mask.to(device),
+            choices,
+            choice_temperature,
         ).cpu()
     return [lp[row][mask[row].bool()].tolist() for row in range(len(prompts))]
 

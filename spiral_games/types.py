@@ -27,7 +27,7 @@ class Generation:
     text: str  # decoded `token_ids` without special tokens
     truncated: bool  # True when max_tokens ended the sample before EOS or a stop string
     # A masked choice (`Engine.choose`): the reply is one of these tokens, and `logprobs` is
-    # its log-prob among them alone (the unscaled model distribution renormalised over them)
+    # its log-prob among them alone at the sampling temperature (the policy that played it)
     choice_ids: tuple[int, ...] = ()  # [C]
     choice_logprobs: tuple[float, ...] = ()  # [C] the distribution the reply was drawn from
 

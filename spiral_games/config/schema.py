@@ -558,8 +558,10 @@ def format_lines(cfg: RunConfig) -> list[str]:
         )
         for name, g in cfg.games.items()
     ]
+    choice = any(g.action_format == "choice" for g in cfg.games.values())
     lines.append(
-        f"replies: at most {cfg.rollout.max_tokens} tokens"
+        ("replies: one token where a masked choice is made, else " if choice else "replies: ")
+        + f"at most {cfg.rollout.max_tokens} tokens"
         + (
             ""
             if spiral

@@ -58,6 +58,8 @@ class LearnerSpec:
     lora_rank: int  # 0: full fine-tuning; > 0: LoRA adapters (peft) on all linear layers
     lora_alpha: int
     seed: int
+    # the rollout temperature: a masked choice's log-prob is taken at it (the policy that played)
+    choice_temperature: float
     cpu_threads: int = 1  # torch/OMP threads of this rank on a CPU
     cpu_ids: tuple[int, ...] = ()  # the CPUs an in-process learner binds to (empty: unpinned)
 
@@ -87,6 +89,8 @@ class LearnerSpec:
             lora_rank=lc.lora_rank,
             lora_alpha=lc.lora_alpha,
             seed=cfg.seed,
+            # greedy rollouts (0) have no distribution to train: the model's own (1) then
+            choice_temperature=cfg.rollout.temperature or 1.0,
             cpu_threads=plan.learner_threads,
             cpu_ids=plan.learner_cpus,
         )
@@ -271,6 +275,7 @@ class Learner:
                     attention.to(device),
                     mask.to(device),
                     [s.choice_ids for s in micro],
+                    self.spec.choice_temperature,
                 ).cpu()
             for row, s in enumerate(micro):
                 start_at, n = len(s.prompt_ids) - 1, len(s.response_ids)
@@ -317,13 +322,14 @@ class Learner:
         ids, attention, mask = ids.to(device), attention.to(device), mask.to(device)
         old = old.to(device=device, dtype=mask.dtype)
         weights = weights.to(device) if weights is not None else None
-        choices = [s.choice_ids for s in micro]
+        choices, temperature = [s.choice_ids for s in micro], spec.choice_temperature
         with self._autocast():
-            lp = token_logprobs(self.engine, ids, attention, mask, choices)
+            lp = token_logprobs(self.engine, ids, attention, mask, choices, temperature)
             ref = None
             if self.reference is not None:
                 with torch.no_grad():
-                    ref = token_logprobs(self.reference.to(device), ids, attention, mask, choices)
+                    reference = self.reference.to(device)
+                    ref = token_logprobs(reference, ids, attention, mask, choices, temperature)
         advantages = torch.tensor([s.advantage for s in micro], device=device)
         out = policy_loss(
             lp,

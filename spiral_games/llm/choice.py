@@ -31,17 +31,15 @@ def choice_tokens(tokenizer: Any, legal: Sequence[str]) -> tuple[int, ...] | Non
     return tuple(tokens) if len(set(tokens)) == len(tokens) else None
 
 
-def choice_logprobs(raw: Sequence[float], temperature: float) -> tuple[list[float], list[float]]:
-    """From the model's log-probs of the choice tokens (over the whole vocabulary): their
-    log-probs among themselves (the learner's distribution, unscaled) and the distribution a
-    reply is drawn from at `temperature` (0: all mass on the first most likely)."""
+def choice_logprobs(raw: Sequence[float], temperature: float) -> list[float]:
+    """The policy of a masked choice: from the model's log-probs of the choice tokens (over the
+    whole vocabulary), the distribution among them at `temperature` (0: all mass on the first
+    most likely). The learner takes a choice's log-prob at the rollout temperature too, so
+    the policy that plays is the policy that is trained (`token_logprobs`)."""
     top = max(raw)
-    log_z = top + math.log(sum(math.exp(x - top) for x in raw))
-    unscaled = [x - log_z for x in raw]
     if temperature == 0:
         best = raw.index(top)
-        return unscaled, [0.0 if i == best else -math.inf for i in range(len(raw))]
-    scaled = [x / temperature for x in raw]
-    top_s = max(scaled)
-    log_zs = top_s + math.log(sum(math.exp(x - top_s) for x in scaled))
-    return unscaled, [x - log_zs for x in scaled]
+        return [0.0 if i == best else -math.inf for i in range(len(raw))]
+    scaled = [(x - top) / temperature for x in raw]
+    log_z = math.log(sum(math.exp(x) for x in scaled))
+    return [x - log_z for x in scaled]

@@ -289,18 +289,20 @@ def test_lagging_batch_is_clipped_to_nothing_without_tis_and_learned_from_with_i
 
 
 def test_a_masked_choice_is_trained_on_its_probability_among_the_choices(tiny):
-    """A choice sample's behaviour log-prob is among its choices only; the learner takes the
-    same (a first-step ratio of 1, approx KL 0: with the whole vocabulary it would be far off)
-    and a positive advantage moves mass toward the chosen action, among the choices."""
+    """A choice sample's behaviour log-prob is among its choices only, at the rollout
+    temperature; the learner takes the same (a first-step ratio of 1, approx KL 0: over the
+    whole vocabulary, or at another temperature, it would be off) and a positive advantage
+    moves mass toward the chosen action, among the choices."""
     from spiral_games.logprobs import response_logprobs
 
-    fp32 = "learner.bf16=false"
-    learner = Learner(spec(tiny, "learner.batch_size=2", "learner.minibatch_size=2", fp32))
+    fp32, hot = "learner.bf16=false", "rollout.temperature=2.0"
+    learner = Learner(spec(tiny, "learner.batch_size=2", "learner.minibatch_size=2", fp32, hot))
+    assert learner.spec.choice_temperature == 2.0  # the rollout's: the policy that played
     prompt, choices = (1, 2, 3, 9, 17), (4350, 7177)  # "call", "fold"
 
     def masked(token: int) -> float:
         pad = learner.pad_id
-        return response_logprobs(learner.model, [prompt], [(token,)], pad, [choices])[0][0]
+        return response_logprobs(learner.model, [prompt], [(token,)], pad, [choices], 2.0)[0][0]
 
     before = masked(4350)
     samples = tuple(

@@ -57,21 +57,25 @@ def test_actions_that_share_a_first_token_have_no_one_token_choice(tiny):
 
 def test_choice_distribution_is_the_model_renormalised_over_the_choices():
     raw = [math.log(0.2), math.log(0.05), math.log(0.25)]  # 0.5 of the mass elsewhere
-    unscaled, policy = choice_logprobs(raw, temperature=1.0)
-    assert [math.exp(x) for x in unscaled] == pytest.approx([0.4, 0.1, 0.5])
-    assert policy == pytest.approx(unscaled)
-    _, hot = choice_logprobs(raw, temperature=0.5)  # p^2 renormalised
+    policy = choice_logprobs(raw, temperature=1.0)
+    assert [math.exp(x) for x in policy] == pytest.approx([0.4, 0.1, 0.5])
+    hot = choice_logprobs(raw, temperature=0.5)  # p^2 renormalised
     assert [math.exp(x) for x in hot] == pytest.approx(
         [0.04 / 0.105, 0.0025 / 0.105, 0.0625 / 0.105]
     )
-    _, greedy = choice_logprobs(raw, temperature=0.0)
+    flat = choice_logprobs(raw, temperature=2.0)  # sqrt(p) renormalised
+    roots = [math.sqrt(p) for p in (0.2, 0.05, 0.25)]
+    assert [math.exp(x) for x in flat] == pytest.approx([r / sum(roots) for r in roots])
+    greedy = choice_logprobs(raw, temperature=0.0)
     assert [math.exp(x) for x in greedy] == [0.0, 0.0, 1.0]
 
 
-def test_replies_are_legal_and_their_probabilities_are_the_models_own(engine, tiny):
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+def test_replies_are_legal_and_their_probabilities_are_the_models_own(engine, tiny, temperature):
     """Prompts of different lengths in one batch (left padding): each reply is one of its
-    choices, and the stated distribution is the single-prompt forward pass renormalised."""
-    player = policy(engine, tiny)
+    choices, the stated distribution is the single-prompt forward pass renormalised at the
+    temperature, and the learner takes the same log-prob at that temperature."""
+    player = policy(engine, tiny, temperature)
     observations = [KUHN_BET, KUHN_OPEN, TTT]
     outputs = player.act(observations)
     for obs, out in zip(observations, outputs, strict=True):
@@ -80,12 +84,13 @@ def test_replies_are_legal_and_their_probabilities_are_the_models_own(engine, ti
         assert out.token_ids[0] in choices
         with torch.no_grad():
             logits = engine.model(input_ids=torch.tensor([out.prompt_ids])).logits[0, -1]
-        expected = torch.log_softmax(logits[list(choices)].float(), -1)
+        expected = torch.log_softmax(logits[list(choices)].float() / temperature, -1)
         assert out.choice_logprobs == pytest.approx(expected.tolist(), abs=1e-5)
         assert out.logprobs[0] == pytest.approx(float(expected[choices.index(out.token_ids[0])]))
         # the learner's masked log-prob of the reply is the engine's
+        pad = tiny.tokenizer.pad_token_id
         learner = response_logprobs(
-            engine.model, [out.prompt_ids], [out.token_ids], tiny.tokenizer.pad_token_id, [choices]
+            engine.model, [out.prompt_ids], [out.token_ids], pad, [choices], temperature
         )
         assert learner[0][0] == pytest.approx(out.logprobs[0], abs=1e-5)
 

@@ -110,14 +110,14 @@ class HFEngine:
         raw = logits.log_softmax(-1).cpu()
         out = []
         for row, (prompt, options) in enumerate(zip(prompts, choices, strict=True)):
-            unscaled, policy = choice_logprobs(raw[row, list(options)].tolist(), params.temperature)
+            policy = choice_logprobs(raw[row, list(options)].tolist(), params.temperature)
             pick = int(torch.multinomial(torch.tensor(policy).exp(), 1))
             token = int(options[pick])
             out.append(
                 Generation(
                     prompt_ids=tuple(prompt),
                     token_ids=(token,),
-                    logprobs=(unscaled[pick],),
+                    logprobs=(policy[pick],),
                     text=cast(str, self.tokenizer.decode([token])),
                     truncated=False,
                     choice_ids=tuple(int(t) for t in options),

@@ -262,11 +262,11 @@ class VLLMEngine:
         per_token = completion.logprobs or []  # type: ignore[attr-defined]
         if choices:
             step = per_token[0]
-            unscaled, policy = choice_logprobs([step[c].logprob for c in choices], temperature)
+            policy = choice_logprobs([step[c].logprob for c in choices], temperature)
             return Generation(
                 prompt_ids=prompt,
                 token_ids=token_ids,
-                logprobs=(unscaled[choices.index(token_ids[0])],),
+                logprobs=(policy[choices.index(token_ids[0])],),
                 text=completion.text,  # type: ignore[attr-defined]
                 truncated=False,
                 choice_ids=choices,
