@@ -18,10 +18,16 @@ def action_name(action: str) -> str:
     return action.strip().removeprefix("[").removesuffix("]").strip()
 
 
+# vLLM returns the log-probs of at most this many named tokens (MAX_LOGPROB_TOKEN_IDS)
+MAX_CHOICES = 128
+
+
 def choice_tokens(tokenizer: Any, legal: Sequence[str]) -> tuple[int, ...] | None:
     """The token that names each legal action (its name's first token), in `legal`'s order;
-    None when two actions start with the same token (one token cannot tell them apart: such a
-    state is answered in free text)."""
+    None when two actions start with the same token (one token cannot tell them apart), or
+    there are more than MAX_CHOICES: such a state is answered in free text."""
+    if len(legal) > MAX_CHOICES:
+        return None
     tokens = []
     for action in legal:
         ids = tokenizer(action_name(action), add_special_tokens=False)["input_ids"]
@@ -29,6 +35,13 @@ def choice_tokens(tokenizer: Any, legal: Sequence[str]) -> tuple[int, ...] | Non
             return None
         tokens.append(int(ids[0]))
     return tuple(tokens) if len(set(tokens)) == len(tokens) else None
+
+
+def behaviour_logprob(raw: Sequence[float], temperature: float, pick: int) -> float:
+    """The log-prob the learner is given for the choice `pick`: under the policy it was drawn
+    from, or under the model's own (temperature 1) after a greedy pick, as the learner takes a
+    choice at the rollout temperature or at 1 when that is 0 (`LearnerSpec.choice_temperature`)."""
+    return choice_logprobs(raw, temperature or 1.0)[pick]
 
 
 def choice_logprobs(raw: Sequence[float], temperature: float) -> list[float]:

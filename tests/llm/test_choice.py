@@ -212,3 +212,17 @@ def test_a_state_without_a_one_token_choice_is_answered_in_free_text(engine, tin
     )
     first = episode.turns[0]
     assert not first.choice_ids and len(first.response_ids) > 1
+
+
+def test_a_greedy_choice_is_trained_on_the_models_own_probability(engine, tiny):
+    """Rollouts at temperature 0 pick the most likely action; the learner then takes a choice
+    at temperature 1 (LearnerSpec.choice_temperature), so the behaviour log-prob is the model's
+    own renormalised one, not the greedy policy's 0 (which would skew every PPO ratio)."""
+    (out,) = policy(engine, tiny, temperature=0.0).act([TTT])
+    assert math.exp(max(out.choice_logprobs)) == 1.0
+    pad = tiny.tokenizer.pad_token_id
+    learner = response_logprobs(
+        engine.model, [out.prompt_ids], [out.token_ids], pad, [out.choice_ids], 1.0
+    )
+    assert out.logprobs[0] < 0 and learner[0][0] == pytest.approx(out.logprobs[0], abs=1e-5)
+    assert out.logprobs[0] == max(policy(engine, tiny).act([TTT])[0].choice_logprobs)

@@ -9,7 +9,7 @@ from typing import cast
 import torch
 
 from spiral_games.errors import EngineError
-from spiral_games.llm.choice import choice_logprobs
+from spiral_games.llm.choice import behaviour_logprob, choice_logprobs
 from spiral_games.llm.engines.base import EngineSpec, check_context
 from spiral_games.types import Generation, SamplingParams
 
@@ -110,14 +110,15 @@ class HFEngine:
         raw = logits.log_softmax(-1).cpu()
         out = []
         for row, (prompt, options) in enumerate(zip(prompts, choices, strict=True)):
-            policy = choice_logprobs(raw[row, list(options)].tolist(), params.temperature)
+            scores = raw[row, list(options)].tolist()
+            policy = choice_logprobs(scores, params.temperature)
             pick = int(torch.multinomial(torch.tensor(policy).exp(), 1))
             token = int(options[pick])
             out.append(
                 Generation(
                     prompt_ids=tuple(prompt),
                     token_ids=(token,),
-                    logprobs=(policy[pick],),
+                    logprobs=(behaviour_logprob(scores, params.temperature, pick),),
                     text=cast(str, self.tokenizer.decode([token])),
                     truncated=False,
                     choice_ids=tuple(int(t) for t in options),

@@ -17,7 +17,7 @@ from spiral_games.config.hardware import (
     vllm_unavailable,
 )
 from spiral_games.errors import EngineError, EngineUnavailable, SpiralError
-from spiral_games.llm.choice import choice_logprobs
+from spiral_games.llm.choice import behaviour_logprob, choice_logprobs
 from spiral_games.llm.engines.base import EngineSpec, check_context
 from spiral_games.types import Generation, SamplingParams
 
@@ -261,12 +261,15 @@ class VLLMEngine:
         token_ids = tuple(completion.token_ids)  # type: ignore[attr-defined]
         per_token = completion.logprobs or []  # type: ignore[attr-defined]
         if choices:
-            step = per_token[0]
-            policy = choice_logprobs([step[c].logprob for c in choices], temperature)
+            scores = [per_token[0][c].logprob for c in choices]
+            # vLLM samples at no less than 0.01 (a lower temperature above 0 is raised to it)
+            sampled_at = max(temperature, 0.01) if temperature > 0 else 0.0
+            policy = choice_logprobs(scores, sampled_at)
+            pick = choices.index(token_ids[0])
             return Generation(
                 prompt_ids=prompt,
                 token_ids=token_ids,
-                logprobs=(policy[choices.index(token_ids[0])],),
+                logprobs=(behaviour_logprob(scores, sampled_at, pick),),
                 text=completion.text,  # type: ignore[attr-defined]
                 truncated=False,
                 choice_ids=choices,

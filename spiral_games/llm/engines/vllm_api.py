@@ -118,6 +118,7 @@ SAMPLING_FIELDS: tuple[str, ...] = (
     "logprobs",
 )
 SAMPLING_FIELDS += ("output_kind", "prompt_logprobs")
+SAMPLING_FIELDS += ("allowed_token_ids", "logprob_token_ids")  # action_format=choice
 # instance attributes the project reads, each assigned (`self.x = ...`) somewhere in the MRO
 ATTRIBUTES = (
     (_LLM, "llm_engine"),
