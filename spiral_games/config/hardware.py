@@ -43,8 +43,8 @@ BF16_TRAIN_SLOWDOWN = 18.0  # one update, 2 x (64 + 64) tokens: fp32 99.8 tok/s,
 # -1.6506 both; fp32: -0.2237 / -1.6074 and -0.2278 / -1.5911): the logits come out of the head
 # in bf16, whose step near the logits' size is 0.125. Trained on "bet with K, check with J"
 # (+1/-1, 8 updates of 32 samples, lr 2e-5), fp32 reached P(bet|K) 0.50, P(bet|J) 0.001; bf16
-# 0.014 and 0.000: the common direction moved, the card's did not. fp32 updates ran at about
-# 0.94x bf16's speed there (FACTS: 92.9 / 99.2 tokens/s).
+# 0.014 and 0.000: the common direction moved, the card's did not. The price there: Kuhn
+# self-play updates at 252-324 tokens/s in fp32 against 377-485 in bf16 (docs/performance.md).
 LEARNER_CPU_FP32 = (
     "fp32 on a CPU: under bf16 autocast the learner's log-probs lost the difference between "
     "the cards in Kuhn and the model did not learn it (measured on a Xeon with AMX)"
