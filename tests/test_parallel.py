@@ -14,6 +14,21 @@ from .conftest import REPO
 from .parallel import WORKER_MEMORY_GIB, available_memory_gib, worker_count
 
 
+def run_with_our_conftest(module, *args, env=None):
+    """pytest on `module` alone in a subprocess, with this suite's conftest (its hooks: the
+    scheduler, the reliability table) and xdist loaded."""
+    command = [sys.executable, "-m", "pytest", "-q", "-c", os.devnull]
+    command += ["--rootdir", str(module.parent), "-p", "tests.conftest", "-p", "xdist"]
+    return subprocess.run(
+        [*command, *args, str(module)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_one_worker_per_core_while_memory_holds_them():
     assert worker_count(cpus=2, available_gib=23.0) == 2
     assert worker_count(cpus=32, available_gib=120.0) == int(120.0 // WORKER_MEMORY_GIB)
@@ -51,32 +66,7 @@ def test_reliability_records_from_every_worker_reach_the_report(tmp_path):
     )
     report = tmp_path / "RELIABILITY.md"
     env = {**os.environ, "SPIRAL_RELIABILITY_REPORT": str(report)}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-c",
-            os.devnull,
-            "--rootdir",
-            str(tmp_path),
-            "-p",
-            "tests.conftest",
-            "-p",
-            "xdist",
-            "-n",
-            "2",
-            "--dist",
-            "load",
-            str(module),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_with_our_conftest(module, "-n", "2", "--dist", "load", env=env)
     assert "1 failed, 3 passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = report.read_text()
     for n in range(4):
@@ -116,31 +106,7 @@ def test_a_crashed_worker_fails_its_test_and_the_run_goes_on(tmp_path):
         )
     )
     for workers in ("1", "2"):
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-q",
-                "-c",
-                os.devnull,
-                "--rootdir",
-                str(tmp_path),
-                "-p",
-                "tests.conftest",
-                "-p",
-                "xdist",
-                "-n",
-                workers,
-                "--dist",
-                "loadgroup",
-                str(module),
-            ],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        proc = run_with_our_conftest(module, "-n", workers, "--dist", "loadgroup")
         out = proc.stdout
         assert "2 failed, 4 passed" in out, out[-3000:] + proc.stderr[-3000:]
         assert "crashed while running 'test_crashes.py::test_crash_alone'" in out.replace('"', "'")

@@ -66,12 +66,12 @@ class LLMPolicy:
         return self.stream
 
     def act(self, observations: Sequence[Observation]) -> list[PolicyOutput]:
-        encoded = [self._encode(obs) for obs in observations]
         choices = [self._choices(obs) for obs in observations]
+        encoded = [self._encode(obs, c) for obs, c in zip(observations, choices, strict=True)]
         fits = [
             i
             for i, (ids, _) in enumerate(encoded)
-            if len(ids) <= self.max_model_len - self._reply_budget(observations[i])
+            if len(ids) <= self.max_model_len - self._reply_budget(choices[i])
         ]
         free = [i for i in fits if not choices[i]]
         chosen = [i for i in fits if choices[i]]
@@ -122,13 +122,13 @@ class LLMPolicy:
 
     def submit(self, observation: Observation) -> str:
         """Start answering one observation; returns the ticket `poll` answers it under."""
-        ids, cut = self._encode(observation)
-        if len(ids) > self.max_model_len - self._reply_budget(observation):
+        choices = self._choices(observation)
+        ids, cut = self._encode(observation, choices)
+        if len(ids) > self.max_model_len - self._reply_budget(choices):
             ticket = f"overflow-{next(self._tickets)}"
             self._ready[ticket] = PolicyOutput(text="", context_overflow=True)
             return ticket
         submit = cast("StreamingEngine", self.engine).submit
-        choices = self._choices(observation)
         ticket = submit(ids, self.params, choices) if choices else submit(ids, self.params)
         self._open[ticket] = (cut, self.engine.version)
         return ticket
@@ -164,12 +164,14 @@ class LLMPolicy:
             return ()
         return choice_tokens(self.tokenizer, obs.legal_actions) or ()
 
-    def _reply_budget(self, obs: Observation) -> int:
-        return 1 if self._choices(obs) else self.params.max_tokens
+    def _reply_budget(self, choices: tuple[int, ...]) -> int:
+        """Tokens a reply may take: one for a masked choice (`choices`), else the budget."""
+        return 1 if choices else self.params.max_tokens
 
-    def _encode(self, obs: Observation) -> tuple[list[int], bool]:
-        """The prompt of `obs`, and whether its history was cut to fit the context."""
-        budget = self.max_model_len - self._reply_budget(obs)
+    def _encode(self, obs: Observation, choices: tuple[int, ...]) -> tuple[list[int], bool]:
+        """The prompt of `obs` (answered by a masked choice among `choices`, if any), and
+        whether its history was cut to fit the context."""
+        budget = self.max_model_len - self._reply_budget(choices)
         style = self.prompt_styles.get(obs.game, self.default_style)
         if style is None:
             raise GameError(
@@ -177,7 +179,7 @@ class LLMPolicy:
                 "(RunConfig resolves games.<g>.prompt_style) or set default_style."
             )
         text = obs.position if style == "short" and obs.position is not None else obs.text
-        choice = bool(self._choices(obs))
+        choice = bool(choices)
         ids = encode_prompt(self.tokenizer, text, style, obs.legal_actions, choice)
         shortened = len(ids) > budget and self.on_context_overflow == "truncate"
         if shortened:

@@ -43,13 +43,9 @@ class HFEngine:
         if not prompts:
             return []
         check_context(prompts, params.max_tokens, self.max_model_len)
-        longest = max(len(p) for p in prompts)
+        ids, mask = self._left_padded(prompts)
+        longest = ids.shape[1]
         pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(prompts), longest), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, prompt in enumerate(prompts):
-            ids[row, longest - len(prompt) :] = torch.tensor(list(prompt))
-            mask[row, longest - len(prompt) :] = 1
         greedy = params.temperature == 0
         if params.seed is not None:
             torch.manual_seed(params.seed)
@@ -86,12 +82,7 @@ class HFEngine:
         if not prompts:
             return []
         check_context(prompts, 1, self.max_model_len)
-        longest = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), longest), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, prompt in enumerate(prompts):
-            ids[row, longest - len(prompt) :] = torch.tensor(list(prompt))
-            mask[row, longest - len(prompt) :] = 1
+        ids, mask = self._left_padded(prompts)
         if params.seed is not None:
             torch.manual_seed(params.seed)
         device = self.model.device
@@ -126,6 +117,16 @@ class HFEngine:
                 )
             )
         return out
+
+    def _left_padded(self, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`input_ids` and `attention_mask` [B, longest], each prompt right-aligned."""
+        longest = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), longest), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, prompt in enumerate(prompts):
+            ids[row, longest - len(prompt) :] = torch.tensor(list(prompt))
+            mask[row, longest - len(prompt) :] = 1
+        return ids, mask
 
     def _finish(
         self,
