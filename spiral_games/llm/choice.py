@@ -9,6 +9,7 @@ probability of each action is exact: the policy at that position, not an estimat
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,3 +57,8 @@ def choice_logprobs(raw: Sequence[float], temperature: float) -> list[float]:
     scaled = [(x - top) / temperature for x in raw]
     log_z = math.log(sum(math.exp(x) for x in scaled))
     return [x - log_z for x in scaled]
+
+
+def draw(policy: Sequence[float], rng: random.Random) -> int:
+    """The index of one choice drawn from `policy` (log-probs, as `choice_logprobs` gives)."""
+    return rng.choices(range(len(policy)), weights=[math.exp(x) for x in policy])[0]

@@ -37,25 +37,37 @@ def build_prompt_text(
     if style == "raw":
         return f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
     if style == "short" and choice:
-        user = f"{observation}\n\n{suffix}"
-    elif style == "short":
+        # the observation and the choice, and no default system turn from the template
+        # (SmolLM2's adds about 16 tokens): a masked choice needs no instructions beyond it
+        return chat_text(tokenizer, f"{observation}\n\n{suffix}", system="", style=style)
+    if style == "short":
         choices = f"Choose one of: {', '.join(legal)}. " if legal else ""
         user = f"{observation}\n\n{choices}Reply with \\boxed{{your action}}."
     if style in ("chat", "short"):
-        if not tokenizer.chat_template:
-            raise ConfigError(
-                f"prompt_style={style} needs a tokenizer with a chat template, and this model has "
-                "none. Set games.<name>.prompt_style=raw for base models."
-            )
-        return chat_text(tokenizer, user)
+        return chat_text(tokenizer, user, style=style)
     raise ConfigError(f"Unknown prompt style {style!r}. Choose 'chat', 'raw' or 'short'.")
 
 
-def chat_text(tokenizer: Any, user: str) -> str:
-    """One user turn rendered with the tokenizer's chat template, ready for the reply."""
-    return tokenizer.apply_chat_template(
-        [{"role": "user", "content": user}], add_generation_prompt=True, tokenize=False
-    )
+def chat_text(tokenizer: Any, user: str, system: str | None = None, style: str = "chat") -> str:
+    """One user turn rendered with the tokenizer's chat template, ready for the reply; with
+    `system`, after that system turn instead of the template's default (a template that takes
+    no system turn renders the user turn alone)."""
+    if not tokenizer.chat_template:
+        raise ConfigError(
+            f"prompt_style={style} needs a tokenizer with a chat template, and this model has "
+            "none. Set games.<name>.prompt_style=raw for base models."
+        )
+    user_turn = [{"role": "user", "content": user}]
+    if system is not None:
+        try:
+            return tokenizer.apply_chat_template(
+                [{"role": "system", "content": system}, *user_turn],
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+        except Exception:  # jinja2's TemplateError: "System role not supported" (Gemma)
+            pass
+    return tokenizer.apply_chat_template(user_turn, add_generation_prompt=True, tokenize=False)
 
 
 def encode_user_message(tokenizer: Any, user: str) -> list[int]:

@@ -17,6 +17,7 @@ from spiral_games.config.compose import compose_run_config
 from spiral_games.config.hardware import (
     BF16_GENERATE_SLOWDOWN,
     BF16_TRAIN_SLOWDOWN,
+    CHOICE_CPU_FP32,
     LEARNER_CPU_FP32,
     Hardware,
     cgroup_cpu_limit,
@@ -77,6 +78,23 @@ def test_auto_trains_in_fp32_on_every_cpu_and_says_why():
         assert not plan.learner_bf16 and LEARNER_CPU_FP32 in plan.learner_reason
     gpu = plan_runtime(config(), recorded("amd_epyc_avx2.txt", "x86_64", gpus=8), True)
     assert gpu.learner_bf16
+
+
+def test_a_masked_choice_is_served_in_fp32_on_every_cpu_and_in_bf16_on_a_gpu():
+    """A masked choice's probabilities are the policy the fp32 learner trains (CHOICE_CPU_FP32):
+    on a CPU with native bf16, `auto` serves it in fp32 with either engine; free text keeps bf16."""
+    choice = ("games.kuhn.action_format=choice",)
+    for sample, engine in (
+        ("amd_zen4_avx512_bf16.txt", "vllm"),
+        ("intel_spr_avx512_amx.txt", "hf"),
+    ):
+        hw = recorded(sample, "x86_64")
+        plan = plan_runtime(config(*choice, f"rollout.engine={engine}"), hw, vllm_installed=True)
+        assert plan.dtype == "float32" and CHOICE_CPU_FP32 in plan.dtype_reason
+        text = plan_runtime(config(f"rollout.engine={engine}"), hw, vllm_installed=True)
+        assert text.dtype == "bfloat16"
+    gpu = recorded("amd_epyc_avx2.txt", "x86_64", gpus=8)
+    assert plan_runtime(config(*choice), gpu, vllm_installed=True).dtype == "bfloat16"
 
 
 # sample, machine, vLLM installed -> (engine, fallback, dtype, learner bf16)

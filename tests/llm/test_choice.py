@@ -226,3 +226,27 @@ def test_a_greedy_choice_is_trained_on_the_models_own_probability(engine, tiny):
     )
     assert out.logprobs[0] < 0 and learner[0][0] == pytest.approx(out.logprobs[0], abs=1e-5)
     assert out.logprobs[0] == max(policy(engine, tiny).act([TTT])[0].choice_logprobs)
+
+
+def test_a_choice_prompt_replaces_the_templates_default_system_turn(tiny):
+    """The short prompt of a masked choice has an empty system turn instead of the template's
+    default one (SmolLM2: "You are a helpful AI assistant named SmolLM, ..."); free text keeps
+    it; a template that refuses a system turn gets the user turn alone."""
+    import copy
+
+    from spiral_games.llm.prompting import build_prompt_text
+
+    tok = tiny.tokenizer
+    default = build_prompt_text(tok, "You hold K.", "short", ["[check]", "[bet]"])
+    choice = build_prompt_text(tok, "You hold K.", "short", ["[check]", "[bet]"], choice=True)
+    assert "helpful AI assistant" in default and "helpful AI assistant" not in choice
+    assert choice.startswith("<|im_start|>system\n<|im_end|>\n<|im_start|>user\nYou hold K.")
+    assert choice.endswith("Reply with one of: check, bet.<|im_end|>\n<|im_start|>assistant\n")
+    strict = copy.deepcopy(tok)
+    strict.chat_template = (
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported')"
+        " }}{% endif %}{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+        "<assistant>"
+    )
+    alone = build_prompt_text(strict, "You hold K.", "short", ["[check]", "[bet]"], choice=True)
+    assert alone == "<user>You hold K.\n\nReply with one of: check, bet.<assistant>"

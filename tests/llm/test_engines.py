@@ -219,3 +219,28 @@ def test_vllm_masked_choice_states_the_distribution_transformers_computes(smollm
     (one,) = streamed.values()
     assert one.choice_ids == choices[0] and one.token_ids[0] in choices[0]
     assert one.choice_logprobs == pytest.approx(batched[0].choice_logprobs, abs=tol)
+
+
+def test_vllm_draws_a_choice_at_any_temperature_from_its_stated_distribution(smollm2, smol_vllm):
+    """vLLM's sampler refuses temperatures above 2; a masked choice is drawn by the engine
+    from its exact distribution instead, so any temperature works, a seed repeats the draws,
+    and the draws follow the stated probabilities. Free text above 2 is one clear error."""
+    from spiral_games.llm.choice import choice_tokens
+
+    tok = smollm2.tokenizer
+    legal = ("[1]", "[2]", "[3]", "[5]", "[6]", "[7]", "[8]")
+    prompt = encode_prompt(tok, "Board:\nX..\n.O.\n...", "short", legal, choice=True)
+    options = choice_tokens(tok, legal)
+    hot = SamplingParams(temperature=4.0, max_tokens=24, seed=7)
+    draws = smol_vllm.choose([prompt] * 400, [options] * 400, hot)
+    again = smol_vllm.choose([prompt] * 400, [options] * 400, hot)
+    assert [g.token_ids for g in draws] == [g.token_ids for g in again]
+    stated = [math.exp(x) for x in draws[0].choice_logprobs]
+    assert max(stated) < 0.9  # spread enough for the frequencies to say something
+    for k, token in enumerate(options):
+        share = sum(g.token_ids[0] == token for g in draws) / len(draws)
+        assert abs(share - stated[k]) <= 4 * math.sqrt(stated[k] * (1 - stated[k]) / 400) + 1e-9
+    for g in draws:  # each draw's own log-prob is its choice's, at that temperature
+        assert g.logprobs[0] == pytest.approx(g.choice_logprobs[options.index(g.token_ids[0])])
+    with pytest.raises(EngineError, match=r"rollout\.temperature"):
+        smol_vllm.generate([prompt], SamplingParams(temperature=4.0, max_tokens=4))

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from games.kuhn import PAST
 from spiral_games.config.compose import compose_run_config
 from spiral_games.config.schema import GameConfig
 from spiral_games.errors import ConfigError
@@ -180,10 +181,12 @@ def test_position_view_is_the_present_state_without_the_history(games):
                     assert obs.position.count("---+---+---") == 2  # one board, not the history
                 else:
                     assert f"Your card: {obs.state['card']}." in obs.position
-                    assert f"Round {obs.state['round']}/1." in obs.position
-                    last = "]." if obs.state["history"] else "acts first."
-                    assert obs.position.endswith(last)
-                    assert obs.position.count("chose [") == len(obs.state["history"])
+                    assert "Round" not in obs.position  # one round: no match score to state
+                    moves = obs.state["history"]
+                    betting = obs.position.splitlines()[-1]
+                    assert betting.startswith("Betting so far: ") and betting.endswith(".")
+                    assert betting.count("Player ") == len(moves)
+                    assert all(PAST[m] in betting for m in moves) and (moves or "none" in betting)
                 policy = session.job.seats[obs.role]
                 session.submit(obs, policy.act([obs])[0])
     nim = GameSession(GameJob(build_rules("nim", games["nim"]), 0, (None, None))).pending()
@@ -256,3 +259,16 @@ def test_library_game_loop_never_imports_a_specific_game():
     import_games = re.compile(r"^\s*(from games[ .]|import games\b)", re.MULTILINE)
     for path in (REPO / "spiral_games").rglob("*.py"):
         assert not import_games.search(path.read_text()), path
+
+
+def test_kuhn_position_states_the_match_score_only_in_a_match_of_several_rounds():
+    from games.kuhn import KuhnPokerGame
+
+    game = KuhnPokerGame(num_rounds=3)
+    game.reset(seed=0)
+    assert "Round 1/3, chips: you +0, opponent +0" in game.current_state(game.current_role)
+    game.step("[bet]")
+    game.step("[call]")  # a showdown: 2 chips move
+    state = game.current_state(game.current_role)
+    assert "Round 2/3, chips: you " in state
+    assert "you +2, opponent -2" in state or "you -2, opponent +2" in state

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import traceback
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -17,7 +18,7 @@ from spiral_games.config.hardware import (
     vllm_unavailable,
 )
 from spiral_games.errors import EngineError, EngineUnavailable, SpiralError
-from spiral_games.llm.choice import behaviour_logprob, choice_logprobs
+from spiral_games.llm.choice import behaviour_logprob, choice_logprobs, draw
 from spiral_games.llm.engines.base import EngineSpec, check_context
 from spiral_games.types import Generation, SamplingParams
 
@@ -48,6 +49,9 @@ def _configure_cpu_env(cpu_threads: int, kv_cache_gib: int, worker_index: int) -
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cpus))
     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
     os.environ.update(_USER_ENV)
+
+
+VLLM_MAX_TEMPERATURE = 2.0  # vllm.SamplingParams refuses more
 
 
 class VLLMEngine:
@@ -130,6 +134,9 @@ class VLLMEngine:
         # streamed request id -> its prompt, its choices (if a masked choice), its temperature
         self._in_flight: dict[str, tuple[tuple[int, ...], tuple[int, ...], float]] = {}
         self._done: dict[str, Generation] = {}  # finished, not yet collected by `poll`
+        # draws masked choices from their exact distribution (vLLM's own sampler would cap the
+        # temperature at 2 and could not be reseeded after a resume)
+        self._choice_rng = random.Random(spec.seed)
 
     def generate(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams
@@ -159,6 +166,8 @@ class VLLMEngine:
         self._check_idle()
         check_context(prompts, 1, self.max_model_len)
         batch: list[TokensPrompt] = [{"prompt_token_ids": list(p)} for p in prompts]
+        if params.seed is not None:
+            self._choice_rng = random.Random(params.seed)
         sampling = [self._sampling(params, choices=c) for c in choices]
         outputs = self.llm.generate(batch, sampling, use_tqdm=False)
         return [
@@ -176,14 +185,22 @@ class VLLMEngine:
         if choices:
             # One token among `choices`; their log-probs come back over the whole vocabulary
             # (vLLM's raw_logprobs, taken before the mask and the temperature), so the
-            # distribution among them is computed here exactly, as the learner computes it.
+            # distribution among them is computed here exactly, as the learner computes it,
+            # and the choice is drawn from it here (`_to_generation`): vLLM's step is greedy.
             return self._vllm.SamplingParams(
-                temperature=params.temperature,
+                temperature=0.0,
                 max_tokens=1,
                 seed=params.seed,
                 allowed_token_ids=list(choices),
                 logprob_token_ids=list(choices),
                 output_kind=kind,
+            )
+        if params.temperature > VLLM_MAX_TEMPERATURE:
+            raise EngineError(
+                f"vLLM samples free-text replies at a temperature of at most "
+                f"{VLLM_MAX_TEMPERATURE}, and {params.temperature} was asked. Lower "
+                "rollout.temperature (or eval.temperature), or set rollout.engine=hf; a masked "
+                "choice (action_format=choice) takes any temperature."
             )
         return self._vllm.SamplingParams(
             temperature=params.temperature,
@@ -251,8 +268,8 @@ class VLLMEngine:
                 "poll them before a batched generate, score or weight load."
             )
 
-    @staticmethod
     def _to_generation(
+        self,
         prompt: tuple[int, ...],
         completion: object,
         choices: tuple[int, ...] = (),
@@ -262,15 +279,13 @@ class VLLMEngine:
         per_token = completion.logprobs or []  # type: ignore[attr-defined]
         if choices:
             scores = [per_token[0][c].logprob for c in choices]
-            # vLLM samples at no less than 0.01 (a lower temperature above 0 is raised to it)
-            sampled_at = max(temperature, 0.01) if temperature > 0 else 0.0
-            policy = choice_logprobs(scores, sampled_at)
-            pick = choices.index(token_ids[0])
+            policy = choice_logprobs(scores, temperature)
+            pick = draw(policy, self._choice_rng)
             return Generation(
                 prompt_ids=prompt,
-                token_ids=token_ids,
-                logprobs=(behaviour_logprob(scores, sampled_at, pick),),
-                text=completion.text,  # type: ignore[attr-defined]
+                token_ids=(choices[pick],),
+                logprobs=(behaviour_logprob(scores, temperature, pick),),
+                text=self.llm.get_tokenizer().decode([choices[pick]]),
                 truncated=False,
                 choice_ids=choices,
                 choice_logprobs=tuple(policy),
@@ -353,8 +368,10 @@ class VLLMEngine:
             )
 
     def reseed(self, seed: int) -> None:
-        """No-op: vLLM's sampler is seeded once, in its engine process, at start-up. Rollouts
-        after a resume are therefore statistically, not bitwise, the same as without it."""
+        """Restart the masked choices' draws from `seed`. vLLM's own sampler (free-text replies)
+        is seeded once, in its engine process, at start-up: free-text rollouts after a resume
+        are therefore statistically, not bitwise, the same as without it."""
+        self._choice_rng = random.Random(seed)
 
     def sleep(self) -> None:
         """Release weights and KV cache from GPU memory (collocated learner); no-op on CPU."""
