@@ -70,6 +70,39 @@ def token_logprobs(
     return torch.nn.functional.pad(lp, (first, 0))
 
 
+def shared_choice_logprobs(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    choices: Sequence[Sequence[int]],
+    picks: Sequence[tuple[int, int]],
+    pad_id: int,
+    choice_temperature: float = 1.0,
+) -> torch.Tensor:
+    """Log-probs [N] of N masked choices made at fewer distinct prompts, one forward pass per
+    prompt: `picks[n]` = (which of `prompts` choice n was made at, the token it chose among
+    that prompt's `choices`), each at `choice_temperature`, as `token_logprobs` takes it.
+    Several games reach the same position (Kuhn has 12 information sets), so this spares the
+    learner most of its forward and backward work there, with the same gradient."""
+    device = next(model.parameters()).device
+    lengths = [len(p) for p in prompts]
+    width = max(lengths)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    for row, p in enumerate(prompts):
+        ids[row, : len(p)] = torch.tensor(list(p), dtype=torch.long)
+        attention[row, : len(p)] = 1
+    first = min(lengths) - 1  # the head runs from the first position any row decides at
+    keep = torch.arange(first, width, device=device)
+    logits = model(
+        input_ids=ids.to(device), attention_mask=attention.to(device), logits_to_keep=keep
+    ).logits.float()
+    table = [
+        torch.log_softmax(logits[row, n - 1 - first, list(options)] / choice_temperature, -1)
+        for row, (n, options) in enumerate(zip(lengths, choices, strict=True))
+    ]
+    return torch.stack([table[row][list(choices[row]).index(token)] for row, token in picks])
+
+
 def response_logprobs(
     model: torch.nn.Module,
     prompts: Sequence[Sequence[int]],

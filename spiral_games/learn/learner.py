@@ -26,7 +26,7 @@ from spiral_games.errors import ConfigError
 from spiral_games.faults import kill_point
 from spiral_games.learn import weights
 from spiral_games.learn.loss import LossOutput, policy_loss
-from spiral_games.logprobs import pack_sequences, token_logprobs
+from spiral_games.logprobs import pack_sequences, shared_choice_logprobs, token_logprobs
 from spiral_games.types import Sample, TrainBatch
 
 if TYPE_CHECKING:
@@ -221,7 +221,7 @@ class Learner:
         for _ in range(spec.epochs):
             self.rng.shuffle(samples)
             for mini in _chunks(samples, per_rank):
-                for micro in _chunks(mini, spec.micro_batch_size):
+                for micro in _micro_batches(mini, spec.micro_batch_size):
                     out, n_tokens = self._loss(micro, importance)
                     # the micro loss is a mean over its samples: weight it to the minibatch mean
                     self.engine.backward(out.loss * (len(micro) / len(mini)), scale_wrt_gas=False)
@@ -300,6 +300,8 @@ class Learner:
         ratio is to the behaviour log-probs, or with `importance` (TIS) to the learner's own
         log-probs before the update, each token weighted as `_importance` says."""
         spec = self.spec
+        if all(_is_choice(s) for s in micro):
+            return self._choice_loss(micro, importance)
         ids, attention, mask = pack_sequences(
             [s.prompt_ids for s in micro], [s.response_ids for s in micro], self.pad_id
         )
@@ -344,6 +346,52 @@ class Learner:
             token_weights=weights,
         )
         return out, int(attention.sum())
+
+    def _choice_loss(
+        self,
+        micro: list[Sample],
+        importance: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> tuple[LossOutput, int]:
+        """`_loss` of a micro-batch of masked choices: one forward pass per distinct prompt,
+        whatever the number of choices made there, and the same loss as `_loss` computes."""
+        spec = self.spec
+        rows: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+        for s in micro:
+            rows.setdefault(_choice_key(s), len(rows))
+        prompts = [prompt for prompt, _ in rows]
+        choices = [options for _, options in rows]
+        picks = [(rows[_choice_key(s)], s.response_ids[0]) for s in micro]
+        device = self.engine.device
+        if importance is None:
+            old = torch.tensor([[s.logprobs[0]] for s in micro], dtype=torch.float32)
+            weights = None
+        else:
+            old = torch.stack([importance[id(s)][0] for s in micro]).reshape(-1, 1)
+            weights = torch.stack([importance[id(s)][1] for s in micro]).reshape(-1, 1).to(device)
+        temperature = spec.choice_temperature
+        with self._autocast():
+            lp = shared_choice_logprobs(
+                self.engine, prompts, choices, picks, self.pad_id, temperature
+            ).unsqueeze(-1)
+            ref = None
+            if self.reference is not None:
+                with torch.no_grad():
+                    ref = shared_choice_logprobs(
+                        self.reference.to(device), prompts, choices, picks, self.pad_id, temperature
+                    ).unsqueeze(-1)
+        out = policy_loss(
+            lp,
+            old.to(device=device, dtype=lp.dtype),
+            torch.tensor([s.advantage for s in micro], device=device),
+            torch.ones_like(lp),
+            normalizer=spec.normalizer,
+            mode=spec.loss,
+            clip=spec.clip,
+            ref_logprobs=ref,
+            kl_coef=spec.kl_coef,
+            token_weights=weights,
+        )
+        return out, sum(len(p) for p in prompts)
 
     def _grad_norm(self) -> float | None:
         """Pre-clip gradient norm from local grads; None when ZeRO partitions them (ZeRO-3 always:
@@ -549,6 +597,28 @@ def _full_shape(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(getattr(t, "ds_shape", t.shape))
 
 
-def _chunks(items: list[Sample], size: int) -> list[list[Sample]]:
+def _is_choice(sample: Sample) -> bool:
+    return bool(sample.choice_ids) and len(sample.response_ids) == 1
+
+
+def _micro_batches(mini: list[Sample], size: int) -> list[list[Sample]]:
+    """`mini` in micro-batches of at most `size` forward rows: masked choices made at the same
+    prompt share a row (`Learner._choice_loss`), so they go to the same micro-batch; other
+    samples take a row each. Deterministic in `mini`'s order, like the shuffle before it."""
+    groups: dict[tuple[tuple[int, ...], tuple[int, ...]], list[Sample]] = {}
+    for s in mini:
+        if _is_choice(s):
+            groups.setdefault(_choice_key(s), []).append(s)
+    chunks = _chunks(list(groups.values()), size)
+    shared = [[s for group in chunk for s in group] for chunk in chunks]
+    return shared + _chunks([s for s in mini if not _is_choice(s)], size)
+
+
+def _choice_key(sample: Sample) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Masked choices with one key are made at the same prompt among the same tokens."""
+    return tuple(sample.prompt_ids), tuple(sample.choice_ids)
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     """`items` in consecutive pieces of `size` (the last may be shorter)."""
     return [items[lo : lo + size] for lo in range(0, len(items), size)]

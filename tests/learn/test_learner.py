@@ -312,3 +312,57 @@ def test_a_masked_choice_is_trained_on_its_probability_among_the_choices(tiny):
     assert abs(metrics["train/approx_kl"]) < 1e-6
     assert masked(4350) > before
     assert math.exp(masked(4350)) + math.exp(masked(7177)) == pytest.approx(1.0)
+
+
+def test_choices_made_at_one_prompt_share_a_forward_pass_with_the_same_log_probs(tiny):
+    """`shared_choice_logprobs` (one forward per distinct prompt) gives each masked choice the
+    log-prob, and the gradient, that the per-sample path (`token_logprobs`) gives it."""
+    from spiral_games.logprobs import pack_sequences, shared_choice_logprobs, token_logprobs
+
+    learner = Learner(spec(tiny, "learner.bf16=false"))
+    model, pad = learner.model, learner.pad_id
+    prompts = [(1, 2, 3, 9, 17), (5, 6, 7, 8, 9, 10, 11)]  # two lengths: the padding is tested
+    choices = [(4350, 7177), (30, 31, 32)]
+    picks = [(0, 4350), (1, 32), (0, 7177), (0, 4350), (1, 30)]
+    shared = shared_choice_logprobs(model, prompts, choices, picks, pad, 2.0)
+    (grad_shared,) = torch.autograd.grad(shared.sum(), [model.lm_head.weight])
+    rows = [(prompts[r], (t,), choices[r]) for r, t in picks]
+    ids, attention, mask = pack_sequences([p for p, _, _ in rows], [t for _, t, _ in rows], pad)
+    full = token_logprobs(model, ids, attention, mask, [c for _, _, c in rows], 2.0)
+    each = full[mask.bool()]
+    (grad_each,) = torch.autograd.grad(each.sum(), [model.lm_head.weight])
+    assert shared.tolist() == pytest.approx(each.tolist(), abs=1e-5)
+    assert torch.allclose(grad_shared, grad_each, atol=1e-5)
+    assert shared[0] == shared[3]  # the same choice at the same prompt: one value
+
+
+def test_an_update_is_the_same_whether_choices_share_forward_passes_or_not(tiny):
+    """Micro-batches of one sample each (no sharing) and of four rows (the duplicates share one)
+    train to the same weights: the grouping changes the work, not the update."""
+    prompt, other, choices = (1, 2, 3, 9, 17), (5, 6, 7, 8), (4350, 7177)
+    samples = tuple(
+        Sample(p, (t,), (math.log(0.5),), adv, "kuhn", 0, 0, choices)
+        for p, t, adv in [
+            (prompt, 4350, 1.0),
+            (prompt, 7177, -0.5),
+            (other, 4350, 0.25),
+            (prompt, 4350, 1.0),
+        ]
+    )
+    weights = []
+    for micro in ("1", "4"):
+        learner = Learner(
+            spec(
+                tiny,
+                "learner.bf16=false",
+                "learner.minibatch_size=4",
+                f"learner.micro_batch_size={micro}",
+            )
+        )
+        learner.update(TrainBatch(samples, step=0))
+        weights.append(learner.model.lm_head.weight.detach().clone())
+        learner.shutdown()
+    # Adam's first step moves each weight by about lr (1e-2) whatever its gradient's size, so a
+    # summation-order difference in a near-zero gradient shows up; measured at most 5e-6
+    assert torch.allclose(weights[0], weights[1], atol=1e-4)
+    assert not torch.equal(weights[0], Learner(spec(tiny)).model.lm_head.weight)
