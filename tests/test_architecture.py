@@ -15,7 +15,7 @@ PACKAGE = REPO / "spiral_games"
 LEAVES = "leaves"  # the top-level modules: types, errors, faults, manifest, logprobs
 
 # Which layers each layer may import (its own included). Direction: leaves <- config <- play,
-# llm, learn, report <- actors, bench <- run.
+# llm, learn, report <- actors, reasoning <- run.
 ALLOWED = {
     LEAVES: {LEAVES},
     "config": {LEAVES, "config"},
@@ -23,7 +23,7 @@ ALLOWED = {
     "llm": {LEAVES, "config", "llm"},
     "learn": {LEAVES, "config", "learn"},
     "report": {LEAVES, "report"},
-    "bench": {LEAVES, "config", "play", "llm", "bench"},
+    "reasoning": {LEAVES, "config", "play", "llm", "reasoning"},
     "actors": {LEAVES, "config", "play", "llm", "learn", "actors"},
     "run": {LEAVES, "config", "play", "llm", "learn", "actors", "report", "run"},
 }
