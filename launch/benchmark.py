@@ -690,9 +690,9 @@ GENERATE_BATCHES = (1, 8, 32)
 def _generation_speed(cfg: RunConfig, engine_kind: str, dtype: str, batches: tuple[int, ...]):
     """Generated tokens/s of the engine in `dtype` at each batch size (after one warm-up)."""
     from spiral_games.actors.rollout_worker import WorkerConfig
-    from spiral_games.config.hardware import set_cpu_threads
     from spiral_games.llm.engines.factory import build_engine
     from spiral_games.llm.prompting import encode_user_message
+    from spiral_games.process_setup import set_cpu_threads
     from spiral_games.types import SamplingParams
 
     model = resolve_configured(cfg.model)

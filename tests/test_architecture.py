@@ -12,7 +12,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "spiral_games"
-LEAVES = "leaves"  # the top-level modules: types, errors, faults, manifest, logprobs
+LEAVES = "leaves"  # the top-level modules: types, errors, faults, manifest, logprobs, ...
 
 # Which layers each layer may import (its own included). Direction: leaves <- config <- play,
 # llm, learn, report <- actors, reasoning <- run.
