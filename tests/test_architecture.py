@@ -15,7 +15,7 @@ PACKAGE = REPO / "spiral_games"
 LEAVES = "leaves"  # the top-level modules: types, errors, faults, manifest, logprobs, ...
 
 # Which layers each layer may import (its own included). Direction: leaves <- config <- play,
-# llm, learn, report <- actors, reasoning <- run.
+# llm, learn, report <- actors, reasoning <- run <- perf.
 ALLOWED = {
     LEAVES: {LEAVES},
     "config": {LEAVES, "config"},
@@ -26,6 +26,7 @@ ALLOWED = {
     "reasoning": {LEAVES, "config", "play", "llm", "reasoning"},
     "actors": {LEAVES, "config", "play", "llm", "learn", "actors"},
     "run": {LEAVES, "config", "play", "llm", "learn", "actors", "report", "run"},
+    "perf": {LEAVES, "config", "play", "llm", "learn", "actors", "report", "run", "perf"},
 }
 HEAVY = ("ray", "vllm", "deepspeed")
 # The only modules allowed to import each heavy dependency.
