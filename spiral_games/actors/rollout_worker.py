@@ -58,7 +58,7 @@ class WorkerConfig:
     concurrent_games: int
     sampling: SamplingParams
     games: dict[str, GameConfig]
-    opponent: str | None  # None: self-play
+    opponent: str | None  # rollout.opponents' fixed opponent; None: self-play or league
     seed: int
     on_context_overflow: str
     eval_sampling: SamplingParams
@@ -100,7 +100,7 @@ class WorkerConfig:
                 temperature=r.temperature, top_p=r.top_p, max_tokens=max_tokens
             ),
             games=cfg.games,
-            opponent=r.opponent,
+            opponent=r.fixed_opponent,
             seed=cfg.seed,
             on_context_overflow=r.on_context_overflow,
             eval_sampling=SamplingParams(
