@@ -1,10 +1,13 @@
 """The training loop, top to bottom: collect -> advantages -> update -> push -> evaluate ->
-checkpoint. Setup and resume live in the helpers below it; the loop state is a
-`checkpoint.LoopState`, and each step's metrics are assembled by `metrics.step_metrics`."""
+checkpoint -> log. Setup and resume live in the helpers below it; the loop state is a
+`checkpoint.LoopState`, and each step's metrics are assembled by `metrics.step_metrics`. What
+a run may change (a league, overlapped collection, sleeping engines) are objects the loop calls
+the same way every step, each plain by default: see `_modes`."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -15,8 +18,10 @@ from typing import Any, ClassVar
 
 import torch
 
+from spiral_games.actors.collection import Collector, StepCollector
+from spiral_games.actors.engine_rest import AwakeEngines, EngineRest, SleepingEngines
 from spiral_games.actors.learner_group import LearnerGroup
-from spiral_games.actors.overlap import Overlap, PendingCollect
+from spiral_games.actors.overlap import OverlappedCollector
 from spiral_games.actors.rollout_pool import RolloutPool
 from spiral_games.actors.rollout_worker import WorkerConfig
 from spiral_games.actors.runtime import cluster_resources, init_ray
@@ -29,15 +34,14 @@ from spiral_games.learn.advantage import RoleBaselines, episode_samples
 from spiral_games.learn.learner import Learner, LearnerSpec
 from spiral_games.learn.staleness import split_stale, staleness_metrics
 from spiral_games.llm.models import ResolvedModel, resolve_configured
-from spiral_games.play.league import League, member_name
 from spiral_games.play.rollout import evaluation_shares
 from spiral_games.report.summary import write_run_report
 from spiral_games.report.transcripts import write_transcripts
 from spiral_games.run.agreement_check import agreed_pool
 from spiral_games.run.checkpoint import LoopState, latest_checkpoint, save_checkpoint
-from spiral_games.run.league_files import league_snapshots, prune_snapshots, snapshot_path
 from spiral_games.run.metrics import MetricsLogger, PhaseClock, eval_metrics, step_metrics
-from spiral_games.run.reference import reference_lines
+from spiral_games.run.opponents import LeagueOpponents, OpponentSource, WorkerOpponents
+from spiral_games.run.reference import ReferenceLines, reference_lines
 from spiral_games.types import Episode, Sample, TrainBatch
 
 log = logging.getLogger(__name__)
@@ -50,7 +54,7 @@ def train(cfg: RunConfig) -> Path:
     run_dir, state, model = start.run_dir, start.state, start.model
     baselines, rng = _driver_state(cfg, state)
     learner, pool, sync = _build_actors(cfg, plan, start)
-    league = _league(cfg, run_dir, state, pool)  # rollout.opponents=league, else None
+    opponents, collector, engines = _modes(cfg, run_dir, state, pool, sync, rng)
     logger = MetricsLogger(
         run_dir, cfg.train.wandb_mode, cfg.train.wandb_project, dataclasses.asdict(cfg)
     )
@@ -58,28 +62,8 @@ def train(cfg: RunConfig) -> Path:
     saved, version = state, state.version  # the last checkpointed state; the weights served
     updating = False  # the learner is mid-update: its weights match no LoopState
     eval_at = set(cfg.eval.steps(cfg.train.steps))  # step 0 (before training), the end, between
-    reference = reference_lines(cfg)  # random and expert play the same evaluation, as lines
+    evaluate = functools.partial(_evaluate, cfg, pool, reference_lines(cfg), run_dir)
     bound = cfg.train.staleness_bound()  # versions a trained sample may lag the learner
-    overlap = Overlap(pool, sync) if cfg.train.max_staleness > 0 else None
-    ahead: PendingCollect | None = None  # the batch being played while the learner updates
-
-    def evaluate(done: int) -> dict[str, float]:
-        t, seed = time.perf_counter(), cfg.seed + done - 1
-        games = cfg.eval.games_at(done, cfg.train.steps)  # fewer between the first and last
-        shares = evaluation_shares(games, len(pool.live()), seed)
-        episodes = pool.evaluate(shares)  # the reference lines replay these shares
-        write_transcripts(episodes, run_dir / "eval" / f"step_{done:06d}.jsonl")
-        exact = pool.analyse(seed)  # e.g. eval/kuhn/exploitability
-        model_s, t = time.perf_counter() - t, time.perf_counter()
-        lines = reference.measure(shares, seed) if reference else {}  # ref/random/..., same games
-        ref_s = time.perf_counter() - t
-        return {
-            **eval_metrics(episodes),
-            **exact,
-            **lines,
-            "eval/seconds": model_s + ref_s,
-            "eval/reference_seconds": ref_s,
-        }
 
     if state.torch_rng is not None:  # last: building the learner and workers draws from it
         torch.set_rng_state(torch.tensor(state.torch_rng, dtype=torch.uint8))
@@ -97,13 +81,7 @@ def train(cfg: RunConfig) -> Path:
             dropped: list[Episode] = []
             while len(samples) < cfg.learner.batch_size:
                 with clock("rollout"):
-                    if ahead is not None:
-                        new, ahead = ahead.result(), None
-                    else:
-                        draw = league.draw() if league is not None else None
-                        new = pool.collect(
-                            cfg.rollout.episodes_per_step, rng.randrange(2**31), draw
-                        )
+                    new = collector.collect()
                 episodes += new
                 with clock("advantage"):
                     fresh, stale = split_stale(new, step, bound)
@@ -114,46 +92,29 @@ def train(cfg: RunConfig) -> Path:
                         cfg.train.gamma,
                         cfg.train.drop_zero_advantage,
                     )
-
-            if league is not None:  # rate every league game played, in episode order
-                league.record(episodes)
-
-            # ---- k > 0: the workers play the next batch while the learner updates ---------
-            if overlap is not None and done < cfg.train.steps:
-                ahead = overlap.collect(
-                    cfg.rollout.episodes_per_step,
-                    rng.randrange(2**31),
-                    cfg.learner.batch_size,
-                    league.draw() if league is not None else None,
-                )
+            opponents.record(episodes)  # rated before the next draw, in episode order
+            collector.play_ahead(done)  # k > 0: the next batch is played during the update
 
             # ---- update on every collected sample ----------------------------------------
             updating = True  # stopped now, the learner's weights would be half a step on
             with clock("update"):
-                if cfg.rollout.sleep_when_training:
-                    pool.sleep()
+                engines.rest()  # a sleeping engine frees the accelerator for the learner
                 train_metrics = learner.update(TrainBatch(tuple(samples), step))
             sync.trained(done)
-            push = done % cfg.train.push_every == 0 or cfg.rollout.sleep_when_training
-            version = done if push else version  # a sleeping worker needs the new weights
-            joined = False  # the policy after this update joins the league
-            if league is not None and league.snapshot_due(done) and done < cfg.train.steps:
-                with clock("checkpoint"):
-                    learner.export_weights(snapshot_path(run_dir, member_name(done)))
-                league.add_snapshot(done)
-                joined = True
+            push = engines.push_due(done)  # every train.push_every steps; every step asleep
+            version = done if push else version
+            opponents.join(done, learner, clock)  # a league snapshot: before the state names it
+            league = opponents.state_dict()  # None without a league
             state = LoopState.capture(done, version, baselines, rng, learner, league)
             updating = False
 
             # ---- push the new weights to every rollout worker, once they are idle ----------
-            if ahead is not None:
-                with clock("rollout"):  # what the update did not hide
-                    ahead.wait()
+            with clock("rollout"):  # k > 0: what the update did not hide
+                collector.wait()
             with clock("push"):
                 if push:
                     sync.push(version)
-                if league is not None and joined:
-                    pool.set_league(league_snapshots(run_dir, league))
+                opponents.send()  # a snapshot that joined this step
 
             # ---- evaluate against the fixed opponents ------------------------------------
             evaluation: dict[str, float] = {}
@@ -166,8 +127,7 @@ def train(cfg: RunConfig) -> Path:
             if cfg.train.checkpoint_due(done):
                 with clock("checkpoint"):
                     saved = _checkpoint(cfg, run_dir, state, learner, model)
-                    if league is not None:
-                        prune_snapshots(run_dir)
+                    opponents.checkpointed()
             write_transcripts(
                 episodes[: cfg.train.transcripts_per_step],
                 run_dir / "transcripts" / f"step_{done:06d}.jsonl",
@@ -177,10 +137,8 @@ def train(cfg: RunConfig) -> Path:
                 episodes, samples, train_metrics, clock, version, baselines.values, evaluation
             )
             metrics.update(staleness_metrics(episodes, dropped, step))
-            if league is not None:
-                metrics.update(league.metrics())
-            if overlap is not None and ahead is not None:  # this step played one ahead
-                metrics.update(overlap.metrics())
+            metrics.update(opponents.metrics())
+            metrics.update(collector.metrics())
             logger.log(done, metrics)
             display.update(done, metrics)
     except (RolloutError, KeyboardInterrupt):  # workers lost, or Ctrl-C / SIGTERM
@@ -188,7 +146,7 @@ def train(cfg: RunConfig) -> Path:
             _checkpoint(cfg, run_dir, state, learner, model)
         raise
     finally:
-        busy = overlap is not None and overlap.close()  # a batch in flight is dropped
+        busy = collector.close()  # a batch in flight is dropped
         display.close()
         logger.close()
         sync.close()
@@ -319,15 +277,54 @@ def _build_actors(
     return learner, pool, sync
 
 
-def _league(cfg: RunConfig, run_dir: Path, state: LoopState, pool: RolloutPool) -> League | None:
-    """The run's opponent league, resumed from `state`, its snapshots sent to the workers."""
-    if cfg.rollout.opponents != "league":
-        return None
-    league = League(cfg.league)
-    if state.league is not None:
-        league.load_state_dict(state.league)
-        pool.set_league(league_snapshots(run_dir, league))
-    return league
+def _modes(
+    cfg: RunConfig,
+    run_dir: Path,
+    state: LoopState,
+    pool: RolloutPool,
+    sync: WeightSync,
+    rng: random.Random,
+) -> tuple[OpponentSource, Collector, EngineRest]:
+    """The three ways a run may differ from plain synchronous self-play, each an object the
+    loop calls the same way every step: who the policy plays (the workers' own opponents, or
+    the league resumed from `state`), when games are played (in step, or the next batch during
+    the update: train.max_staleness > 0) and what the engines do during an update (stay
+    awake, or sleep: rollout.sleep_when_training)."""
+    opponents: OpponentSource = WorkerOpponents()
+    if cfg.rollout.opponents == "league":
+        steps = cfg.train.steps
+        opponents = LeagueOpponents.resume(cfg.league, state.league, run_dir, pool, steps)
+    rounds = StepCollector(pool, cfg.rollout.episodes_per_step, rng, opponents.draw)
+    collector: Collector = rounds
+    if cfg.train.max_staleness > 0:
+        collector = OverlappedCollector(rounds, sync, cfg.learner.batch_size, cfg.train.steps)
+    engines: EngineRest = AwakeEngines(cfg.train.push_every)
+    if cfg.rollout.sleep_when_training:
+        engines = SleepingEngines(pool)
+    return opponents, collector, engines
+
+
+def _evaluate(
+    cfg: RunConfig, pool: RolloutPool, reference: ReferenceLines | None, run_dir: Path, done: int
+) -> dict[str, float]:
+    """Evaluate the policy after `done` steps against the fixed opponents (with the exact
+    analyses), and random and expert play as reference lines on the same games."""
+    t, seed = time.perf_counter(), cfg.seed + done - 1
+    games = cfg.eval.games_at(done, cfg.train.steps)  # fewer between the first and last
+    shares = evaluation_shares(games, len(pool.live()), seed)
+    episodes = pool.evaluate(shares)  # the reference lines replay these shares
+    write_transcripts(episodes, run_dir / "eval" / f"step_{done:06d}.jsonl")
+    exact = pool.analyse(seed)  # e.g. eval/kuhn/exploitability
+    model_s, t = time.perf_counter() - t, time.perf_counter()
+    lines = reference.measure(shares, seed) if reference else {}  # ref/random/..., same games
+    ref_s = time.perf_counter() - t
+    return {
+        **eval_metrics(episodes),
+        **exact,
+        **lines,
+        "eval/seconds": model_s + ref_s,
+        "eval/reference_seconds": ref_s,
+    }
 
 
 def _checkpoint(
