@@ -86,7 +86,8 @@ class OverlappedCollector:
             finally:
                 self.sync.defer_catch_up = False
 
-        return PendingCollect(self.executor.submit(run), time.perf_counter())
+        started = time.perf_counter()  # before the thread starts: it may finish at once
+        return PendingCollect(self.executor.submit(run), started)
 
     def wait(self) -> None:
         """Block until the batch played ahead is in (the part of it the update did not hide)."""

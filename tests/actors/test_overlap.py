@@ -35,7 +35,7 @@ def test_the_batch_played_ahead_is_the_next_steps_first_round():
     assert pool.deferred == [False, True, True]  # no catch-up push while the learner updates
     assert sync.defer_catch_up is False
     metrics = collector.metrics()
-    assert "overlap/collect_seconds" in metrics
+    assert metrics["overlap/collect_seconds"] > 0
     assert 0 <= metrics["overlap/hidden_share"] <= 1
 
     second = collector.collect()  # step 2's first round: the batch played ahead, no new seed
