@@ -14,7 +14,7 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
@@ -30,19 +30,20 @@ from spiral_games.config.hardware import RuntimePlan, plan_runtime
 from spiral_games.config.placement import check_fits
 from spiral_games.config.schema import RunConfig, format_lines
 from spiral_games.errors import ConfigError, RolloutError
-from spiral_games.learn.advantage import RoleBaselines, episode_samples
+from spiral_games.learn.advantage import RoleBaselines
 from spiral_games.learn.learner import Learner, LearnerSpec
-from spiral_games.learn.staleness import split_stale, staleness_metrics
+from spiral_games.learn.step_batch import StepBatch
 from spiral_games.llm.models import ResolvedModel, resolve_configured
 from spiral_games.play.rollout import evaluation_shares
 from spiral_games.report.summary import write_run_report
 from spiral_games.report.transcripts import write_transcripts
 from spiral_games.run.agreement_check import agreed_pool
 from spiral_games.run.checkpoint import LoopState, latest_checkpoint, save_checkpoint
-from spiral_games.run.metrics import MetricsLogger, PhaseClock, eval_metrics, step_metrics
+from spiral_games.run.metrics import PhaseClock, eval_metrics, step_metrics
 from spiral_games.run.opponents import LeagueOpponents, OpponentSource, WorkerOpponents
+from spiral_games.run.output import RunOutput
 from spiral_games.run.reference import ReferenceLines, reference_lines
-from spiral_games.types import Episode, Sample, TrainBatch
+from spiral_games.types import TrainBatch
 
 log = logging.getLogger(__name__)
 
@@ -55,51 +56,39 @@ def train(cfg: RunConfig) -> Path:
     baselines, rng = _driver_state(cfg, state)
     learner, pool, sync = _build_actors(cfg, plan, start)
     opponents, collector, engines = _modes(cfg, run_dir, state, pool, sync, rng)
-    logger = MetricsLogger(
-        run_dir, cfg.train.wandb_mode, cfg.train.wandb_project, dataclasses.asdict(cfg)
-    )
-    display = _Display(cfg.train.steps, state.step)
+    output = RunOutput(cfg, run_dir, state.step)
     saved, version = state, state.version  # the last checkpointed state; the weights served
     updating = False  # the learner is mid-update: its weights match no LoopState
     eval_at = set(cfg.eval.steps(cfg.train.steps))  # step 0 (before training), the end, between
     evaluate = functools.partial(_evaluate, cfg, pool, reference_lines(cfg), run_dir)
     bound = cfg.train.staleness_bound()  # versions a trained sample may lag the learner
+    rae = baselines if cfg.train.rae else None  # None: a sample's advantage is its return
 
     if state.torch_rng is not None:  # last: building the learner and workers draws from it
         torch.set_rng_state(torch.tensor(state.torch_rng, dtype=torch.uint8))
     try:
         if 0 in eval_at and state.step == 0:  # the baseline every later eval is compared to
-            logger.log(0, evaluate(0))
+            output.baseline(evaluate(0))
         for step in range(state.step, cfg.train.steps):
             done = step + 1  # completed steps once this iteration ends
             clock = PhaseClock()
             # ---- collect until the batch is full (k > 0: first the batch played during the
             # last update); drop episodes more than `bound` versions behind the learner (at
             # `step`); RAE: one baseline update per kept game and role, in episode order ------
-            episodes: list[Episode] = []
-            samples: list[Sample] = []
-            dropped: list[Episode] = []
-            while len(samples) < cfg.learner.batch_size:
+            batch = StepBatch(step, bound, rae, cfg.train.gamma, cfg.train.drop_zero_advantage)
+            while len(batch.samples) < cfg.learner.batch_size:
                 with clock("rollout"):
                     new = collector.collect()
-                episodes += new
                 with clock("advantage"):
-                    fresh, stale = split_stale(new, step, bound)
-                    dropped += stale
-                    samples += episode_samples(
-                        fresh,
-                        baselines if cfg.train.rae else None,
-                        cfg.train.gamma,
-                        cfg.train.drop_zero_advantage,
-                    )
-            opponents.record(episodes)  # rated before the next draw, in episode order
+                    batch.add(new)
+            opponents.record(batch.episodes)  # rated before the next draw, in episode order
             collector.play_ahead(done)  # k > 0: the next batch is played during the update
 
             # ---- update on every collected sample ----------------------------------------
             updating = True  # stopped now, the learner's weights would be half a step on
             with clock("update"):
                 engines.rest()  # a sleeping engine frees the accelerator for the learner
-                train_metrics = learner.update(TrainBatch(tuple(samples), step))
+                train_metrics = learner.update(TrainBatch(tuple(batch.samples), step))
             sync.trained(done)
             push = engines.push_due(done)  # every train.push_every steps; every step asleep
             version = done if push else version
@@ -128,27 +117,19 @@ def train(cfg: RunConfig) -> Path:
                 with clock("checkpoint"):
                     saved = _checkpoint(cfg, run_dir, state, learner, model)
                     opponents.checkpointed()
-            write_transcripts(
-                episodes[: cfg.train.transcripts_per_step],
-                run_dir / "transcripts" / f"step_{done:06d}.jsonl",
-            )
+            output.transcripts(done, batch.episodes)
             version = version if sync.version is None else sync.version  # after any catch-up
             metrics = step_metrics(
-                episodes, samples, train_metrics, clock, version, baselines.values, evaluation
+                batch, train_metrics, clock, version, baselines.values, evaluation
             )
-            metrics.update(staleness_metrics(episodes, dropped, step))
-            metrics.update(opponents.metrics())
-            metrics.update(collector.metrics())
-            logger.log(done, metrics)
-            display.update(done, metrics)
+            output.step(done, metrics | opponents.metrics() | collector.metrics())
     except (RolloutError, KeyboardInterrupt):  # workers lost, or Ctrl-C / SIGTERM
         if state.step > saved.step and not updating:  # keep every updated step before stopping
             _checkpoint(cfg, run_dir, state, learner, model)
         raise
     finally:
         busy = collector.close()  # a batch in flight is dropped
-        display.close()
-        logger.close()
+        output.close()
         sync.close()
         pool.shutdown(graceful=not busy)
         learner.shutdown()
@@ -366,36 +347,3 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(f"{line}\n" for line in keep))
     os.replace(tmp, path)
-
-
-class _Display:
-    """A rich progress bar over steps (with ETA) plus one line of key metrics per step."""
-
-    KEYS: ClassVar[dict[str, str]] = {
-        "rollout/invalid_move_rate": "invalid",
-        "rollout/response_length": "resp_len",
-        "train/loss": "loss",
-        "train/grad_norm": "grad_norm",
-        "rollout/seconds": "rollout_s",
-        "train/seconds": "train_s",
-        "sync/seconds": "sync_s",
-    }
-
-    def __init__(self, total: int, done: int) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(
-            TextColumn("step {task.completed}/{task.total}"), BarColumn(), TimeRemainingColumn()
-        )
-        self.task = self.progress.add_task("train", total=total, completed=done)
-        self.progress.start()
-
-    def update(self, step: int, metrics: dict[str, float]) -> None:
-        shown = "  ".join(
-            f"{name}={metrics[k]:.3g}" for k, name in self.KEYS.items() if k in metrics
-        )
-        self.progress.console.log(f"step {step}: {shown}")
-        self.progress.update(self.task, completed=step)
-
-    def close(self) -> None:
-        self.progress.stop()
