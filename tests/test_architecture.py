@@ -42,6 +42,7 @@ PURE_CORE = (
     "spiral_games.play.human",
     "spiral_games.learn.advantage",
     "spiral_games.learn.loss",
+    "spiral_games.learn.step_batch",
 )
 
 

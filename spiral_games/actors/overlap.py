@@ -13,7 +13,7 @@ import random
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from spiral_games.actors.rollout_pool import RolloutPool
+from spiral_games.actors.collection import StepCollector
 from spiral_games.actors.weight_sync import WeightSync
 from spiral_games.learn.staleness import trained_turns
 from spiral_games.play.league import LeagueDraw
@@ -42,52 +42,75 @@ class PendingCollect:
         return self.future.result()[1] - self.started
 
 
-class Overlap:
-    """Launches collections on one background thread; reports how much of each was hidden."""
+class OverlappedCollector:
+    """A `Collector` that plays the next step's batch on one background thread while the
+    learner updates, and reports how much of that collection the update hid. A step's first
+    round is the batch played ahead; later rounds (episodes dropped as too stale) and the first
+    step's are played in step by `rounds`."""
 
-    def __init__(self, pool: RolloutPool, sync: WeightSync) -> None:
-        self.pool, self.sync = pool, sync
+    def __init__(self, rounds: StepCollector, sync: WeightSync, batch_size: int, steps: int):
+        """`batch_size`: trained turns a batch played ahead holds at least (learner.batch_size);
+        `steps`: the run's last step, after which nothing is played ahead."""
+        self.rounds, self.sync = rounds, sync
+        self.batch_size, self.steps = batch_size, steps
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="spiral-collect")
-        self.last: PendingCollect | None = None
+        self.ahead: PendingCollect | None = None  # launched during the last update, not yet used
 
-    def collect(
-        self, num_episodes: int, seed: int, min_samples: int, draw: LeagueDraw | None = None
-    ) -> PendingCollect:
-        """Start collecting now, `num_episodes` games at a time (seeded from `seed`, opponents
-        from the league `draw` if any) until the episodes hold `min_samples` trained turns (a
-        full batch, unless some are dropped); the caller keeps working."""
+    def collect(self) -> list[Episode]:
+        """The batch played during the last update if there is one, else a round played now."""
+        if self.ahead is None:
+            return self.rounds.collect()
+        new, self.ahead = self.ahead.result(), None
+        return new
+
+    def play_ahead(self, done: int) -> None:
+        """Start the next step's batch (seeded from the driver's RNG now, its opponents drawn
+        now) unless step `done` is the last; the caller keeps working."""
+        if done < self.steps:
+            seed = self.rounds.rng.randrange(2**31)
+            self.ahead = self._launch(self.rounds.episodes_per_round, seed, self.rounds.draw())
+
+    def _launch(self, num_episodes: int, seed: int, draw: LeagueDraw | None) -> PendingCollect:
+        """Collect `num_episodes` games at a time (seeded from `seed`) until the episodes hold
+        `batch_size` trained turns (a full batch, unless some are dropped)."""
+        pool = self.rounds.pool
 
         def run() -> tuple[list[Episode], float]:
             rng = random.Random(seed)
             episodes: list[Episode] = []
             self.sync.defer_catch_up = True
             try:
-                while sum(len(trained_turns(e)) for e in episodes) < min_samples:
-                    episodes += self.pool.collect(num_episodes, rng.randrange(2**31), draw)
+                while sum(len(trained_turns(e)) for e in episodes) < self.batch_size:
+                    episodes += pool.collect(num_episodes, rng.randrange(2**31), draw)
                 return episodes, time.perf_counter()
             finally:
                 self.sync.defer_catch_up = False
 
-        self.last = PendingCollect(self.executor.submit(run), time.perf_counter())
-        return self.last
+        started = time.perf_counter()  # before the thread starts: it may finish at once
+        return PendingCollect(self.executor.submit(run), started)
+
+    def wait(self) -> None:
+        """Block until the batch played ahead is in (the part of it the update did not hide)."""
+        if self.ahead is not None:
+            self.ahead.wait()
 
     def metrics(self) -> dict[str, float]:
-        """The last waited-for collection: its seconds, the seconds the update hid, and that
-        share (1: the update hid all of it)."""
-        last = self.last
-        if last is None or not last.future.done() or last.future.exception() is not None:
+        """The batch played during this step's update: its seconds, the seconds the update hid,
+        and that share (1: the update hid all of it); nothing when none was played."""
+        ahead = self.ahead
+        if ahead is None or not ahead.future.done() or ahead.future.exception() is not None:
             return {}
-        hidden = max(0.0, last.seconds - last.waited)
+        hidden = max(0.0, ahead.seconds - ahead.waited)
         return {
-            "overlap/collect_seconds": last.seconds,
+            "overlap/collect_seconds": ahead.seconds,
             "overlap/hidden_seconds": hidden,
-            "overlap/hidden_share": hidden / last.seconds if last.seconds > 0 else 0.0,
+            "overlap/hidden_share": hidden / ahead.seconds if ahead.seconds > 0 else 0.0,
         }
 
     def close(self) -> bool:
         """Stop taking work; returns whether a collection was still in flight (it is abandoned:
         the pool's shutdown ends it without waiting for the busy workers)."""
-        busy = self.last is not None and not self.last.future.done()
-        self.pool.closing = True
+        busy = self.ahead is not None and not self.ahead.future.done()
+        self.rounds.pool.closing = True
         self.executor.shutdown(wait=False, cancel_futures=True)
         return busy

@@ -43,10 +43,10 @@ class LoopState:
         baselines: RoleBaselines,
         rng: random.Random,
         learner: Any,
-        league: Any = None,
+        league: dict[str, Any] | None = None,
     ) -> LoopState:
         """The state of the live loop objects after `step` completed steps (`league`: the
-        run's `League`, if it has one)."""
+        run's `League.state_dict()`, if it has one)."""
         import torch
 
         return cls(
@@ -56,7 +56,7 @@ class LoopState:
             rng=rng.getstate(),
             learner_rng=learner.rng_state(),
             torch_rng=tuple(torch.get_rng_state().tolist()),
-            league=None if league is None else league.state_dict(),
+            league=league,
         )
 
     def to_json(self) -> dict[str, Any]:

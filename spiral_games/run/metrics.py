@@ -13,7 +13,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from spiral_games.types import Episode, GameEnd, Sample
+from spiral_games.learn.staleness import staleness_metrics
+from spiral_games.learn.step_batch import StepBatch
+from spiral_games.types import Episode, GameEnd
 
 
 class MetricsLogger:
@@ -79,8 +81,7 @@ class PhaseClock:
 
 
 def step_metrics(
-    episodes: Sequence[Episode],
-    samples: Sequence[Sample],
+    batch: StepBatch,
     train: Mapping[str, float],
     clock: PhaseClock,
     version: int,
@@ -88,10 +89,10 @@ def step_metrics(
     evaluation: Mapping[str, float],
 ) -> dict[str, float]:
     """Everything one training step logs: its games, the update, the push, the RAE baselines
-    per game and role, the evaluation (if one ran) and the phase times."""
-    rollout_s = clock.seconds["rollout"]
+    per game and role, the evaluation (if one ran), the phase times and the staleness."""
+    rollout_s, samples = clock.seconds["rollout"], batch.samples
     return {
-        **rollout_metrics(episodes),
+        **rollout_metrics(batch.episodes),
         **train,
         "rollout/seconds": rollout_s,
         "rollout/tokens_per_s": sum(len(s.response_ids) for s in samples) / rollout_s,
@@ -102,6 +103,7 @@ def step_metrics(
         **{f"rae/{g}/baseline_role{r}": v for (g, r), v in sorted(baselines.items())},
         **evaluation,
         **clock.metrics(),
+        **staleness_metrics(batch.episodes, batch.dropped, batch.step),
     }
 
 

@@ -1,22 +1,27 @@
 """The training loop, top to bottom: collect -> advantages -> update -> push -> evaluate ->
-checkpoint. Setup and resume live in the helpers below it; the loop state is a
-`checkpoint.LoopState`, and each step's metrics are assembled by `metrics.step_metrics`."""
+checkpoint -> log. Setup and resume live in the helpers below it; the loop state is a
+`checkpoint.LoopState`, and each step's metrics are assembled by `metrics.step_metrics`. What
+a run may change (a league, overlapped collection, sleeping engines) are objects the loop calls
+the same way every step, each plain by default: see `_modes`."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
 import random
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
+from spiral_games.actors.collection import Collector, StepCollector
+from spiral_games.actors.engine_rest import AwakeEngines, EngineRest, SleepingEngines
 from spiral_games.actors.learner_group import LearnerGroup
-from spiral_games.actors.overlap import Overlap, PendingCollect
+from spiral_games.actors.overlap import OverlappedCollector
 from spiral_games.actors.rollout_pool import RolloutPool
 from spiral_games.actors.rollout_worker import WorkerConfig
 from spiral_games.actors.runtime import cluster_resources, init_ray
@@ -25,20 +30,20 @@ from spiral_games.config.hardware import RuntimePlan, plan_runtime
 from spiral_games.config.placement import check_fits
 from spiral_games.config.schema import RunConfig, format_lines
 from spiral_games.errors import ConfigError, RolloutError
-from spiral_games.learn.advantage import RoleBaselines, episode_samples
+from spiral_games.learn.advantage import RoleBaselines
 from spiral_games.learn.learner import Learner, LearnerSpec
-from spiral_games.learn.staleness import split_stale, staleness_metrics
+from spiral_games.learn.step_batch import StepBatch
 from spiral_games.llm.models import ResolvedModel, resolve_configured
-from spiral_games.play.league import League, member_name
 from spiral_games.play.rollout import evaluation_shares
 from spiral_games.report.summary import write_run_report
 from spiral_games.report.transcripts import write_transcripts
 from spiral_games.run.agreement_check import agreed_pool
 from spiral_games.run.checkpoint import LoopState, latest_checkpoint, save_checkpoint
-from spiral_games.run.league_files import league_snapshots, prune_snapshots, snapshot_path
-from spiral_games.run.metrics import MetricsLogger, PhaseClock, eval_metrics, step_metrics
-from spiral_games.run.reference import reference_lines
-from spiral_games.types import Episode, Sample, TrainBatch
+from spiral_games.run.metrics import PhaseClock, eval_metrics, step_metrics
+from spiral_games.run.opponents import LeagueOpponents, OpponentSource, WorkerOpponents
+from spiral_games.run.output import RunOutput
+from spiral_games.run.reference import ReferenceLines, reference_lines
+from spiral_games.types import TrainBatch
 
 log = logging.getLogger(__name__)
 
@@ -50,110 +55,55 @@ def train(cfg: RunConfig) -> Path:
     run_dir, state, model = start.run_dir, start.state, start.model
     baselines, rng = _driver_state(cfg, state)
     learner, pool, sync = _build_actors(cfg, plan, start)
-    league = _league(cfg, run_dir, state, pool)  # rollout.opponents=league, else None
-    logger = MetricsLogger(
-        run_dir, cfg.train.wandb_mode, cfg.train.wandb_project, dataclasses.asdict(cfg)
-    )
-    display = _Display(cfg.train.steps, state.step)
+    opponents, collector, engines = _modes(cfg, run_dir, state, pool, sync, rng)
+    output = RunOutput(cfg, run_dir, state.step)
     saved, version = state, state.version  # the last checkpointed state; the weights served
     updating = False  # the learner is mid-update: its weights match no LoopState
     eval_at = set(cfg.eval.steps(cfg.train.steps))  # step 0 (before training), the end, between
-    reference = reference_lines(cfg)  # random and expert play the same evaluation, as lines
+    evaluate = functools.partial(_evaluate, cfg, pool, reference_lines(cfg), run_dir)
     bound = cfg.train.staleness_bound()  # versions a trained sample may lag the learner
-    overlap = Overlap(pool, sync) if cfg.train.max_staleness > 0 else None
-    ahead: PendingCollect | None = None  # the batch being played while the learner updates
-
-    def evaluate(done: int) -> dict[str, float]:
-        t, seed = time.perf_counter(), cfg.seed + done - 1
-        games = cfg.eval.games_at(done, cfg.train.steps)  # fewer between the first and last
-        shares = evaluation_shares(games, len(pool.live()), seed)
-        episodes = pool.evaluate(shares)  # the reference lines replay these shares
-        write_transcripts(episodes, run_dir / "eval" / f"step_{done:06d}.jsonl")
-        exact = pool.analyse(seed)  # e.g. eval/kuhn/exploitability
-        model_s, t = time.perf_counter() - t, time.perf_counter()
-        lines = reference.measure(shares, seed) if reference else {}  # ref/random/..., same games
-        ref_s = time.perf_counter() - t
-        return {
-            **eval_metrics(episodes),
-            **exact,
-            **lines,
-            "eval/seconds": model_s + ref_s,
-            "eval/reference_seconds": ref_s,
-        }
+    rae = baselines if cfg.train.rae else None  # None: a sample's advantage is its return
 
     if state.torch_rng is not None:  # last: building the learner and workers draws from it
         torch.set_rng_state(torch.tensor(state.torch_rng, dtype=torch.uint8))
     try:
         if 0 in eval_at and state.step == 0:  # the baseline every later eval is compared to
-            logger.log(0, evaluate(0))
+            output.baseline(evaluate(0))
         for step in range(state.step, cfg.train.steps):
             done = step + 1  # completed steps once this iteration ends
             clock = PhaseClock()
             # ---- collect until the batch is full (k > 0: first the batch played during the
             # last update); drop episodes more than `bound` versions behind the learner (at
             # `step`); RAE: one baseline update per kept game and role, in episode order ------
-            episodes: list[Episode] = []
-            samples: list[Sample] = []
-            dropped: list[Episode] = []
-            while len(samples) < cfg.learner.batch_size:
+            batch = StepBatch(step, bound, rae, cfg.train.gamma, cfg.train.drop_zero_advantage)
+            while len(batch.samples) < cfg.learner.batch_size:
                 with clock("rollout"):
-                    if ahead is not None:
-                        new, ahead = ahead.result(), None
-                    else:
-                        draw = league.draw() if league is not None else None
-                        new = pool.collect(
-                            cfg.rollout.episodes_per_step, rng.randrange(2**31), draw
-                        )
-                episodes += new
+                    new = collector.collect()
                 with clock("advantage"):
-                    fresh, stale = split_stale(new, step, bound)
-                    dropped += stale
-                    samples += episode_samples(
-                        fresh,
-                        baselines if cfg.train.rae else None,
-                        cfg.train.gamma,
-                        cfg.train.drop_zero_advantage,
-                    )
-
-            if league is not None:  # rate every league game played, in episode order
-                league.record(episodes)
-
-            # ---- k > 0: the workers play the next batch while the learner updates ---------
-            if overlap is not None and done < cfg.train.steps:
-                ahead = overlap.collect(
-                    cfg.rollout.episodes_per_step,
-                    rng.randrange(2**31),
-                    cfg.learner.batch_size,
-                    league.draw() if league is not None else None,
-                )
+                    batch.add(new)
+            opponents.record(batch.episodes)  # rated before the next draw, in episode order
+            collector.play_ahead(done)  # k > 0: the next batch is played during the update
 
             # ---- update on every collected sample ----------------------------------------
             updating = True  # stopped now, the learner's weights would be half a step on
             with clock("update"):
-                if cfg.rollout.sleep_when_training:
-                    pool.sleep()
-                train_metrics = learner.update(TrainBatch(tuple(samples), step))
+                engines.rest()  # a sleeping engine frees the accelerator for the learner
+                train_metrics = learner.update(TrainBatch(tuple(batch.samples), step))
             sync.trained(done)
-            push = done % cfg.train.push_every == 0 or cfg.rollout.sleep_when_training
-            version = done if push else version  # a sleeping worker needs the new weights
-            joined = False  # the policy after this update joins the league
-            if league is not None and league.snapshot_due(done) and done < cfg.train.steps:
-                with clock("checkpoint"):
-                    learner.export_weights(snapshot_path(run_dir, member_name(done)))
-                league.add_snapshot(done)
-                joined = True
+            push = engines.push_due(done)  # every train.push_every steps; every step asleep
+            version = done if push else version
+            opponents.join(done, learner, clock)  # a league snapshot: before the state names it
+            league = opponents.state_dict()  # None without a league
             state = LoopState.capture(done, version, baselines, rng, learner, league)
             updating = False
 
             # ---- push the new weights to every rollout worker, once they are idle ----------
-            if ahead is not None:
-                with clock("rollout"):  # what the update did not hide
-                    ahead.wait()
+            with clock("rollout"):  # k > 0: what the update did not hide
+                collector.wait()
             with clock("push"):
                 if push:
                     sync.push(version)
-                if league is not None and joined:
-                    pool.set_league(league_snapshots(run_dir, league))
+                opponents.send()  # a snapshot that joined this step
 
             # ---- evaluate against the fixed opponents ------------------------------------
             evaluation: dict[str, float] = {}
@@ -166,31 +116,20 @@ def train(cfg: RunConfig) -> Path:
             if cfg.train.checkpoint_due(done):
                 with clock("checkpoint"):
                     saved = _checkpoint(cfg, run_dir, state, learner, model)
-                    if league is not None:
-                        prune_snapshots(run_dir)
-            write_transcripts(
-                episodes[: cfg.train.transcripts_per_step],
-                run_dir / "transcripts" / f"step_{done:06d}.jsonl",
-            )
+                    opponents.checkpointed()
+            output.transcripts(done, batch.episodes)
             version = version if sync.version is None else sync.version  # after any catch-up
             metrics = step_metrics(
-                episodes, samples, train_metrics, clock, version, baselines.values, evaluation
+                batch, train_metrics, clock, version, baselines.values, evaluation
             )
-            metrics.update(staleness_metrics(episodes, dropped, step))
-            if league is not None:
-                metrics.update(league.metrics())
-            if overlap is not None and ahead is not None:  # this step played one ahead
-                metrics.update(overlap.metrics())
-            logger.log(done, metrics)
-            display.update(done, metrics)
+            output.step(done, metrics | opponents.metrics() | collector.metrics())
     except (RolloutError, KeyboardInterrupt):  # workers lost, or Ctrl-C / SIGTERM
         if state.step > saved.step and not updating:  # keep every updated step before stopping
             _checkpoint(cfg, run_dir, state, learner, model)
         raise
     finally:
-        busy = overlap is not None and overlap.close()  # a batch in flight is dropped
-        display.close()
-        logger.close()
+        busy = collector.close()  # a batch in flight is dropped
+        output.close()
         sync.close()
         pool.shutdown(graceful=not busy)
         learner.shutdown()
@@ -319,15 +258,54 @@ def _build_actors(
     return learner, pool, sync
 
 
-def _league(cfg: RunConfig, run_dir: Path, state: LoopState, pool: RolloutPool) -> League | None:
-    """The run's opponent league, resumed from `state`, its snapshots sent to the workers."""
-    if cfg.rollout.opponents != "league":
-        return None
-    league = League(cfg.league)
-    if state.league is not None:
-        league.load_state_dict(state.league)
-        pool.set_league(league_snapshots(run_dir, league))
-    return league
+def _modes(
+    cfg: RunConfig,
+    run_dir: Path,
+    state: LoopState,
+    pool: RolloutPool,
+    sync: WeightSync,
+    rng: random.Random,
+) -> tuple[OpponentSource, Collector, EngineRest]:
+    """The three ways a run may differ from plain synchronous self-play, each an object the
+    loop calls the same way every step: who the policy plays (the workers' own opponents, or
+    the league resumed from `state`), when games are played (in step, or the next batch during
+    the update: train.max_staleness > 0) and what the engines do during an update (stay
+    awake, or sleep: rollout.sleep_when_training)."""
+    opponents: OpponentSource = WorkerOpponents()
+    if cfg.rollout.opponents == "league":
+        steps = cfg.train.steps
+        opponents = LeagueOpponents.resume(cfg.league, state.league, run_dir, pool, steps)
+    rounds = StepCollector(pool, cfg.rollout.episodes_per_step, rng, opponents.draw)
+    collector: Collector = rounds
+    if cfg.train.max_staleness > 0:
+        collector = OverlappedCollector(rounds, sync, cfg.learner.batch_size, cfg.train.steps)
+    engines: EngineRest = AwakeEngines(cfg.train.push_every)
+    if cfg.rollout.sleep_when_training:
+        engines = SleepingEngines(pool)
+    return opponents, collector, engines
+
+
+def _evaluate(
+    cfg: RunConfig, pool: RolloutPool, reference: ReferenceLines | None, run_dir: Path, done: int
+) -> dict[str, float]:
+    """Evaluate the policy after `done` steps against the fixed opponents (with the exact
+    analyses), and random and expert play as reference lines on the same games."""
+    t, seed = time.perf_counter(), cfg.seed + done - 1
+    games = cfg.eval.games_at(done, cfg.train.steps)  # fewer between the first and last
+    shares = evaluation_shares(games, len(pool.live()), seed)
+    episodes = pool.evaluate(shares)  # the reference lines replay these shares
+    write_transcripts(episodes, run_dir / "eval" / f"step_{done:06d}.jsonl")
+    exact = pool.analyse(seed)  # e.g. eval/kuhn/exploitability
+    model_s, t = time.perf_counter() - t, time.perf_counter()
+    lines = reference.measure(shares, seed) if reference else {}  # ref/random/..., same games
+    ref_s = time.perf_counter() - t
+    return {
+        **eval_metrics(episodes),
+        **exact,
+        **lines,
+        "eval/seconds": model_s + ref_s,
+        "eval/reference_seconds": ref_s,
+    }
 
 
 def _checkpoint(
@@ -369,36 +347,3 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(f"{line}\n" for line in keep))
     os.replace(tmp, path)
-
-
-class _Display:
-    """A rich progress bar over steps (with ETA) plus one line of key metrics per step."""
-
-    KEYS: ClassVar[dict[str, str]] = {
-        "rollout/invalid_move_rate": "invalid",
-        "rollout/response_length": "resp_len",
-        "train/loss": "loss",
-        "train/grad_norm": "grad_norm",
-        "rollout/seconds": "rollout_s",
-        "train/seconds": "train_s",
-        "sync/seconds": "sync_s",
-    }
-
-    def __init__(self, total: int, done: int) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(
-            TextColumn("step {task.completed}/{task.total}"), BarColumn(), TimeRemainingColumn()
-        )
-        self.task = self.progress.add_task("train", total=total, completed=done)
-        self.progress.start()
-
-    def update(self, step: int, metrics: dict[str, float]) -> None:
-        shown = "  ".join(
-            f"{name}={metrics[k]:.3g}" for k, name in self.KEYS.items() if k in metrics
-        )
-        self.progress.console.log(f"step {step}: {shown}")
-        self.progress.update(self.task, completed=step)
-
-    def close(self) -> None:
-        self.progress.stop()
