@@ -1,5 +1,5 @@
-"""Kuhn Poker as SPIRAL trained it (a TextArena env), its action parser, Nash opponent and the
-exact exploitability of a policy's one-round strategy.
+"""Kuhn Poker as SPIRAL trained it (a TextArena env), its action parser, its table drawn for the
+replay page, Nash opponent and the exact exploitability of a policy's one-round strategy.
 
 Rules: a J/Q/K deck, each player antes 1 and gets one card, the first player alternates each
 round, actions are check/bet (1 chip)/call/fold. After `num_rounds` rounds the player with more
@@ -9,11 +9,13 @@ never moves chips on bet/call, so this env is written from the rules instead.
 
 from __future__ import annotations
 
+import html
 import itertools
 import random
 import re
 import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, NamedTuple, TypeAlias, cast
 
@@ -21,7 +23,7 @@ import textarena as ta
 from textarena.envs.registration import ENV_REGISTRY, register
 
 from spiral_games.errors import ConfigError, GameError
-from spiral_games.play.game import TextArenaGame
+from spiral_games.play.game import SavedTurn, TextArenaGame
 from spiral_games.play.loop import GameRules, GameSession, replayed
 from spiral_games.play.policy import Policy, ScoringPolicy, scores_actions
 from spiral_games.types import Observation, PolicyOutput
@@ -181,6 +183,12 @@ def _policy_state(env: KuhnPokerEnv, role: int) -> dict[str, Any]:
 PAST = {"check": "checked", "bet": "bet", "call": "called", "fold": "folded"}
 REWARDS = ("chips", "win_loss")
 CHIPS_PER_REWARD = 2  # reward=chips: a round moves at most 2 chips, so one round's lies in [-1, 1]
+BOARD_CSS = """
+.board.kuhn{margin:.3em 0}
+.card{display:inline-block;border:1px solid #555;border-radius:4px;padding:.1em .4em;
+background:#fff;font-weight:bold;font-family:serif;box-shadow:1px 1px 2px #aaa}
+.showdown{color:#555;font-size:.9em}
+"""
 
 
 class KuhnPokerGame(TextArenaGame):
@@ -192,6 +200,8 @@ class KuhnPokerGame(TextArenaGame):
     the pot, so every never-fold strategy is an equilibrium of that reward (each 1/3 chip
     exploitable in real Kuhn); chips won keeps Kuhn's own payoffs and so its Nash equilibrium.
     """
+
+    board_css = BOARD_CSS
 
     def __init__(self, num_rounds: int = 1, reward: str = "chips") -> None:
         if reward not in REWARDS:
@@ -240,6 +250,94 @@ class KuhnPokerGame(TextArenaGame):
             f"takes the pot.{match}\nYou are Player {role}; Player {gs['first']} acts first. "
             f"Your card: {gs['cards'][role]}.\nBetting so far: {betting or 'none'}."
         )
+
+    def draw_boards(self, turns: Sequence[SavedTurn]) -> list[str]:
+        """The acting player's card and the pot after each turn."""
+        return [
+            _table_html(view, int(turn["role"]))
+            for view, turn in zip(kuhn_views(turns), turns, strict=True)
+        ]
+
+
+# The replay page's drawing, rebuilt from a saved game's turns: the deal and showdown lines of
+# the observations (`KuhnPokerEnv._start_round`, `_finish`) and the valid moves.
+_DEAL = re.compile(
+    r"Round (\d+)/(\d+)\. Your card: (\w+)\. Chips so far: you ([+-]?\d+), opponent ([+-]?\d+)"
+)
+_OVER = re.compile(
+    r"Round (\d+) over: cards were Player 0 (\w+), Player 1 (\w+)\. "
+    r"Chips: Player 0 ([+-]?\d+), Player 1 ([+-]?\d+)"
+)
+_ANTE = re.compile(r"ante (\d+) chip")
+_MOVE = re.compile(r"\[\s*(\w+)\s*\]")
+
+
+@dataclass(frozen=True)
+class KuhnView:
+    """What one Kuhn turn looked like: the actor's card as shown to it, and the chips."""
+
+    round: int  # 0 when the observation named no round
+    rounds: int
+    card: str  # the acting role's card ("" if never shown)
+    chips: tuple[int, int]  # game totals (Player 0, Player 1) before this round
+    pot: tuple[int, int]  # chips each role has put in this round, this turn's move included
+    betting: tuple[str, ...]  # this round's moves so far, this turn's included
+    showdown: str  # the previous round's revealed cards, on a round's first turn
+
+
+def kuhn_views(turns: Sequence[SavedTurn]) -> list[KuhnView]:
+    """Replay a Kuhn game from its observations (round, card, chips) and valid moves (pot)."""
+    cards: dict[int, str] = {}
+    rnd, rounds, chips = 0, 0, (0, 0)
+    ante = 1
+    pot = [ante, ante]  # chips each role has put in this round
+    betting: list[str] = []
+    out: list[KuhnView] = []
+    for turn in turns:
+        role, prompt = int(turn["role"]), str(turn.get("prompt", ""))
+        ante_stated = _ANTE.findall(prompt)
+        ante = int(ante_stated[-1]) if ante_stated else ante
+        showdown = ""
+        deals = _DEAL.findall(prompt)
+        if deals:
+            number, total, card, mine, theirs = deals[-1]
+            cards[role], rounds = card, int(total)
+            chips = (int(mine), int(theirs)) if role == 0 else (int(theirs), int(mine))
+            if int(number) > rnd:
+                rnd, pot, betting = int(number), [ante, ante], []
+                overs = _OVER.findall(prompt)
+                if overs and int(overs[-1][0]) == rnd - 1:
+                    showdown = (
+                        f"round {overs[-1][0]}: Player 0 {overs[-1][1]}, Player 1 {overs[-1][2]}"
+                    )
+        move = _MOVE.fullmatch(str(turn.get("action") or "").strip())
+        if turn.get("valid") and move:
+            betting.append(move[1].lower())
+            if move[1].lower() in ("bet", "call"):  # a bet is one chip, whatever the ante
+                pot[role] += 1
+        out.append(
+            KuhnView(
+                rnd, rounds, cards.get(role, ""), chips, (pot[0], pot[1]), tuple(betting), showdown
+            )
+        )
+    return out
+
+
+def _table_html(view: KuhnView, role: int) -> str:
+    card = html.escape(view.card) or "?"
+    rounds = f"/{view.rounds}" if view.rounds else ""
+    shown = (
+        f'<div class="showdown">showdown {html.escape(view.showdown)}</div>'
+        if view.showdown
+        else ""
+    )
+    return (
+        f'<div class="board kuhn">{shown}<span class="card" title="Player {role}\'s card">{card}'
+        f"</span> round {view.round}{rounds} · pot {sum(view.pot)} (Player 0 put in "
+        f"{view.pot[0]}, Player 1 {view.pot[1]}) · betting: {html.escape(', '.join(view.betting))}"
+        f" · chips before this round: Player 0 {view.chips[0]:+d}, Player 1 {view.chips[1]:+d}"
+        "</div>"
+    )
 
 
 class KuhnNashPolicy:

@@ -1,5 +1,6 @@
-"""TicTacToe: TextArena's TicTacToe-v0 as shipped, its legal moves, a perfect minimax player and
-the quality of a policy's moves measured against minimax.
+"""TicTacToe: TextArena's TicTacToe-v0 as shipped, its legal moves, its board drawn for the
+replay page, a perfect minimax player and the quality of a policy's moves measured against
+minimax.
 
 In TicTacToe-v0 Player 0 plays 'O' and moves first; Player 1 plays 'X'. Cells are numbered 0-8
 and a move is written '[4]'.
@@ -7,14 +8,16 @@ and a move is written '[4]'.
 
 from __future__ import annotations
 
+import html
 import math
 import random
+import re
 from collections.abc import Sequence
 from functools import cache
 from typing import Any, NamedTuple, cast
 
 from spiral_games.errors import GameError
-from spiral_games.play.game import TextArenaGame
+from spiral_games.play.game import SavedTurn, TextArenaGame
 from spiral_games.play.loop import GameRules, GameSession, play_games, replayed
 from spiral_games.play.policy import Policy, ScoringPolicy, scores_actions
 from spiral_games.play.rollout import evaluation_jobs
@@ -45,8 +48,22 @@ def _policy_state(env: Any, role: int) -> dict[str, Any]:
     return {"cells": _cells(env), "mark": mark_of(role)}
 
 
+# The replay page's drawing, rebuilt from a saved game's turns: its valid moves ('[4]') and the
+# mark each player was told it plays.
+_MOVE = re.compile(r"\[\s*(\d)\s*\]")
+_MARK = re.compile(r"you will be '(\w)'")
+BOARD_CSS = """
+table.ttt{border-collapse:collapse;margin:.3em 0}
+table.ttt td{width:1.6em;height:1.6em;border:1px solid #999;text-align:center;font-weight:bold}
+table.ttt td.empty{color:#ccc;font-weight:normal;font-size:.7em}
+table.ttt td.last{background:#ffe9a8}
+"""
+
+
 class TicTacToeGame(TextArenaGame):
     """The `tictactoe` game: TextArena's TicTacToe-v0 with its default wrappers."""
+
+    board_css = BOARD_CSS
 
     def __init__(self, env_id: str = "TicTacToe-v0") -> None:
         super().__init__(env_id, name="tictactoe", legal_actions=_legal, policy_state=_policy_state)
@@ -54,6 +71,40 @@ class TicTacToeGame(TextArenaGame):
     def current_state(self, role: int) -> str:
         """One line of rules and the board now, without TextArena's board history."""
         return position_text(_cells(self.raw), role)
+
+    def draw_boards(self, turns: Sequence[SavedTurn]) -> list[str]:
+        """A 3x3 grid after each turn, the cell just filled highlighted."""
+        return [_grid_html(cells, filled) for cells, filled in tictactoe_states(turns)]
+
+
+def tictactoe_states(turns: Sequence[SavedTurn]) -> list[tuple[tuple[str, ...], int | None]]:
+    """The 9 cells after each turn (replaying the valid moves), and the cell that turn filled."""
+    cells = [""] * 9
+    marks = {0: "O", 1: "X"}
+    out: list[tuple[tuple[str, ...], int | None]] = []
+    for turn in turns:
+        role = int(turn["role"])
+        stated = _MARK.findall(str(turn.get("prompt", "")))
+        if stated:
+            marks[role] = stated[-1]
+        move = _MOVE.fullmatch(str(turn.get("action") or "").strip())
+        filled = None
+        if turn.get("valid") and move and not cells[int(move[1])]:
+            filled = int(move[1])
+            cells[filled] = marks.get(role, str(role))
+        out.append((tuple(cells), filled))
+    return out
+
+
+def _grid_html(cells: tuple[str, ...], filled: int | None) -> str:
+    rows = []
+    for r in range(3):
+        tds = []
+        for i in range(3 * r, 3 * r + 3):
+            cls = ("mark" if cells[i] else "empty") + (" last" if i == filled else "")
+            tds.append(f'<td class="{cls}">{html.escape(cells[i]) or i}</td>')
+        rows.append("<tr>" + "".join(tds) + "</tr>")
+    return f'<table class="board ttt">{"".join(rows)}</table>'
 
 
 def position_text(cells: Sequence[str], role: int) -> str:

@@ -55,7 +55,7 @@ KNOWN_KEYS = {
 
 def main(argv: list[str]) -> int:
     """Run the harness; returns the process exit code."""
-    from spiral_games.bench.harness import HarnessConfig, run_harness
+    from spiral_games.reasoning.harness import HarnessConfig, run_harness
 
     try:
         cfg = compose_run_config(REPO / "conf", to_overrides(argv), "evaluate", HarnessConfig)

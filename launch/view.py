@@ -10,7 +10,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from spiral_games.report.viewer import render_run
+from spiral_games.run.replay import render_run
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str]) -> int:
@@ -22,7 +24,7 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    print(render_run(Path(argv[0])))
+    print(render_run(Path(argv[0]), REPO / "conf"))
     return 0
 
 

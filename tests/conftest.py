@@ -39,7 +39,7 @@ def _restore_process_state():
     engines and runs set environment variables (VLLM_CPU_*, RAY_*, OMP_NUM_THREADS)."""
     import torch
 
-    from spiral_games.config.hardware import pin_process
+    from spiral_games.process_setup import pin_process
 
     threads = torch.get_num_threads()
     environ = dict(os.environ)

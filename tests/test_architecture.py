@@ -12,10 +12,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "spiral_games"
-LEAVES = "leaves"  # the top-level modules: types, errors, faults, manifest, logprobs
+LEAVES = "leaves"  # the top-level modules: types, errors, faults, manifest, logprobs, ...
 
 # Which layers each layer may import (its own included). Direction: leaves <- config <- play,
-# llm, learn, report <- actors, bench <- run.
+# llm, learn, report <- actors, reasoning <- run <- perf.
 ALLOWED = {
     LEAVES: {LEAVES},
     "config": {LEAVES, "config"},
@@ -23,9 +23,10 @@ ALLOWED = {
     "llm": {LEAVES, "config", "llm"},
     "learn": {LEAVES, "config", "learn"},
     "report": {LEAVES, "report"},
-    "bench": {LEAVES, "config", "play", "llm", "bench"},
+    "reasoning": {LEAVES, "config", "play", "llm", "reasoning"},
     "actors": {LEAVES, "config", "play", "llm", "learn", "actors"},
     "run": {LEAVES, "config", "play", "llm", "learn", "actors", "report", "run"},
+    "perf": {LEAVES, "config", "play", "llm", "learn", "actors", "report", "run", "perf"},
 }
 HEAVY = ("ray", "vllm", "deepspeed")
 # The only modules allowed to import each heavy dependency.

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from spiral_games.config.hardware import pin_process
+from spiral_games.process_setup import pin_process
 
 pytestmark = pytest.mark.xdist_group("process_state")  # both tests in one process, in order
 

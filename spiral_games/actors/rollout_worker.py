@@ -18,10 +18,8 @@ from typing import Any
 from spiral_games.config.hardware import (
     RuntimePlan,
     cpu_slice,
-    pin_process,
     plan_runtime,
     ram_tmp_dir,
-    set_cpu_threads,
     this_machine,
 )
 from spiral_games.config.schema import GameConfig, RunConfig
@@ -38,6 +36,7 @@ from spiral_games.play.loop import play_games
 from spiral_games.play.policy import Policy, reseed_policies
 from spiral_games.play.registry import build_analysis, build_opponent, build_rules
 from spiral_games.play.rollout import evaluation_jobs, league_groups, plan_jobs, plan_league_jobs
+from spiral_games.process_setup import pin_process, set_cpu_threads
 from spiral_games.types import Episode, Generation, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ class WorkerConfig:
     concurrent_games: int
     sampling: SamplingParams
     games: dict[str, GameConfig]
-    opponent: str | None  # None: self-play
+    opponent: str | None  # rollout.opponents' fixed opponent; None: self-play or league
     seed: int
     on_context_overflow: str
     eval_sampling: SamplingParams
@@ -101,7 +100,7 @@ class WorkerConfig:
                 temperature=r.temperature, top_p=r.top_p, max_tokens=max_tokens
             ),
             games=cfg.games,
-            opponent=r.opponent,
+            opponent=r.fixed_opponent,
             seed=cfg.seed,
             on_context_overflow=r.on_context_overflow,
             eval_sampling=SamplingParams(

@@ -24,6 +24,7 @@ def compose_run_config(
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
+    _refuse_merged_keys(overrides)
     register_configs()
     GlobalHydra.instance().clear()
     try:
@@ -39,6 +40,30 @@ def compose_run_config(
         GlobalHydra.instance().clear()
     assert isinstance(run, root)
     return run
+
+
+MERGED_OPPONENT = "rollout.opponent"  # merged into rollout.opponents
+
+
+def _merged_opponent_message(value: str | None) -> str:
+    """The one error for the old `rollout.opponent`, naming the setting that replaced it."""
+    if not value:
+        use = "rollout.opponents=<name>"
+    elif value == "null":  # rollout.opponent=null was self-play
+        use = "rollout.opponents=self_play"
+    else:
+        use = f"rollout.opponents={value}"
+    return (
+        "rollout.opponent was merged into rollout.opponents, which takes self_play, league, "
+        f"or a fixed opponent from games.<name>.opponents. Use {use}."
+    )
+
+
+def _refuse_merged_keys(overrides: list[str]) -> None:
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        if key == MERGED_OPPONENT:
+            raise ConfigError(f"{override}: {_merged_opponent_message(value if sep else None)}")
 
 
 def _translate(exc: Exception, config_dir: Path, root: type) -> ConfigError:
@@ -58,6 +83,9 @@ def _translate(exc: Exception, config_dir: Path, root: type) -> ConfigError:
     nested = re.search(r"full_key: (\S+)", str(cause)) if cause else None
     if nested and "not in struct" in str(cause):
         return ConfigError(_unknown_key_message(nested.group(1), root))
+    in_file = re.search(r"Key '[^']+' not in '.*full_key: (\S+)", message, re.DOTALL)
+    if in_file:  # an unknown key set in a YAML file: Hydra names its full path
+        return ConfigError(_unknown_key_message(in_file.group(1), root))
     append = re.search(r"Could not override '([^']+)'\. No match in the defaults list", message)
     if append:  # a config group with nothing selected yet, e.g. games=[kuhn] without the '+'
         group = append.group(1)
@@ -83,6 +111,8 @@ def _translate(exc: Exception, config_dir: Path, root: type) -> ConfigError:
 
 
 def _unknown_key_message(dotted: str, root: type) -> str:
+    if root is RunConfig and dotted == MERGED_OPPONENT:  # set in a YAML file
+        return _merged_opponent_message(None)
     parent, _, leaf = dotted.rpartition(".")
     schema = _schema_for(parent, root)
     if schema is None:

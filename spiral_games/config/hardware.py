@@ -1,8 +1,11 @@
 """What the machine offers (CPU ISA, native bf16, cores, GPUs) and the per-run choices made from
-it: the rollout engine, the inference dtype, the learner precision and the thread counts.
+it: the rollout engine, the inference dtype, the learner precision, the thread counts and the
+CPUs each process binds to.
 
 Every `auto` in the config is decided here and nowhere else. The decision functions are pure
-(they take a `Hardware`), so every path is tested on recorded `/proc/cpuinfo` samples.
+(they take a `Hardware`), so every path is tested on recorded `/proc/cpuinfo` samples. Nothing
+here changes the process: rollout workers and learners apply the threads and CPUs decided here
+themselves (`spiral_games.process_setup`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ import functools
 import importlib.util
 import os
 import platform
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -493,47 +495,6 @@ def learner_cpus(
     if start + threads > len(hw.cpu_ids):
         return ()
     return tuple(hw.cpu_ids[start : start + threads])
-
-
-def pin_process(cpus: Sequence[int]) -> dict[int, set[int]]:
-    """Bind every thread of this process (and the threads it starts later) to `cpus`; returns
-    each thread's previous CPUs, for `unpin_process`. No-op (empty) for an empty list or where
-    the OS has no affinity call."""
-    if not cpus or not hasattr(os, "sched_setaffinity"):
-        return {}
-    tasks = Path("/proc/self/task")
-    tids = [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]
-    before: dict[int, set[int]] = {}
-    for tid in tids:
-        try:
-            before[tid] = os.sched_getaffinity(tid)
-            os.sched_setaffinity(tid, set(cpus))
-        except OSError:  # the thread ended meanwhile
-            continue
-    return before
-
-
-def unpin_process(before: dict[int, set[int]]) -> None:
-    """Give the threads `pin_process` bound their CPUs back (a later run in this process, or
-    the Ray it starts, must not inherit a learner's cores)."""
-    for tid, cpus in before.items():
-        try:
-            os.sched_setaffinity(tid, cpus)
-        except OSError:
-            continue
-
-
-def set_cpu_threads(threads: int) -> None:
-    """Use `threads` cores for torch's intra-op (OpenMP) pool in this process.
-
-    Ray sets OMP_NUM_THREADS=1 in a 1-CPU actor; without this, transformers generation and
-    learner updates in an actor run on one core while the others idle. The environment is left
-    alone on purpose: vLLM-CPU binds its model threads itself (VLLM_CPU_OMP_THREADS_BIND) and
-    wants its scheduler process single-threaded, which it inherits from OMP_NUM_THREADS=1.
-    """
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 def ram_tmp_dir() -> str | None:

@@ -15,6 +15,8 @@ PROMPT_STYLES = ("chat", "raw", "short")
 ACTION_FORMATS = ("boxed", "lenient", "choice")
 INVALID_MOVE_POLICIES = ("penalty", "retry")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK")
+# rollout.opponents values other than a fixed opponent's name
+OPPONENT_MODES = ("self_play", "league")
 # learner.tis_cap's default when samples are played ahead of the learner (oat's tis_c=2.0):
 # measured on the card recipe at train.max_staleness=1 (docs/results.md, "One step off-policy")
 ASYNC_TIS_CAP = 2.0
@@ -129,9 +131,10 @@ class RolloutConfig:
     cpu_threads: int = 0  # CPU threads per worker (torch, OMP, vLLM-CPU); 0: cores / workers
     kv_cache_gib: int = 1  # vLLM-CPU KV cache (VLLM_CPU_KVCACHE_SPACE)
     episodes_per_step: int = 16  # episodes collected (over all workers) per training step
-    opponent: str | None = None  # None: self-play; else a name from games.<name>.opponents
-    # who the policy trains against: self_play (itself, or rollout.opponent when set) or
-    # league (past checkpoints and fixed opponents, sampled by rating: see `league.*`)
+    # who the policy trains against: self_play (itself, in both seats), league (past
+    # checkpoints and fixed opponents, sampled by rating: see `league.*`), or the name of one
+    # fixed opponent from games.<name>.opponents (e.g. random), which every selected game
+    # configures; it takes a random seat
     opponents: str = "self_play"
     worker_cpus: float = 1.0  # Ray CPUs reserved per worker
     worker_gpus: float = 0.0  # Ray GPUs per worker (>= tensor_parallel_size on GPU clusters)
@@ -162,13 +165,22 @@ class RolloutConfig:
     agreement_tol_fp32: float = 0.01
     agreement_tol_reduced: float = 0.5  # bf16 or fp16 on either side
 
+    @property
+    def fixed_opponent(self) -> str | None:
+        """The fixed opponent `opponents` names; None for self_play and league."""
+        return None if self.opponents in OPPONENT_MODES else self.opponents
+
     def __post_init__(self) -> None:
         _check_choice("rollout.engine", self.engine, ENGINES)
         _check_positive("rollout.agreement_tokens", self.agreement_tokens, allow_zero=True)
         _check_positive("rollout.agreement_tol_fp32", self.agreement_tol_fp32)
         _check_positive("rollout.agreement_tol_reduced", self.agreement_tol_reduced)
         _check_choice("rollout.batching", self.batching, ("auto", "stream", "round"))
-        _check_choice("rollout.opponents", self.opponents, ("self_play", "league"))
+        if not self.opponents.strip():
+            raise ConfigError(
+                "rollout.opponents is empty. Choose self_play, league or a fixed opponent from "
+                "games.<name>.opponents (e.g. rollout.opponents=random)."
+            )
         if self.weight_sync == "ipc":
             raise ConfigError(
                 "rollout.weight_sync=ipc (vLLM's CUDA IPC engine) needs a learner rank on each "
@@ -499,14 +511,22 @@ class RunConfig:
                 "to sleep for the update. Set one of them back (train.max_staleness=0 or "
                 "rollout.sleep_when_training=false)."
             )
-        opponent = self.rollout.opponent
+        self._check_opponents()
+
+    def _check_opponents(self) -> None:
+        """rollout.opponents names self_play, league or a fixed opponent every game has."""
+        reserved = [
+            f"games.{name}.opponents.{mode}"
+            for name, game in self.games.items()
+            for mode in OPPONENT_MODES
+            if mode in game.opponents
+        ]
+        if reserved:
+            raise ConfigError(
+                f"{', '.join(reserved)}: a fixed opponent may not be named "
+                f"{' or '.join(OPPONENT_MODES)} (rollout.opponents uses those names). Rename it."
+            )
         if self.rollout.opponents == "league":
-            if opponent is not None:
-                raise ConfigError(
-                    f"rollout.opponents=league and rollout.opponent={opponent!r} both choose "
-                    "the training opponent. Keep one: put fixed opponents in the league with "
-                    "league.fixed=[...], or set rollout.opponents=self_play."
-                )
             for fixed in self.league.fixed:
                 missing = [name for name, game in self.games.items() if fixed not in game.opponents]
                 if missing:
@@ -515,13 +535,18 @@ class RunConfig:
                         "configure. Add it to games.<name>.opponents or remove it from "
                         "league.fixed."
                     )
-        if opponent is not None:
-            missing = [name for name, game in self.games.items() if opponent not in game.opponents]
-            if missing:
-                raise ConfigError(
-                    f"rollout.opponent={opponent!r} is not configured for {', '.join(missing)}. "
-                    "Add it to games.<name>.opponents or set rollout.opponent=null (self-play)."
-                )
+        opponent = self.rollout.fixed_opponent
+        if opponent is None:
+            return
+        missing = [name for name, game in self.games.items() if opponent not in game.opponents]
+        if missing:
+            shared = set.intersection(*(set(game.opponents) for game in self.games.values()))
+            choices = [*OPPONENT_MODES, *sorted(shared)]
+            raise ConfigError(
+                f"rollout.opponents={opponent!r} is neither {' nor '.join(OPPONENT_MODES)} nor a "
+                f"fixed opponent of {', '.join(missing)} (games.<name>.opponents). Choose one "
+                f"of: {', '.join(choices)}; or add {opponent!r} to games.<name>.opponents."
+            )
 
     def importance_cap(self) -> float:
         """`learner.tis_cap` as `__post_init__` resolved it (ASYNC_TIS_CAP when samples are

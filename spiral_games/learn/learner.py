@@ -14,19 +14,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from spiral_games.config.hardware import (
-    RuntimePlan,
-    pin_process,
-    plan_runtime,
-    set_cpu_threads,
-    unpin_process,
-)
+from spiral_games.config.hardware import RuntimePlan, plan_runtime
 from spiral_games.config.schema import RunConfig
 from spiral_games.errors import ConfigError
 from spiral_games.faults import kill_point
 from spiral_games.learn import weights
 from spiral_games.learn.loss import LossOutput, policy_loss
 from spiral_games.logprobs import pack_sequences, shared_choice_logprobs, token_logprobs
+from spiral_games.process_setup import pin_process, set_cpu_threads, unpin_process
 from spiral_games.types import Sample, TrainBatch
 
 if TYPE_CHECKING:

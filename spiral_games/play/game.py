@@ -3,14 +3,33 @@ adapter over any registered TextArena env id."""
 
 from __future__ import annotations
 
+import html
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from spiral_games.errors import GameError
 from spiral_games.play.parsing import parse_boxed_action
 from spiral_games.types import ParsedAction, StepResult
+
+# One turn of a saved game, as a transcript holds it (`Episode.to_json`): "role", "prompt" (the
+# observation shown), "response", "action", "valid", ...
+SavedTurn = Mapping[str, Any]
+
+TEXT_TAIL_LINES = 8
+TEXT_TAIL_CHARS = 600
+
+
+def text_boards(turns: Sequence[SavedTurn]) -> list[str]:
+    """The last lines of each observation, as escaped HTML text: for text games that is usually
+    the current state. What `GameEnv.draw_boards` draws unless a game draws its own."""
+    out: list[str] = []
+    for turn in turns:
+        lines = [line for line in str(turn.get("prompt", "")).splitlines() if line.strip()]
+        tail = "\n".join(lines[-TEXT_TAIL_LINES:])[-TEXT_TAIL_CHARS:]
+        out.append(f'<pre class="board text">{html.escape(tail)}</pre>' if tail else "")
+    return out
 
 
 class GameEnv(ABC):
@@ -22,6 +41,8 @@ class GameEnv(ABC):
     """
 
     name: str = "game"
+    # CSS for the classes the HTML of `draw_boards` uses; a replay page adds it once
+    board_css: str = ""
 
     @abstractmethod
     def reset(self, seed: int) -> None:
@@ -71,6 +92,15 @@ class GameEnv(ABC):
     def parse_action(self, response: str, role: int) -> ParsedAction:
         """Turn a raw model response into an env action (default: last \\boxed{}, legal match)."""
         return parse_boxed_action(response, self.legal_actions(role))
+
+    def draw_boards(self, turns: Sequence[SavedTurn]) -> list[str]:
+        """One HTML drawing of the game's state per turn of a saved game, for the replay page.
+
+        Rebuilt from the saved turns alone (the page has transcripts, not a live env): replay
+        the valid actions, or read the observations. Escape every text taken from a turn.
+        Default: the last lines of each observation as plain text (`text_boards`).
+        """
+        return text_boards(turns)
 
 
 LegalActionsFn = Callable[[Any, int], list[str]]

@@ -273,7 +273,7 @@ def analysis_series(
     rows: list[dict[str, Any]],
 ) -> dict[tuple[str, str], list[tuple[int, float, float | None]]]:
     """Every game analysis logged with a standard error (`eval/<game>/<name>` and
-    `eval/<game>/<name>_se`, e.g. Kuhn exploitability): (game, name) -> [(step, value, se)]."""
+    `eval/<game>/<name>_se`, e.g. an exploitability): (game, name) -> [(step, value, se)]."""
     names = sorted(
         {
             tuple(k.removesuffix("_se").split("/")[1:3])

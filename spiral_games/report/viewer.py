@@ -1,6 +1,7 @@
 """Replay viewer: one static HTML page per run (no server). On top the before/after table and
 the learning curves; below every saved game, filterable by game, step, opponent and outcome,
-each turn with the game's state drawn (see `spiral_games.report.boards`)."""
+each turn with the game's state drawn by the game itself (`GameEnv.draw_boards`, passed in as
+`boards`: this module knows no game)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import html
 import json
 import re
 from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from spiral_games.report.boards import draw_boards
 from spiral_games.report.summary import eval_changes, read_metrics, summarize, with_se
 from spiral_games.report.transcripts import read_transcripts
+
+# A saved game's turns (transcript rows' "turns") -> one escaped HTML drawing per turn
+DrawBoards = Callable[[Sequence[Mapping[str, Any]]], list[str]]
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;background:#fafafa;color:#222}
@@ -31,19 +35,11 @@ img.curves{max-width:100%;border:1px solid #ddd;background:#fff}
 .turn{margin:.3em 0;padding:.2em .5em;border-left:4px solid #4a7}
 .turn.role1{border-color:#47a} .turn.invalid{border-color:#d33;background:#fdecec}
 .action{font-family:monospace;font-weight:bold} .reason{color:#d33}
-table.ttt{border-collapse:collapse;margin:.3em 0}
-table.ttt td{width:1.6em;height:1.6em;border:1px solid #999;text-align:center;font-weight:bold}
-table.ttt td.empty{color:#ccc;font-weight:normal;font-size:.7em}
-table.ttt td.last{background:#ffe9a8}
-.board.kuhn{margin:.3em 0}
-.card{display:inline-block;border:1px solid #555;border-radius:4px;padding:.1em .4em;
-background:#fff;font-weight:bold;font-family:serif;box-shadow:1px 1px 2px #aaa}
-.showdown{color:#555;font-size:.9em}
 pre.board.text{background:#f3f3f3;padding:.3em;margin:.3em 0;white-space:pre-wrap}
 details pre{white-space:pre-wrap;background:#f3f3f3;padding:.5em;max-height:20em;overflow:auto}
 """
 
-# Filters hide non-matching games; the URL hash preselects them (replay.html#game=kuhn&step=0).
+# Filters hide non-matching games; the URL hash preselects them (replay.html#game=<g>&step=0).
 _SCRIPT = """
 (function(){
 const keys=["game","step","opponent","outcome"];
@@ -226,14 +222,15 @@ def _turn_html(turn: dict, board: str) -> str:
     )
 
 
-def episode_html(row: dict) -> str:
-    """One game: its step, players and result, then each turn with the state drawn."""
+def episode_html(row: dict, draw: DrawBoards | None = None) -> str:
+    """One game: its step, players and result, then each turn with the state drawn by `draw`
+    (none drawn without it)."""
     data = {"game": row["game"], "step": row["step"], "opponent": players(row)}
     data["outcome"] = outcome(row)
     attrs = "".join(f' data-{k}="{html.escape(str(v))}"' for k, v in data.items())
     seats = row.get("trained_roles") or []
     model = f" (model in seat {', '.join(map(str, seats))})" if row.get("opponent") else ""
-    boards = draw_boards(row["game"], row["turns"])
+    boards = draw(row["turns"]) if draw else [""] * len(row["turns"])
     return (
         f'<div class="episode"{attrs}><div class="meta">step {html.escape(str(row["step"]))}, '
         f"{html.escape(players(row))}{model}, seed {row['seed']}, version {row['version']}, "
@@ -244,18 +241,26 @@ def episode_html(row: dict) -> str:
 
 
 def render_page(
-    rows: list[dict], title: str, report: dict[str, Any] | None = None, curves: bool = False
+    rows: list[dict],
+    title: str,
+    report: dict[str, Any] | None = None,
+    curves: bool = False,
+    boards: Mapping[str, DrawBoards] | None = None,
+    board_css: str = "",
 ) -> str:
     """The run's page: report on top, filters, then games grouped by game and outcome.
 
     Each row is a transcript (Episode.to_json) with a "step" key added (see `load_rows`).
+    `boards` draws each game's turns by game name (a game missing from it gets no drawing), and
+    `board_css` styles what they draw.
     """
+    boards = boards or {}
     groups: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         groups[row["game"]][outcome(row)].append(row)
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-        f"</title><style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
+        f"</title><style>{_STYLE}{board_css}</style></head><body><h1>{html.escape(title)}</h1>",
         report_html(report, curves),
         "<h2>Games</h2>",
         filters_html(rows),
@@ -268,22 +273,9 @@ def render_page(
             episodes = sorted(groups[game][result], key=lambda r: _step_key(r["step"]))
             parts.append(
                 f'<section class="group"><h3>{html.escape(result)} ({len(episodes)})</h3>'
-                + "".join(episode_html(row) for row in episodes)
+                + "".join(episode_html(row, boards.get(game)) for row in episodes)
                 + "</section>"
             )
         parts.append("</section>")
     parts.append(f"<script>{_SCRIPT}</script></body></html>")
     return "".join(parts)
-
-
-def render_run(run_dir: Path) -> Path:
-    """Write `run_dir/replay.html` from its transcripts/, eval/ and summary (or metrics)."""
-    page = run_dir / "replay.html"
-    text = render_page(
-        load_rows(run_dir),
-        f"spiral-games run: {run_dir.name}",
-        load_report(run_dir),
-        (run_dir / "curves.png").is_file(),
-    )
-    page.write_text(text, encoding="utf-8")
-    return page

@@ -26,7 +26,7 @@ BUILD = """
 import json
 from pathlib import Path
 from spiral_games.actors.rollout_worker import RolloutWorker, WorkerConfig
-from spiral_games.bench.harness import _engine
+from spiral_games.reasoning.harness import _engine
 from spiral_games.config.hardware import plan_runtime
 from spiral_games.config.schema import HarnessConfig
 from tests.run.test_trainer import run_cfg

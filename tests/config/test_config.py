@@ -252,6 +252,60 @@ def test_more_bad_overrides_name_the_key(overrides, message, reliability):
     reliability.update(BAD_CONFIG_RECORD)
 
 
+def test_one_opponents_setting_takes_self_play_league_or_a_fixed_opponent():
+    def fixed(*overrides: str) -> str | None:
+        cfg = compose_run_config(CONF, ["+games=[kuhn,tictactoe]", *overrides])
+        return cfg.rollout.fixed_opponent
+
+    assert fixed() is None and fixed("rollout.opponents=league") is None  # self_play by default
+    assert fixed("rollout.opponents=expert") == "expert"
+    with pytest.raises(ConfigError) as info:
+        fixed("rollout.opponents=grandmaster")
+    assert str(info.value) == (
+        "rollout.opponents='grandmaster' is neither self_play nor league nor a fixed opponent "
+        "of kuhn, tictactoe (games.<name>.opponents). Choose one of: self_play, league, expert, "
+        "random; or add 'grandmaster' to games.<name>.opponents."
+    )
+    with pytest.raises(ConfigError, match=r"rollout\.opponents is empty"):
+        fixed("rollout.opponents=''")
+    league = "+games.kuhn.opponents.league={_target_:spiral_games.play.policy.RandomPolicy}"
+    with pytest.raises(ConfigError, match=r"games\.kuhn\.opponents\.league: a fixed opponent"):
+        fixed(league)
+
+
+@pytest.mark.parametrize(
+    ("override", "use"),
+    [
+        ("rollout.opponent=random", "rollout.opponents=random"),
+        ("+rollout.opponent=expert", "rollout.opponents=expert"),
+        ("rollout.opponent=null", "rollout.opponents=self_play"),  # the old way to self-play
+    ],
+)
+def test_the_old_opponent_key_is_one_error_naming_the_new_one(override, use):
+    with pytest.raises(ConfigError) as info:
+        compose_run_config(CONF, ["+games=[kuhn]", override])
+    assert str(info.value) == (
+        f"{override}: rollout.opponent was merged into rollout.opponents, which takes "
+        f"self_play, league, or a fixed opponent from games.<name>.opponents. Use {use}."
+    )
+
+
+def test_the_old_opponent_key_in_a_yaml_file_names_the_new_one(tmp_path):
+    import shutil
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "experiment" / "old.yaml").write_text(
+        "# @package _global_\nrollout:\n  opponent: random\n"
+    )
+    with pytest.raises(ConfigError, match=r"rollout.opponent was merged into rollout.opponents"):
+        compose_run_config(conf, ["+games=[kuhn]", "experiment=old"])
+    # any other unknown key in a file is named with its path, as on the command line
+    (conf / "experiment" / "old.yaml").write_text("# @package _global_\nrollout:\n  bogus: 1\n")
+    with pytest.raises(ConfigError, match=r"Unknown config key 'bogus' in rollout\. Valid keys:"):
+        compose_run_config(conf, ["+games=[kuhn]", "experiment=old"])
+
+
 @pytest.mark.slow  # a subprocess, a terminal or a training run
 def test_untrusted_target_and_missing_model_dir_and_unwritable_output(tmp_path, reliability):
     from spiral_games.errors import ModelError

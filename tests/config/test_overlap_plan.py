@@ -1,5 +1,6 @@
 """Overlapped collection in the config and the runtime plan: `train.max_staleness` and its
-bound, `rollout.batching`, and the cores split (and pinned) between rollout and the learner."""
+bound, `rollout.batching`, and the cores split between rollout and the learner (applied by
+`spiral_games.process_setup`, tested in tests/test_process_setup.py)."""
 
 from __future__ import annotations
 
@@ -125,35 +126,6 @@ def test_overlap_with_sleeping_engines_is_refused_with_the_fix():
             REPO / "conf",
             ["+games=[kuhn]", "train.max_staleness=1", "rollout.sleep_when_training=true"],
         )
-
-
-def test_pinning_binds_every_thread_and_unpinning_gives_the_cores_back():
-    """The in-process learner pins the whole driver (threads already running included) and
-    gives the cores back at shutdown, so a later run's Ray does not inherit them."""
-    import os
-    import threading
-
-    from spiral_games.config.hardware import pin_process, unpin_process
-
-    allowed = os.sched_getaffinity(0)
-    if len(allowed) < 2:
-        pytest.skip("needs two CPUs")
-    started, release = threading.Event(), threading.Event()
-    other = threading.Thread(target=lambda: (started.set(), release.wait()))
-    other.start()
-    started.wait()
-    try:
-        target = {min(allowed)}
-        before = pin_process(sorted(target))
-        assert os.sched_getaffinity(0) == target
-        assert os.sched_getaffinity(other.native_id) == target
-        unpin_process(before)
-        assert os.sched_getaffinity(0) == allowed
-        assert os.sched_getaffinity(other.native_id) == allowed
-        assert pin_process([]) == {}
-    finally:
-        release.set()
-        other.join()
 
 
 def test_streamed_games_on_transformers_is_refused_at_planning():

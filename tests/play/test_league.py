@@ -179,7 +179,8 @@ def test_the_run_config_composes_a_league_and_refuses_contradictions():
     conf = REPO / "conf"
     cfg = compose_run_config(conf, ["+games=[kuhn,tictactoe]", "rollout.opponents=league"])
     assert cfg.rollout.opponents == "league" and cfg.league.fixed == ["random"]
-    with pytest.raises(ConfigError, match=r"rollout.opponent="):
+    # one setting chooses the training opponent: the old second one is refused, naming it
+    with pytest.raises(ConfigError, match=r"rollout.opponent was merged into rollout.opponents"):
         compose_run_config(
             conf, ["+games=[kuhn]", "rollout.opponents=league", "rollout.opponent=random"]
         )

@@ -31,7 +31,7 @@ def worker_config(
         "rollout.concurrent_games=8",
     ]
     if opponent:
-        overrides.append(f"rollout.opponent={opponent}")
+        overrides.append(f"rollout.opponents={opponent}")
     return WorkerConfig.from_run(compose_run_config(REPO / "conf", overrides), model.path)
 
 
@@ -152,8 +152,8 @@ def test_zero_workers_and_overlong_budgets_are_config_errors():
         compose_run_config(REPO / "conf", ["+games=[kuhn]", "rollout.num_workers=0"])
     with pytest.raises(ConfigError, match="max_tokens=4096 leaves no room"):
         compose_run_config(REPO / "conf", ["+games=[kuhn]", "rollout.max_tokens=4096"])
-    with pytest.raises(ConfigError, match=r"rollout\.opponent='grandmaster'"):
-        compose_run_config(REPO / "conf", ["+games=[kuhn]", "rollout.opponent=grandmaster"])
+    with pytest.raises(ConfigError, match=r"rollout\.opponents='grandmaster' is neither"):
+        compose_run_config(REPO / "conf", ["+games=[kuhn]", "rollout.opponents=grandmaster"])
 
 
 def test_missing_vllm_is_a_clear_engine_error(tiny, monkeypatch):

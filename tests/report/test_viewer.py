@@ -1,7 +1,7 @@
 """The run page renders in headless Chromium: a screenshot that is not blank, the before/after
-table and curves on top, every game in the DOM with its state drawn turn by turn (TicTacToe
-grid, Kuhn cards and pot, observation text for other games), invalid moves highlighted, and
-filters that the URL hash preselects."""
+table and curves on top, every game in the DOM with its state drawn turn by turn by the game
+itself (TicTacToe grid, Kuhn cards and pot, observation text for other games), invalid moves
+highlighted, and filters that the URL hash preselects."""
 
 from __future__ import annotations
 
@@ -14,14 +14,16 @@ from html.parser import HTMLParser
 
 import pytest
 
+from games.kuhn import kuhn_views
+from games.tictactoe import tictactoe_states
 from spiral_games.config.compose import compose_run_config
 from spiral_games.play.loop import GameJob, play_games
 from spiral_games.play.policy import RandomPolicy
 from spiral_games.play.registry import build_rules
-from spiral_games.report.boards import kuhn_views, tictactoe_states
 from spiral_games.report.summary import write_run_report
 from spiral_games.report.transcripts import write_transcripts
-from spiral_games.report.viewer import file_step, outcome, render_page
+from spiral_games.report.viewer import file_step, outcome
+from spiral_games.run.replay import render_run
 from spiral_games.types import PolicyOutput
 
 from ..conftest import REPO
@@ -229,10 +231,9 @@ def test_kuhn_views_track_each_players_card_and_the_pot_per_round():
     assert views[3].showdown == ""
 
 
-def test_unknown_game_renders_its_observation_text_escaped():
+def test_unknown_game_renders_its_observation_text_escaped(tmp_path):
     row = {
         "game": "my<game>",
-        "step": "7",
         "seed": 1,
         "version": 0,
         "returns": [1.0, -1.0],
@@ -251,8 +252,11 @@ def test_unknown_game_renders_its_observation_text_escaped():
             }
         ],
     }
-    page = render_page([row], "t")
-    assert outcome(row) == "win"
+    saved = tmp_path / "eval" / "step_000007.jsonl"
+    saved.parent.mkdir()
+    saved.write_text(json.dumps(row) + "\n")
+    page = render_run(tmp_path, REPO / "conf").read_text()  # no game of that name anywhere
+    assert outcome(row) == "win" and 'data-step="7"' in page
     assert '<pre class="board text">Board: &lt;script&gt;alert(1)&lt;/script&gt;</pre>' in page
     assert 'data-game="my&lt;game&gt;"' in page and "<script>alert" not in page
     assert "No evaluation" in page and "curves.png" not in page

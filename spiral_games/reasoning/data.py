@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spiral_games.bench.grading import last_boxed_answer
 from spiral_games.errors import ConfigError
+from spiral_games.reasoning.grading import last_boxed_answer
 
 MATH_BENCHMARKS = ("math500", "aime24", "aime25", "amc23", "minerva_math")
 CHOICE_BENCHMARKS = ("gpqa_diamond",)

@@ -99,8 +99,8 @@ def test_missing_dataset_says_where_to_put_the_file(tmp_path, reliability):
 def test_truncated_or_wrong_format_dataset_is_one_clear_error(
     name, content, message, tmp_path, reliability
 ):
-    from spiral_games.bench.data import load_benchmark
     from spiral_games.errors import ConfigError
+    from spiral_games.reasoning.data import load_benchmark
 
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -115,7 +115,7 @@ def test_truncated_or_wrong_format_dataset_is_one_clear_error(
 
 
 def test_gpqa_choices_are_shuffled_with_a_fixed_seed_per_question():
-    from spiral_games.bench.data import load_benchmark
+    from spiral_games.reasoning.data import load_benchmark
 
     fixture = REPO / "tests" / "fixtures"
     first = load_benchmark("gpqa_diamond", fixture, seed=0)

@@ -10,14 +10,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from spiral_games.bench.data import CHOICE_BENCHMARKS, Problem, load_benchmark
-from spiral_games.bench.grading import grade_choice, grade_math
 from spiral_games.config.schema import HarnessConfig, RolloutConfig
 from spiral_games.errors import EngineUnavailable
 from spiral_games.llm.engines.base import Engine, EngineSpec
 from spiral_games.llm.engines.factory import build_engine
 from spiral_games.llm.models import resolve_model
 from spiral_games.llm.prompting import encode_user_message
+from spiral_games.reasoning.data import CHOICE_BENCHMARKS, Problem, load_benchmark
+from spiral_games.reasoning.grading import grade_choice, grade_math
 from spiral_games.types import SamplingParams
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from spiral_games.bench.grading import extract_choice, grade_choice, grade_math, last_boxed_answer
+from spiral_games.reasoning.grading import (
+    extract_choice,
+    grade_choice,
+    grade_math,
+    last_boxed_answer,
+)
 
 MATH = [
     ("so the answer is \\boxed{\\frac{1}{2}}", "0.5", True),
