@@ -22,8 +22,8 @@ from spiral_games.config.schema import (
     RunConfig,
 )
 from spiral_games.errors import ConfigError
-from spiral_games.play.loop import GameRules
 from spiral_games.play.registry import build_rules
+from spiral_games.types import SamplingParams
 
 from ..conftest import REPO
 
@@ -410,29 +410,21 @@ def test_components_get_the_defaults_their_dataclasses_declare():
         expected = cpu_learner.get(key, learner[key])
         resolved = derived_learner[key] if expected is None and key in derived_learner else expected
         assert value == resolved, f"learner.{key}"
-    # The game rules the loop plays by come from GameConfig (GameRules declares no defaults).
+    # The game rules the loop plays by carry the game's config itself, with GameConfig's values.
     game = _schema_defaults(GameConfig)
     for name in ("kuhn", "tictactoe"):
         rules = build_rules(name, cfg.games[name])
-        for key in (
-            "invalid_move",
-            "invalid_penalty",
-            "invalid_opponent_reward",
-            "retry_allowance",
-            "max_turns",
-        ):
-            assert getattr(rules, key) == game[key], (name, key)
-        assert (
-            rules.action_format == cfg.model.action_format
-        )  # the model's, unless the game sets one
-    assert all(
-        f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        for f in dataclasses.fields(GameRules)
-    )
-    # What rollout workers and the pool are built from: the run's config, field for field.
+        assert rules.config is cfg.games[name]
+        assert rules.config.max_turns == game["max_turns"]
+        assert rules.action_format == cfg.model.action_format  # the model's, unless the game's
+    # What rollout workers are built from: the run's sub-configs themselves, not copies.
     worker = WorkerConfig.from_run(cfg, Path("/nonexistent"))
-    assert worker.max_model_len == cfg.rollout.max_model_len
-    assert worker.on_context_overflow == cfg.rollout.on_context_overflow
+    assert worker.rollout is cfg.rollout and worker.eval is cfg.eval
+    assert worker.games is cfg.games and worker.league is cfg.league
+    assert worker.sampling == SamplingParams(
+        temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, max_tokens=24
+    )
+    assert worker.eval_sampling.temperature == cfg.eval.temperature
     pool_params = inspect.signature(RolloutPool).parameters
     assert "on_node_loss" not in pool_params  # it reads rollout.on_node_loss, one home
     # The benchmark harness's schema is conf/evaluate.yaml's, which overrides only output_dir.
