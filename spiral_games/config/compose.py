@@ -86,9 +86,10 @@ def _as_typed_words(overrides: list[str], root: type) -> list[str]:
         if not sep:
             out.append(override)
         elif root is RunConfig and bare == "train.resume" and value.lower() not in BOOL_WORDS:
-            out.append(f"{key}=false" if value in ("", "null") else f"{key}=true")
-            if value not in ("", "null"):
-                out.append(_resumed_output_dir(value, overrides))
+            if value in ("", "null"):  # no run to resume, as when train.resume was a path
+                out.append(f"{key}=false")
+            else:
+                out += [f"{key}=true", _resumed_output_dir(value, overrides)]
         elif value.lower() in ("true", "false") and _choice_words(bare, root) is not None:
             out.append(f"{key}='{value.lower()}'")
         else:

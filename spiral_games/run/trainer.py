@@ -281,9 +281,8 @@ def _build_actors(
     init_ray(cfg.ray)
     check_fits(cfg, cluster_resources())  # one clear error before any actor waits for room
     spec = LearnerSpec.from_run(cfg, start.weights_path, plan)
-    learner: Learner | LearnerGroup = (
-        LearnerGroup(spec) if cfg.learner.num_ranks > 1 else Learner(spec)
-    )
+    lc = cfg.learner
+    learner: Learner | LearnerGroup = LearnerGroup(spec) if lc.num_ranks > 1 else Learner(spec)
     if start.resumed:
         learner.load_optimizer(start.weights_path)
         learner.set_rng_state(start.state.learner_rng)
