@@ -137,9 +137,8 @@ class GameConfig:
     # as lenient reads it.
     # None: the model's (model.action_format).
     action_format: ActionFormat | None = None
-    invalid_move: InvalidMove = (
-        InvalidMove.penalty
-    )  # penalty: SPIRAL's end-game -1.5/+0.5; retry: TextArena's
+    # penalty: SPIRAL's end-game -1.5/+0.5; retry: TextArena's
+    invalid_move: InvalidMove = InvalidMove.penalty
     invalid_penalty: float = -1.5  # SPIRAL's reward for the offender (invalid_move=penalty)
     invalid_opponent_reward: float = 0.5  # ... and for the other seat
     retry_allowance: int = 1  # invalid_move=retry: tries after the first (TextArena's 1)
@@ -186,13 +185,11 @@ class RolloutConfig:
     worker_gpus: float = 0.0  # Ray GPUs per worker (>= tensor_parallel_size on GPU clusters)
     tensor_parallel_size: int = 1
     sleep_when_training: bool = False  # GPU: vLLM sleep mode while the collocated learner runs
-    placement_strategy: PlacementStrategy = (
-        PlacementStrategy.PACK
-    )  # Ray placement group strategy: PACK, SPREAD, STRICT_SPREAD
+    # Ray placement group strategy: PACK, SPREAD, STRICT_SPREAD, STRICT_PACK
+    placement_strategy: PlacementStrategy = PlacementStrategy.PACK
     max_worker_failures: int = 3  # worker deaths tolerated (Ray restarts them) before stopping
-    on_context_overflow: ContextOverflow = (
-        ContextOverflow.draw
-    )  # a prompt beyond the context: draw, or truncate history
+    # a prompt beyond the context: draw, or truncate the history
+    on_context_overflow: ContextOverflow = ContextOverflow.draw
     # a worker's node leaves the cluster: continue with the other workers, or stop (checkpoint)
     on_node_loss: NodeLoss = NodeLoss["continue"]
     # how new weights reach the engines: auto (vLLM: gloo on CPU, nccl on GPUs; hf: file),
