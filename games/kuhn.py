@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, TypeAlias, cast
 import textarena as ta
 from textarena.envs.registration import ENV_REGISTRY, register
 
+from spiral_games.config.choices import InvalidMove
 from spiral_games.errors import ConfigError, GameError
 from spiral_games.play.game import SavedTurn, TextArenaGame
 from spiral_games.play.loop import GameRules, GameSession, replayed
@@ -644,8 +645,9 @@ def invalid_outcome(rules: GameRules) -> Outcome:
     reply counts as the last one, which play scores -1/+1 (so this overstates its cost)."""
     env = rules.make_env()
     scale = env.chips_per_reward if isinstance(env, KuhnPokerGame) else 1.0
-    if rules.invalid_move == "penalty":
-        return (rules.invalid_penalty * scale, rules.invalid_opponent_reward * scale)
+    game = rules.config
+    if game.invalid_move == InvalidMove.penalty:
+        return (game.invalid_penalty * scale, game.invalid_opponent_reward * scale)
     return (-scale, scale)
 
 

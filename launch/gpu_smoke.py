@@ -156,6 +156,7 @@ def selfplay(cfg: Any) -> dict[str, Any]:
     """A few steps of the project's own training loop; passes if every step trained and pushed."""
     import torch
 
+    from spiral_games.config.choices import EngineKind
     from spiral_games.run.trainer import train
 
     run_dir = train(cfg)
@@ -168,7 +169,7 @@ def selfplay(cfg: Any) -> dict[str, Any]:
         len(steps) == cfg.train.steps
         and [s["sync/version"] for s in steps] == [float(s["step"]) for s in steps]
         and all(math.isfinite(s["train/loss"]) and s["train/tokens"] > 0 for s in steps)
-        and runtime["engine"] == "vllm"
+        and runtime["engine"] == EngineKind.vllm
         and runtime["learner_bf16"] == on_gpu
     )
     return {
@@ -192,6 +193,7 @@ def pushes(cfg: Any, out: Path) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM
 
     from spiral_games.actors.runtime import stop_ray
+    from spiral_games.config.choices import Dtype, EngineKind, SyncBackend
     from spiral_games.config.schema import RolloutConfig
     from spiral_games.llm.engines import vllm_freshness as fresh
     from spiral_games.llm.engines.base import EngineSpec
@@ -206,9 +208,9 @@ def pushes(cfg: Any, out: Path) -> dict[str, Any]:
     model = resolve_configured(cfg.model)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     spec = EngineSpec.from_rollout(
-        "vllm", model.path, RolloutConfig(max_model_len=1024), dtype="float32", seed=0
+        EngineKind.vllm, model.path, RolloutConfig(max_model_len=1024), dtype=Dtype.float32, seed=0
     )
-    engine = VLLMEngine(dataclasses.replace(spec, weight_sync="spiral_gloo"))
+    engine = VLLMEngine(dataclasses.replace(spec, weight_sync=SyncBackend.gloo))
     text = " ".join(
         f"Square {i} holds {'XO'[i % 2]}; the next mark goes beside it." for i in range(9)
     )
@@ -217,13 +219,13 @@ def pushes(cfg: Any, out: Path) -> dict[str, Any]:
     scale = PERTURB_SCALE.get(cfg.model.name, 0.3)  # 0.3 moves SmolLM2-135M's greedy answer
     paths: dict[str, Any] = {}
     try:
-        for seed, name in enumerate(("file", "spiral_gloo"), start=1):
+        for seed, name in enumerate((SyncBackend.file, SyncBackend.gloo), start=1):
             new: Any = AutoModelForCausalLM.from_pretrained(model.path, dtype=torch.float32)
             new.to(device).eval()
             fresh.perturb(new, seed, scale)
             push = (
                 functools.partial(fresh.push_file, engine, new, seed, out)
-                if name == "file"
+                if name == SyncBackend.file
                 else functools.partial(fresh.push_streamed, engine, new, seed)
             )
             paths[name] = fresh.check_push(engine, new, prompt, push, name, pad).as_dict()

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from spiral_games.config.choices import EngineKind
 from spiral_games.config.compose import compose_run_config
 from spiral_games.errors import SpiralError
 
@@ -35,7 +36,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--episodes", type=int, default=None, help="default: 1 with a human, 10")
     parser.add_argument("--out", default=None, help="transcripts dir (default: output_dir)")
     parser.add_argument(
-        "--engine", choices=("hf", "vllm", "auto"), default=None, help="model seat (default: hf)"
+        "--engine", choices=list(EngineKind), default=None, help="model seat (default: hf)"
     )
     args, overrides = parser.parse_known_args(argv)
     try:
@@ -66,7 +67,7 @@ def _play(args: argparse.Namespace, overrides: list[str]) -> int:
             f"Give the engine once: --engine={args.engine} or {ENGINE_KEY}=..., not both."
         )
     if not engine_set:  # transformers starts in seconds; vLLM pays off for many games
-        overrides = [*overrides, f"{ENGINE_KEY}={args.engine or 'hf'}"]
+        overrides = [*overrides, f"{ENGINE_KEY}={args.engine or EngineKind.hf}"]
     cfg = compose_run_config(REPO / "conf", overrides)
     _check_seats(cfg, seats)
     out_dir = Path(args.out or cfg.output_dir)

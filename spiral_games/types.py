@@ -8,13 +8,19 @@ from enum import StrEnum
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Sampling settings honoured by every engine."""
+    """Sampling settings honoured by every engine. The numbers come from the config
+    (rollout.*, eval.*, the model's reply budget), so they have no defaults here."""
 
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int = 256
+    temperature: float
+    top_p: float
+    max_tokens: int
     stop: tuple[str, ...] = ()
-    seed: int | None = None
+    seed: int | None = None  # this request's own seed; None: the engine's running stream
+
+    @classmethod
+    def greedy(cls, max_tokens: int) -> SamplingParams:
+        """The most likely reply (temperature 0), at most `max_tokens` long."""
+        return cls(temperature=0.0, top_p=1.0, max_tokens=max_tokens)
 
 
 @dataclass(frozen=True)

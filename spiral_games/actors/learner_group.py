@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from spiral_games.actors.trainer_side import TrainerSide, WorkerClient
-from spiral_games.config.schema import LearnerConfig
+from spiral_games.config.choices import SyncBackend
 from spiral_games.learn.learner import Learner, LearnerSpec, free_port
 from spiral_games.types import TrainBatch
 
@@ -35,7 +35,7 @@ class LearnerRank:
 
     def connect_sync(
         self,
-        backend: str,
+        backend: SyncBackend,
         addr: str,
         port: int,
         world_size: int,
@@ -89,10 +89,11 @@ class LearnerRank:
 class LearnerGroup:
     """The same interface as `Learner`, over `world_size` Ray actor ranks."""
 
-    def __init__(self, spec: LearnerSpec, learner: LearnerConfig) -> None:
+    def __init__(self, spec: LearnerSpec) -> None:
         """`learner.num_ranks` ranks of `learner.cpus_per_rank`/`gpus_per_rank` each."""
         import ray
 
+        learner = spec.learner
         world_size = learner.num_ranks
         actor = ray.remote(LearnerRank).options(
             num_cpus=learner.cpus_per_rank, num_gpus=learner.gpus_per_rank
@@ -123,7 +124,9 @@ class LearnerGroup:
         paths = ray.get([r.export_weights.remote(str(path)) for r in self.ranks])
         return Path(paths[0])
 
-    def connect_sync(self, backend: str, world_size: int, client: WorkerClient, dtype: str) -> None:
+    def connect_sync(
+        self, backend: SyncBackend, world_size: int, client: WorkerClient, dtype: str
+    ) -> None:
         """Open the streamed-push group: rank 0 sends to `client`'s workers, the other ranks
         only join the gathers."""
         import ray

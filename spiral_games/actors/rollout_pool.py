@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from spiral_games.actors.rollout_worker import RolloutWorker, WorkerConfig
+from spiral_games.config.choices import NodeLoss
 from spiral_games.config.schema import RolloutConfig
 from spiral_games.errors import ConfigError, RolloutError
 from spiral_games.faults import kill_point
@@ -50,9 +51,7 @@ class RolloutPool:
                 "rollout.worker_cpus/worker_gpus, or add nodes."
             )
         self.max_failures = max_failures
-        self.on_node_loss = (
-            rollout.on_node_loss
-        )  # stop: raise RolloutError; continue: drop the worker
+        self.on_node_loss = rollout.on_node_loss  # stop: raise RolloutError; continue: drop it
         self.failures = 0
         self.closing = False  # the run is stopping: a dying worker is not waited for
         self.weights: tuple[str, int] | None = None  # last file push, re-sent on a restart
@@ -172,7 +171,7 @@ class RolloutPool:
         node = self.nodes[index][:12]
         self.alive[index] = False
         ray.kill(self.workers[index], no_restart=True)
-        if self.on_node_loss == "stop":
+        if self.on_node_loss == NodeLoss.stop:
             raise RolloutError(
                 f"Node {node}... running rollout worker {index} left the cluster "
                 "(rollout.on_node_loss=stop). Completed steps are checkpointed; resume with "
@@ -279,15 +278,29 @@ class RolloutPool:
                 self._shipped = ((path, version), ray.put(fh.read()))
         return worker.load_weights_bytes.remote(self._shipped[1], version)
 
-    def call(self, indices: list[int], method: str, *args: Any) -> list[Any]:
-        """`method(*args)` on each of the workers `indices`, waited for."""
-        import ray
-
-        return ray.get([getattr(self.workers[i], method).remote(*args) for i in indices])
-
     def versions(self) -> list[int]:
         """The weights version each live worker serves."""
-        return self.call(self.live(), "version")
+        import ray
+
+        return ray.get([self.workers[i].version.remote() for i in self.live()])
+
+    def incarnations(self, indices: list[int]) -> list[str]:
+        """Which start of each of the workers `indices` answers (new after a Ray restart)."""
+        import ray
+
+        return ray.get([self.workers[i].incarnation.remote() for i in indices])
+
+    def leave_weight_transfer(self, indices: list[int]) -> None:
+        """The workers `indices` leave their streamed-push transfer group."""
+        import ray
+
+        ray.get([self.workers[i].shutdown_weight_transfer.remote() for i in indices])
+
+    def transfer_timing(self, index: int) -> dict[str, float]:
+        """Where worker `index`'s last streamed push went (receive, load, finalize seconds)."""
+        import ray
+
+        return ray.get(self.workers[index].transfer_timing.remote())
 
     def sleep(self) -> None:
         """Free every live worker's accelerator memory for a collocated learner; the next

@@ -1,7 +1,7 @@
 """The RolloutWorker: one engine and one policy copy, playing many games at once.
 
 A plain class, so it runs in-process in tests; `spiral_games.actors.rollout_pool` hosts it as a Ray
-actor. It receives only its own small `WorkerConfig`.
+actor. It receives only its own `WorkerConfig`: the sub-configs it plays by.
 """
 
 from __future__ import annotations
@@ -15,6 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spiral_games.config.choices import (
+    ActionFormat,
+    Batching,
+    Dtype,
+    EngineKind,
+    PromptStyle,
+    SyncBackend,
+)
 from spiral_games.config.hardware import (
     RuntimePlan,
     cpu_slice,
@@ -22,7 +30,13 @@ from spiral_games.config.hardware import (
     ram_tmp_dir,
     this_machine,
 )
-from spiral_games.config.schema import GameConfig, RunConfig
+from spiral_games.config.schema import (
+    EvalConfig,
+    GameConfig,
+    LeagueConfig,
+    RolloutConfig,
+    RunConfig,
+)
 from spiral_games.errors import ConfigError, EngineError, EngineUnavailable, RolloutError
 from spiral_games.faults import mark_phase
 from spiral_games.llm.engines.base import Engine, EngineSpec, StreamingEngine
@@ -44,32 +58,23 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """Everything a rollout worker needs, and nothing else."""
+    """What a rollout worker needs: the sub-configs it plays by, passed whole (never copied
+    field by field), and the values resolved for this run and machine."""
 
-    model_path: str
-    engine: str  # resolved: vllm | hf
-    engine_fallback: str | None  # rollout.engine=auto: used when `engine` fails to start
-    dtype: str  # resolved
-    max_model_len: int
-    cpu_threads: int
-    kv_cache_gib: int
-    tensor_parallel_size: int
-    sleep_mode: bool
-    concurrent_games: int
-    sampling: SamplingParams
-    games: dict[str, GameConfig]
-    opponent: str | None  # rollout.opponents' fixed opponent; None: self-play or league
-    seed: int
-    on_context_overflow: str
-    eval_sampling: SamplingParams
-    eval_opponents: tuple[str, ...]  # used where a game configures them
-    eval_concurrency: int
-    weight_sync: str  # resolved: file | spiral_gloo | nccl
-    batching: str  # auto | stream | round (rollout.batching)
-    pin_cpus: bool  # bind the worker to its slice of the cores (the learner has its own)
+    rollout: RolloutConfig  # engine size, sampling, concurrency, opponents
+    games: dict[str, GameConfig]  # as RunConfig resolved them (prompt style, action format)
+    eval: EvalConfig  # the evaluation's sampling, opponents and concurrency
+    league: LeagueConfig  # rollout.opponents=league: its fixed opponents and snapshot engine
+    seed: int  # the run's; worker k seeds its engine and opponents with seed + k
+    model_path: str  # the weights to start from: version `start_version`
     start_version: int  # the version of the weights in `model_path` (a resumed checkpoint's)
-    league_fixed: tuple[str, ...] = ()  # rollout.opponents=league: its fixed opponents
-    league_engine: str = "hf"  # the engine league snapshots play on (league.engine)
+    engine: EngineKind  # resolved: vllm | hf
+    engine_fallback: EngineKind | None  # rollout.engine=auto: used when `engine` fails to start
+    dtype: Dtype  # resolved
+    cpu_threads: int  # resolved from rollout.cpu_threads
+    weight_sync: SyncBackend  # resolved from rollout.weight_sync
+    reply_budget: int  # rollout.max_tokens as RunConfig resolved it
+    pin_cpus: bool  # bind the worker to its slice of the cores (the learner has its own)
 
     @classmethod
     def from_run(
@@ -79,58 +84,61 @@ class WorkerConfig:
         plan: RuntimePlan | None = None,
         start_version: int = 0,
     ) -> WorkerConfig:
-        """Cut the worker's slice out of the whole run config, with `auto` choices resolved
-        by `plan` (default: planned for this machine); `model_path` holds weights version
+        """The worker's sub-configs of the whole run config, with `auto` choices resolved by
+        `plan` (default: planned for this machine); `model_path` holds weights version
         `start_version` (0: the model's own)."""
-        r = cfg.rollout
         plan = plan or plan_runtime(cfg)
-        max_tokens = cfg.reply_budget()
+        _check_league_engine(cfg, plan)
         return cls(
+            rollout=cfg.rollout,
+            games=cfg.games,
+            eval=cfg.eval,
+            league=cfg.league,
+            seed=cfg.seed,
             model_path=str(model_path),
+            start_version=start_version,
             engine=plan.engine,
             engine_fallback=plan.engine_fallback,
             dtype=plan.dtype,
-            max_model_len=r.max_model_len,
             cpu_threads=plan.rollout_threads,
-            kv_cache_gib=r.kv_cache_gib,
-            tensor_parallel_size=r.tensor_parallel_size,
-            sleep_mode=r.sleep_when_training,
-            concurrent_games=r.concurrent_games,
-            sampling=SamplingParams(
-                temperature=r.temperature, top_p=r.top_p, max_tokens=max_tokens
-            ),
-            games=cfg.games,
-            opponent=r.fixed_opponent,
-            seed=cfg.seed,
-            on_context_overflow=r.on_context_overflow,
-            eval_sampling=SamplingParams(
-                temperature=cfg.eval.temperature, top_p=cfg.eval.top_p, max_tokens=max_tokens
-            ),
-            eval_opponents=tuple(cfg.eval.opponents),
-            eval_concurrency=cfg.eval.concurrency,
             weight_sync=plan.weight_sync,
-            batching=r.batching,
+            reply_budget=cfg.reply_budget(),
             pin_cpus=bool(plan.learner_cpus),
-            start_version=start_version,
-            league_fixed=tuple(cfg.league.fixed) if r.opponents == "league" else (),
-            league_engine=_league_engine(cfg, plan),
         )
 
-    def engine_spec(self, kind: str, index: int) -> EngineSpec:
+    @property
+    def sampling(self) -> SamplingParams:
+        """How training games are sampled (rollout.temperature, rollout.top_p)."""
+        r = self.rollout
+        return SamplingParams(
+            temperature=r.temperature, top_p=r.top_p, max_tokens=self.reply_budget
+        )
+
+    @property
+    def eval_sampling(self) -> SamplingParams:
+        """How evaluation games are sampled (eval.temperature, eval.top_p)."""
+        e = self.eval
+        return SamplingParams(
+            temperature=e.temperature, top_p=e.top_p, max_tokens=self.reply_budget
+        )
+
+    @property
+    def league_fixed(self) -> tuple[str, ...]:
+        """The league's fixed opponents, under rollout.opponents=league (else none)."""
+        return tuple(self.league.fixed) if self.rollout.plays_league else ()
+
+    def engine_spec(self, kind: EngineKind, index: int) -> EngineSpec:
         """What worker `index` builds its `kind` engine from: seeded `seed + index`, and bound
         to the `index`-th slice of the machine's cores."""
         return EngineSpec(
+            rollout=self.rollout,
             kind=kind,
             model_path=Path(self.model_path),
             dtype=self.dtype,
-            max_model_len=self.max_model_len,
             seed=self.seed + index,
             cpu_threads=self.cpu_threads,
-            kv_cache_gib=self.kv_cache_gib,
-            tensor_parallel_size=self.tensor_parallel_size,
-            sleep_mode=self.sleep_mode,
             worker_index=index,
-            weight_sync=self.weight_sync if kind == "vllm" else "file",
+            weight_sync=self.weight_sync if kind == EngineKind.vllm else SyncBackend.file,
         )
 
 
@@ -147,8 +155,9 @@ class RolloutWorker:
         self.engine_kind, self.engine_note = cfg.engine, ""
         self.engine = self._build_engine(cfg.engine)
         self.engine.version = cfg.start_version  # also after a restart: what it serves now
-        stream = cfg.batching != "round" and isinstance(self.engine, StreamingEngine)
-        if cfg.batching == "stream" and not stream:  # rollout.engine=auto fell back
+        batching = cfg.rollout.batching
+        stream = batching != Batching.round and isinstance(self.engine, StreamingEngine)
+        if batching == Batching.stream and not stream:  # rollout.engine=auto fell back
             log.warning(
                 "Rollout worker %d runs %s, which has no request queue: playing in rounds "
                 "(rollout.batching=stream needs vLLM).",
@@ -160,17 +169,20 @@ class RolloutWorker:
             load_tokenizer(Path(cfg.model_path)),
             cfg.sampling,
             _prompt_styles(cfg.games),
-            cfg.max_model_len,
-            on_context_overflow=cfg.on_context_overflow,
+            cfg.rollout.max_model_len,
+            on_context_overflow=cfg.rollout.on_context_overflow,
             stream=stream,
-            choice_games=[n for n, g in cfg.games.items() if g.action_format == "choice"],
+            choice_games=[
+                n for n, g in cfg.games.items() if g.action_format == ActionFormat.choice
+            ],
         )
         self.rules = {name: build_rules(name, game) for name, game in cfg.games.items()}
         self.weights = {name: game.weight for name, game in cfg.games.items()}
         self.opponents = None
-        if cfg.opponent is not None:
+        fixed = cfg.rollout.fixed_opponent
+        if fixed is not None:
             self.opponents = {
-                name: build_opponent(name, game, cfg.opponent, seed=cfg.seed + index)
+                name: build_opponent(name, game, fixed, seed=cfg.seed + index)
                 for name, game in cfg.games.items()
             }
         self.league_fixed = {
@@ -181,15 +193,17 @@ class RolloutWorker:
         self.league_files: dict[str, tuple[Path, int]] = {}  # snapshot -> (weights, step)
         self.snapshots = SnapshotPlayer(  # weights come from snapshot files only
             lambda: build_engine(
-                dataclasses.replace(cfg.engine_spec(cfg.league_engine, index), weight_sync="file")
+                dataclasses.replace(
+                    cfg.engine_spec(cfg.league.engine, index), weight_sync=SyncBackend.file
+                )
             ),
             lambda engine: LLMPolicy(
                 engine,
                 self.policy.tokenizer,
                 cfg.sampling,
                 self.policy.prompt_styles,
-                cfg.max_model_len,
-                on_context_overflow=cfg.on_context_overflow,
+                cfg.rollout.max_model_len,
+                on_context_overflow=cfg.rollout.on_context_overflow,
                 stream=isinstance(engine, StreamingEngine),
                 choice_games=self.policy.choice_games,
             ),
@@ -199,8 +213,8 @@ class RolloutWorker:
             self.policy.tokenizer,
             cfg.eval_sampling,
             self.policy.prompt_styles,
-            cfg.max_model_len,
-            on_context_overflow=cfg.on_context_overflow,
+            cfg.rollout.max_model_len,
+            on_context_overflow=cfg.rollout.on_context_overflow,
             stream=stream,
             choice_games=self.policy.choice_games,
         )
@@ -212,11 +226,11 @@ class RolloutWorker:
         self.eval_opponents = {
             (name, opponent): build_opponent(name, game, opponent, seed=cfg.seed + index)
             for name, game in cfg.games.items()
-            for opponent in cfg.eval_opponents
+            for opponent in cfg.eval.opponents
             if opponent in game.opponents
         }
 
-    def _build_engine(self, kind: str) -> Engine:
+    def _build_engine(self, kind: EngineKind) -> Engine:
         """The `kind` engine; with rollout.engine=auto, the fallback engine when vLLM cannot
         run here (EngineUnavailable). Any other failure, such as a bug in the project's vLLM
         code or a vLLM with a different API, stops the worker with its own error."""
@@ -256,9 +270,9 @@ class RolloutWorker:
             self.policy,
             self.opponents,
             self.engine.version,
-            self.cfg.opponent or "",
+            self.cfg.rollout.fixed_opponent or "",
         )
-        return play_games(jobs, concurrency=self.cfg.concurrent_games)
+        return play_games(jobs, concurrency=self.cfg.rollout.concurrent_games)
 
     def _collect_league(self, num_episodes: int, seed: int, draw: LeagueDraw) -> list[Episode]:
         """League games: grouped by snapshot (`league_groups`), the snapshot engine loading
@@ -292,7 +306,9 @@ class RolloutWorker:
             if member:
                 path, step = self.league_files[member]
                 self.snapshots.load(member, path, step, seed + step)
-            played = play_games([jobs[i] for i in indices], concurrency=self.cfg.concurrent_games)
+            played = play_games(
+                [jobs[i] for i in indices], concurrency=self.cfg.rollout.concurrent_games
+            )
             for i, episode in zip(indices, played, strict=True):
                 episodes[i] = episode
         return [e for e in episodes if e is not None]
@@ -343,7 +359,7 @@ class RolloutWorker:
             self.engine.version,
             first_seat,
         )
-        return play_games(jobs, concurrency=self.cfg.eval_concurrency)
+        return play_games(jobs, concurrency=self.cfg.eval.concurrency)
 
     def analyse(self, seed: int) -> dict[str, float]:
         """Every configured game analysis of the eval-sampled policy: `eval/<game>/<key>`."""
@@ -413,8 +429,7 @@ class RolloutWorker:
     def greedy(self, prompt: list[int], max_tokens: int) -> Generation:
         """The served weights' greedy reply to `prompt`, with the log-prob of each token (the
         start-up agreement check)."""
-        params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
-        return self.engine.generate([prompt], params)[0]
+        return self.engine.generate([prompt], SamplingParams.greedy(max_tokens))[0]
 
     def incarnation(self) -> str:
         """Which start of this worker is answering (changes when Ray restarts it)."""
@@ -448,18 +463,18 @@ class RolloutWorker:
         self.engine.close()
 
 
-def _league_engine(cfg: RunConfig, plan: RuntimePlan) -> str:
-    """`league.engine`, refused where it cannot run: a second vLLM engine on a GPU would need a
+def _check_league_engine(cfg: RunConfig, plan: RuntimePlan) -> None:
+    """Refuse `league.engine` where it cannot run: a second vLLM engine on a GPU would need a
     share of the GPU's memory that this version does not set."""
-    if cfg.rollout.opponents == "league" and cfg.league.engine == "vllm" and plan.hardware.gpus:
+    league_vllm = cfg.rollout.plays_league and cfg.league.engine == EngineKind.vllm
+    if league_vllm and plan.hardware.gpus:
         raise ConfigError(
             "league.engine=vllm starts a second vLLM engine in each rollout worker, and on a "
             "GPU it would claim the memory the first one holds. Use league.engine=hf."
         )
-    return cfg.league.engine
 
 
-def _prompt_styles(games: dict[str, GameConfig]) -> dict[str, str]:
+def _prompt_styles(games: dict[str, GameConfig]) -> dict[str, PromptStyle]:
     """Each game's prompt style, which RunConfig resolved from model.prompt_style."""
     styles = {}
     for name, game in games.items():

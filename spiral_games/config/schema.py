@@ -3,28 +3,70 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
+from spiral_games.config.choices import (
+    ActionFormat,
+    Batching,
+    ContextOverflow,
+    Dtype,
+    EngineKind,
+    InvalidMove,
+    LeagueSampling,
+    NodeLoss,
+    OpponentMode,
+    PlacementStrategy,
+    PolicyLoss,
+    PromptStyle,
+    Switch,
+    WandbMode,
+    WeightSync,
+)
 from spiral_games.errors import ConfigError
 
-ENGINES = ("auto", "vllm", "hf")
-WEIGHT_SYNCS = ("auto", "file", "gloo", "nccl")
-DTYPES = ("auto", "bfloat16", "float32", "float16")
-SWITCHES = ("auto", "true", "false")
-PROMPT_STYLES = ("chat", "raw", "short")
-ACTION_FORMATS = ("boxed", "lenient", "choice")
-INVALID_MOVE_POLICIES = ("penalty", "retry")
-PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK")
-# rollout.opponents values other than a fixed opponent's name
-OPPONENT_MODES = ("self_play", "league")
 # learner.tis_cap's default when samples are played ahead of the learner (oat's tis_c=2.0):
 # measured on the card recipe at train.max_staleness=1 (docs/results.md, "One step off-policy")
 ASYNC_TIS_CAP = 2.0
+# Words a choice refuses with a reason of their own, instead of the list of valid words.
+REFUSED_CHOICES = {
+    ("rollout.weight_sync", "ipc"): (
+        "rollout.weight_sync=ipc (vLLM's CUDA IPC engine) needs a learner rank on each vLLM "
+        "engine's own GPU, which this version cannot place (docs/gpu.md). Use "
+        "rollout.weight_sync=nccl (or auto)."
+    ),
+}
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def choice_error(key: str, value: object, words: type[StrEnum]) -> ConfigError:
+    """The one error for `key=value` where `value` is none of `words`."""
+    refused = REFUSED_CHOICES.get((key, str(value)))
+    if refused:
+        return ConfigError(refused)
+    hint = ""
+    if isinstance(value, bool) or str(value) in ("True", "False"):  # a YAML boolean
+        hint = f" In a YAML file, quote it: '{str(value).lower()}'."
+    return ConfigError(
+        f"{key}={str(value)!r} is not valid. Choose one of: {', '.join(words)}.{hint}"
+    )
+
+
+def _choice(key: str, value: object, words: type[E]) -> E:
+    """`value` as a member of `words` (a dataclass built in Python may pass the plain word, or a
+    bool for true/false)."""
+    try:
+        return words(str(value).lower() if isinstance(value, bool) else str(value))
+    except ValueError:
+        raise choice_error(key, value, words) from None
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"{key}={value!r} is not valid. Choose one of: {', '.join(choices)}.")
+        raise ConfigError(
+            f"{key}={str(value)!r} is not valid. Choose one of: {', '.join(choices)}."
+        )
 
 
 def _check_divides(key: str, value: int, by_key: str, by: int, fix: str) -> None:
@@ -57,18 +99,18 @@ class ModelConfig:
     seed: int = 0  # initialisation seed of `tiny-random`
     # auto: bfloat16 on a GPU or a CPU with native bf16 (avx512_bf16/amx_bf16, ARM bf16), else
     # float32 (see spiral_games.config.hardware)
-    dtype: str = "auto"
+    dtype: Dtype = Dtype.auto
     # How this model is prompted and read, in every game that does not set its own: SPIRAL's
     # chat prompt and strict \boxed{} parsing by default; conf/model/smollm2-135m.yaml carries
     # the small-model recipe (short prompt, lenient parsing, short replies).
-    prompt_style: str = "chat"
-    action_format: str = "boxed"
+    prompt_style: PromptStyle = PromptStyle.chat
+    action_format: ActionFormat = ActionFormat.boxed
     max_tokens: int = 256  # reply budget, unless rollout.max_tokens sets one
 
     def __post_init__(self) -> None:
-        _check_choice("model.dtype", self.dtype, DTYPES)
-        _check_choice("model.prompt_style", self.prompt_style, PROMPT_STYLES)
-        _check_choice("model.action_format", self.action_format, ACTION_FORMATS)
+        self.dtype = _choice("model.dtype", self.dtype, Dtype)
+        self.prompt_style = _choice("model.prompt_style", self.prompt_style, PromptStyle)
+        self.action_format = _choice("model.action_format", self.action_format, ActionFormat)
         _check_positive("model.max_tokens", self.max_tokens)
 
 
@@ -86,7 +128,7 @@ class GameConfig:
     # chat: SPIRAL's instructions in the model's chat template; raw: SPIRAL's base-model prompt;
     # short: the observation and a one-line "reply with \boxed{...}" (for small models).
     # None: the model's (model.prompt_style).
-    prompt_style: str | None = None
+    prompt_style: PromptStyle | None = None
     # boxed: only a \boxed{} answer counts (SPIRAL); lenient: without a box, the legal move
     # named last in the reply is played (small models that name moves but do not box them);
     # choice: the reply is one token, a masked choice among the legal actions' names (no
@@ -94,8 +136,9 @@ class GameConfig:
     # named by a token of their own (Negotiation's offers) is answered in free text and read
     # as lenient reads it.
     # None: the model's (model.action_format).
-    action_format: str | None = None
-    invalid_move: str = "penalty"  # penalty: SPIRAL's end-game -1.5/+0.5; retry: TextArena's
+    action_format: ActionFormat | None = None
+    # penalty: SPIRAL's end-game -1.5/+0.5; retry: TextArena's
+    invalid_move: InvalidMove = InvalidMove.penalty
     invalid_penalty: float = -1.5  # SPIRAL's reward for the offender (invalid_move=penalty)
     invalid_opponent_reward: float = 0.5  # ... and for the other seat
     retry_allowance: int = 1  # invalid_move=retry: tries after the first (TextArena's 1)
@@ -109,19 +152,21 @@ class GameConfig:
             )
         _check_positive("games.<name>.weight", self.weight)
         if self.prompt_style is not None:
-            _check_choice("games.<name>.prompt_style", self.prompt_style, PROMPT_STYLES)
-        _check_choice("games.<name>.invalid_move", self.invalid_move, INVALID_MOVE_POLICIES)
+            self.prompt_style = _choice("games.<name>.prompt_style", self.prompt_style, PromptStyle)
+        self.invalid_move = _choice("games.<name>.invalid_move", self.invalid_move, InvalidMove)
         _check_positive("games.<name>.retry_allowance", self.retry_allowance, allow_zero=True)
         _check_positive("games.<name>.max_turns", self.max_turns)
         if self.action_format is not None:
-            _check_choice("games.<name>.action_format", self.action_format, ACTION_FORMATS)
+            self.action_format = _choice(
+                "games.<name>.action_format", self.action_format, ActionFormat
+            )
 
 
 @dataclass
 class RolloutConfig:
     """What rollout workers need: engine, sampling and concurrency."""
 
-    engine: str = "auto"  # auto: vLLM where it imports and starts, else transformers (hf)
+    engine: EngineKind = EngineKind.auto  # auto: vLLM where it starts, else transformers (hf)
     num_workers: int = 1
     concurrent_games: int = 16
     temperature: float = 1.0
@@ -140,19 +185,21 @@ class RolloutConfig:
     worker_gpus: float = 0.0  # Ray GPUs per worker (>= tensor_parallel_size on GPU clusters)
     tensor_parallel_size: int = 1
     sleep_when_training: bool = False  # GPU: vLLM sleep mode while the collocated learner runs
-    placement_strategy: str = "PACK"  # Ray placement group strategy: PACK, SPREAD, STRICT_SPREAD
+    # Ray placement group strategy: PACK, SPREAD, STRICT_SPREAD, STRICT_PACK
+    placement_strategy: PlacementStrategy = PlacementStrategy.PACK
     max_worker_failures: int = 3  # worker deaths tolerated (Ray restarts them) before stopping
-    on_context_overflow: str = "draw"  # a prompt beyond the context: draw, or truncate history
+    # a prompt beyond the context: draw, or truncate the history
+    on_context_overflow: ContextOverflow = ContextOverflow.draw
     # a worker's node leaves the cluster: continue with the other workers, or stop (checkpoint)
-    on_node_loss: str = "continue"
+    on_node_loss: NodeLoss = NodeLoss["continue"]
     # how new weights reach the engines: auto (vLLM: gloo on CPU, nccl on GPUs; hf: file),
     # file (safetensors in /dev/shm), gloo or nccl (vLLM's weight-transfer API)
-    weight_sync: str = "auto"
+    weight_sync: WeightSync = WeightSync.auto
     # how games wait on the engine: stream (each game moves on as soon as its own reply is
     # done; vLLM's continuous batching across turns), round (every waiting game in one batched
     # call; the next round starts when its longest reply ends), auto (stream on vLLM, round on
     # transformers, which has no request queue)
-    batching: str = "auto"
+    batching: Batching = Batching.auto
     # The start-up agreement check (spiral_games/llm/agreement.py): this many greedy tokens of
     # one prompt from every worker's engine, scored by the learner's own forward pass; 0: off.
     agreement_tokens: int = 8
@@ -166,28 +213,34 @@ class RolloutConfig:
     agreement_tol_reduced: float = 0.5  # bf16 or fp16 on either side
 
     @property
+    def plays_league(self) -> bool:
+        """Whether the policy's opponents are drawn from the league (`rollout.opponents=league`)."""
+        return self.opponents == OpponentMode.league
+
+    @property
     def fixed_opponent(self) -> str | None:
         """The fixed opponent `opponents` names; None for self_play and league."""
-        return None if self.opponents in OPPONENT_MODES else self.opponents
+        return None if self.opponents in tuple(OpponentMode) else self.opponents
 
     def __post_init__(self) -> None:
-        _check_choice("rollout.engine", self.engine, ENGINES)
+        self.engine = _choice("rollout.engine", self.engine, EngineKind)
+        self.weight_sync = _choice("rollout.weight_sync", self.weight_sync, WeightSync)
+        self.batching = _choice("rollout.batching", self.batching, Batching)
+        self.placement_strategy = _choice(
+            "rollout.placement_strategy", self.placement_strategy, PlacementStrategy
+        )
+        self.on_context_overflow = _choice(
+            "rollout.on_context_overflow", self.on_context_overflow, ContextOverflow
+        )
+        self.on_node_loss = _choice("rollout.on_node_loss", self.on_node_loss, NodeLoss)
         _check_positive("rollout.agreement_tokens", self.agreement_tokens, allow_zero=True)
         _check_positive("rollout.agreement_tol_fp32", self.agreement_tol_fp32)
         _check_positive("rollout.agreement_tol_reduced", self.agreement_tol_reduced)
-        _check_choice("rollout.batching", self.batching, ("auto", "stream", "round"))
         if not self.opponents.strip():
             raise ConfigError(
                 "rollout.opponents is empty. Choose self_play, league or a fixed opponent from "
                 "games.<name>.opponents (e.g. rollout.opponents=random)."
             )
-        if self.weight_sync == "ipc":
-            raise ConfigError(
-                "rollout.weight_sync=ipc (vLLM's CUDA IPC engine) needs a learner rank on each "
-                "vLLM engine's own GPU, which this version cannot place (docs/gpu.md). Use "
-                "rollout.weight_sync=nccl (or auto)."
-            )
-        _check_choice("rollout.weight_sync", self.weight_sync, WEIGHT_SYNCS)
         _check_positive("rollout.num_workers", self.num_workers)
         _check_positive("rollout.concurrent_games", self.concurrent_games)
         _check_positive("rollout.temperature", self.temperature, allow_zero=True)
@@ -202,15 +255,17 @@ class RolloutConfig:
         _check_positive("rollout.worker_gpus", self.worker_gpus, allow_zero=True)
         _check_positive("rollout.tensor_parallel_size", self.tensor_parallel_size)
         _check_positive("rollout.max_worker_failures", self.max_worker_failures, allow_zero=True)
-        _check_choice("rollout.placement_strategy", self.placement_strategy, PLACEMENT_STRATEGIES)
-        _check_choice("rollout.on_context_overflow", self.on_context_overflow, ("draw", "truncate"))
-        _check_choice("rollout.on_node_loss", self.on_node_loss, ("continue", "stop"))
-        if self.engine == "hf" and self.weight_sync not in ("auto", "file"):
+        if self.engine == EngineKind.hf and self.weight_sync not in (
+            WeightSync.auto,
+            WeightSync.file,
+        ):
             raise ConfigError(
                 f"rollout.weight_sync={self.weight_sync} streams into vLLM; the hf engine loads "
                 "a file. Set rollout.weight_sync=file (or auto), or rollout.engine=vllm."
             )
-        if self.engine == "hf" and (self.tensor_parallel_size > 1 or self.sleep_when_training):
+        if self.engine == EngineKind.hf and (
+            self.tensor_parallel_size > 1 or self.sleep_when_training
+        ):
             raise ConfigError(
                 "rollout.tensor_parallel_size>1 and rollout.sleep_when_training need "
                 "rollout.engine=vllm; the hf engine runs one device per worker and cannot sleep."
@@ -236,7 +291,7 @@ class LearnerConfig:
     epochs: int = 1
     zero_stage: int = 0
     grad_clip: float = 1.0
-    loss: str = "ppo"  # ppo (clipped ratio to the behaviour policy) or reinforce
+    loss: PolicyLoss = PolicyLoss.ppo  # ppo (clipped ratio to the behaviour policy) or reinforce
     clip: float = 0.2
     kl_coef: float = 0.0  # no KL by default
     # truncated importance sampling (oat's tis_c) for stale samples and the engine/learner
@@ -247,7 +302,7 @@ class LearnerConfig:
     tis_cap: float | None = None
     # auto: bf16 weights on a GPU with bf16, fp32 on every CPU (bf16 autocast there lost the
     # card signal in Kuhn: config/hardware.py, LEARNER_CPU_FP32); true/false force it
-    bf16: str = "auto"
+    bf16: Switch = Switch.auto
     gradient_checkpointing: bool = False
     lora_rank: int = 0  # > 0: train LoRA adapters (peft) instead of all weights
     lora_alpha: int = 32
@@ -257,8 +312,8 @@ class LearnerConfig:
     cpu_threads: int = 0  # CPU threads per rank (torch, OMP); 0: cores / ranks
 
     def __post_init__(self) -> None:
-        self.bf16 = str(self.bf16).lower()  # YAML/CLI booleans arrive as True/False
-        _check_choice("learner.bf16", self.bf16, SWITCHES)
+        self.bf16 = _choice("learner.bf16", self.bf16, Switch)
+        self.loss = _choice("learner.loss", self.loss, PolicyLoss)
         _check_positive("learner.cpu_threads", self.cpu_threads, allow_zero=True)
         _check_positive("learner.lr", self.lr)
         _check_positive("learner.lora_rank", self.lora_rank, allow_zero=True)
@@ -288,7 +343,6 @@ class LearnerConfig:
         _check_positive("learner.epochs", self.epochs)
         _check_choice("learner.zero_stage", str(self.zero_stage), ("0", "1", "2", "3"))
         _check_positive("learner.grad_clip", self.grad_clip)
-        _check_choice("learner.loss", self.loss, ("ppo", "reinforce"))
         _check_positive("learner.clip", self.clip)
         _check_positive("learner.kl_coef", self.kl_coef, allow_zero=True)
         if self.tis_cap is not None and self.tis_cap != 0 and self.tis_cap < 1:
@@ -316,8 +370,10 @@ class TrainConfig:
     checkpoint_every: int = 2
     keep_checkpoints: int = 2
     transcripts_per_step: int = 4
-    resume: str | None = None  # "true": resume output_dir; or a run directory to resume
-    wandb_mode: str = "offline"  # offline (default), online, disabled
+    # continue the run in output_dir from its newest checkpoint (train.resume=<run dir> is
+    # short for train.resume=true output_dir=<run dir>: config.compose)
+    resume: bool = False
+    wandb_mode: WandbMode = WandbMode.offline  # offline (default), online, disabled
     wandb_project: str = "spiral-games"
 
     def __post_init__(self) -> None:
@@ -337,7 +393,7 @@ class TrainConfig:
         _check_positive("train.checkpoint_every", self.checkpoint_every)
         _check_positive("train.keep_checkpoints", self.keep_checkpoints)
         _check_positive("train.transcripts_per_step", self.transcripts_per_step, allow_zero=True)
-        _check_choice("train.wandb_mode", self.wandb_mode, ("offline", "online", "disabled"))
+        self.wandb_mode = _choice("train.wandb_mode", self.wandb_mode, WandbMode)
 
     def staleness_bound(self) -> int:
         """Versions a trained sample may lag the learner: k collections ahead, plus the
@@ -428,13 +484,13 @@ class LeagueConfig:
     size: int = 3
     self_play: float = 0.5
     fixed: list[str] = field(default_factory=lambda: ["random"])  # from games.<g>.opponents
-    sampling: str = "pfsp"
+    sampling: LeagueSampling = LeagueSampling.pfsp
     pfsp_power: float = 1.0
     decay: float = 0.8
     # the engine past checkpoints play on in each rollout worker, beside the current policy's
     # engine: hf (transformers; no second vLLM engine busy-polling a core or claiming GPU
     # memory) or vllm (a second vLLM engine: leave it memory on a GPU)
-    engine: str = "hf"
+    engine: EngineKind = EngineKind.hf
 
     def __post_init__(self) -> None:
         _check_positive("league.every", self.every)
@@ -444,11 +500,12 @@ class LeagueConfig:
                 f"league.self_play={self.self_play} is out of range: it must be in [0, 1) (use "
                 "rollout.opponents=self_play for self-play only)."
             )
-        _check_choice("league.sampling", self.sampling, ("pfsp", "uniform"))
+        self.sampling = _choice("league.sampling", self.sampling, LeagueSampling)
         _check_positive("league.pfsp_power", self.pfsp_power, allow_zero=True)
         if not 0 < self.decay <= 1:
             raise ConfigError(f"league.decay={self.decay} is out of range: it must be in (0, 1].")
-        _check_choice("league.engine", self.engine, ("hf", "vllm"))
+        self.engine = _choice("league.engine", self.engine, EngineKind)
+        _check_choice("league.engine", self.engine, (EngineKind.hf, EngineKind.vllm))
         bad = [n for n in self.fixed if n == "current" or n.startswith("step_")]
         if bad or len(set(self.fixed)) != len(self.fixed):
             raise ConfigError(
@@ -518,15 +575,15 @@ class RunConfig:
         reserved = [
             f"games.{name}.opponents.{mode}"
             for name, game in self.games.items()
-            for mode in OPPONENT_MODES
+            for mode in OpponentMode
             if mode in game.opponents
         ]
         if reserved:
             raise ConfigError(
                 f"{', '.join(reserved)}: a fixed opponent may not be named "
-                f"{' or '.join(OPPONENT_MODES)} (rollout.opponents uses those names). Rename it."
+                f"{' or '.join(OpponentMode)} (rollout.opponents uses those names). Rename it."
             )
-        if self.rollout.opponents == "league":
+        if self.rollout.plays_league:
             for fixed in self.league.fixed:
                 missing = [name for name, game in self.games.items() if fixed not in game.opponents]
                 if missing:
@@ -541,9 +598,9 @@ class RunConfig:
         missing = [name for name, game in self.games.items() if opponent not in game.opponents]
         if missing:
             shared = set.intersection(*(set(game.opponents) for game in self.games.values()))
-            choices = [*OPPONENT_MODES, *sorted(shared)]
+            choices = [*OpponentMode, *sorted(shared)]
             raise ConfigError(
-                f"rollout.opponents={opponent!r} is neither {' nor '.join(OPPONENT_MODES)} nor a "
+                f"rollout.opponents={opponent!r} is neither {' nor '.join(OpponentMode)} nor a "
                 f"fixed opponent of {', '.join(missing)} (games.<name>.opponents). Choose one "
                 f"of: {', '.join(choices)}; or add {opponent!r} to games.<name>.opponents."
             )
@@ -579,12 +636,12 @@ def format_lines(cfg: RunConfig) -> list[str]:
         f"format: {name}: {g.prompt_style} prompt, "
         + (
             "a masked choice of one legal action (else free text, read leniently)"
-            if g.action_format == "choice"
+            if g.action_format == ActionFormat.choice
             else f"{g.action_format} parsing"
         )
         for name, g in cfg.games.items()
     ]
-    choice = any(g.action_format == "choice" for g in cfg.games.values())
+    choice = any(g.action_format == ActionFormat.choice for g in cfg.games.values())
     lines.append(
         ("replies: one token where a masked choice is made, else " if choice else "replies: ")
         + f"at most {cfg.rollout.max_tokens} tokens"
@@ -622,8 +679,8 @@ class HarnessConfig:
     top_p: float = 0.95
     max_tokens: int = 1024
     max_model_len: int = 4096
-    engine: str = "auto"  # auto: vLLM where it starts, else transformers; or vllm | hf
-    dtype: str = "auto"  # auto: bfloat16 on GPUs and native-bf16 CPUs, else float32
+    engine: EngineKind = EngineKind.auto  # auto: vLLM where it starts, else transformers
+    dtype: Dtype = Dtype.auto  # auto: bfloat16 on GPUs and native-bf16 CPUs, else float32
     seed: int = 0
     output_dir: str = "runs/eval"  # conf/evaluate.yaml adds a timestamp
 
@@ -633,6 +690,8 @@ class HarnessConfig:
                 "Name the checkpoints to score: --compare base=<model> trained=<checkpoint dir> "
                 "(or +models.<label>=<model>)."
             )
+        self.engine = _choice("engine", self.engine, EngineKind)
+        self.dtype = _choice("dtype", self.dtype, Dtype)
         if self.n_samples < 1 or (self.limit is not None and self.limit < 1):
             raise ConfigError("n_samples and limit must be >= 1.")
         if self.max_tokens >= self.max_model_len:

@@ -16,7 +16,7 @@ from spiral_games.types import Episode, Sample
 class RoleBaselines:
     """The run's single RAE state, kept on the driver and saved in checkpoints."""
 
-    decay: float = 0.95
+    decay: float  # train.rae_decay
     values: dict[tuple[str, int], float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 
 from spiral_games.config.hardware import RuntimePlan, plan_runtime
-from spiral_games.config.schema import RunConfig
+from spiral_games.config.schema import LearnerConfig, RunConfig
 from spiral_games.errors import ConfigError
 from spiral_games.faults import kill_point
 from spiral_games.learn import weights
@@ -34,55 +34,33 @@ WEIGHTS_FILE = "model.safetensors"  # the name save_pretrained gives one unshard
 
 @dataclass(frozen=True)
 class LearnerSpec:
-    """Everything the learner needs, and nothing else."""
+    """What the learner needs: its config, passed whole (never copied field by field), and the
+    values resolved for this run and machine."""
 
-    model_path: str
-    lr: float
-    zero_stage: int
-    grad_clip: float
-    epochs: int
-    minibatch_size: int
-    micro_batch_size: int
-    loss: str  # ppo | reinforce
-    clip: float
-    kl_coef: float
-    tis_cap: float  # truncated importance sampling cap; 0: off
-    normalizer: int  # Dr.GRPO constant: the maximum generation length
-    bf16: bool  # bf16 autocast (CPU) / bf16 weights (GPU)
-    gradient_checkpointing: bool
-    lora_rank: int  # 0: full fine-tuning; > 0: LoRA adapters (peft) on all linear layers
-    lora_alpha: int
-    seed: int
+    learner: LearnerConfig  # optimisation, loss, batch shape, LoRA, ZeRO stage
+    model_path: str  # the weights to start from
+    tis_cap: float  # learner.tis_cap as RunConfig resolved it; 0: off
+    normalizer: int  # Dr.GRPO's constant: the reply budget (rollout.max_tokens, resolved)
+    bf16: bool  # resolved from learner.bf16: bf16 autocast (CPU) / bf16 weights (GPU)
+    seed: int  # the run's; rank r shuffles with seed + r
     # the rollout temperature: a masked choice's log-prob is taken at it (the policy that played)
     choice_temperature: float
-    cpu_threads: int = 1  # torch/OMP threads of this rank on a CPU
-    cpu_ids: tuple[int, ...] = ()  # the CPUs an in-process learner binds to (empty: unpinned)
+    cpu_threads: int  # resolved from learner.cpu_threads: torch/OMP threads of this rank on a CPU
+    cpu_ids: tuple[int, ...]  # the CPUs an in-process learner binds to (empty: unpinned)
 
     @classmethod
     def from_run(
         cls, cfg: RunConfig, model_path: Path, plan: RuntimePlan | None = None
     ) -> LearnerSpec:
-        """Cut the learner's slice out of the whole run config, with `auto` choices resolved
-        by `plan` (default: planned for this machine)."""
-        lc = cfg.learner
+        """The learner's config of the whole run config, with `auto` choices resolved by `plan`
+        (default: planned for this machine)."""
         plan = plan or plan_runtime(cfg)
         return cls(
+            learner=cfg.learner,
             model_path=str(model_path),
-            lr=lc.lr,
-            zero_stage=lc.zero_stage,
-            grad_clip=lc.grad_clip,
-            epochs=lc.epochs,
-            minibatch_size=lc.minibatch_size,
-            micro_batch_size=lc.micro_batch_size,
-            loss=lc.loss,
-            clip=lc.clip,
-            kl_coef=lc.kl_coef,
             tis_cap=cfg.importance_cap(),
             normalizer=cfg.reply_budget(),
             bf16=plan.learner_bf16,
-            gradient_checkpointing=lc.gradient_checkpointing,
-            lora_rank=lc.lora_rank,
-            lora_alpha=lc.lora_alpha,
             seed=cfg.seed,
             # greedy rollouts (0) have no distribution to train: the model's own (1) then
             choice_temperature=cfg.rollout.temperature or 1.0,
@@ -148,41 +126,44 @@ class Learner:
             self._unpinned = pin_process(spec.cpu_ids)
         dtype = torch.bfloat16 if (spec.bf16 and self.on_gpu) else torch.float32
         model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype)
-        if spec.gradient_checkpointing:
+        if spec.learner.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         self.tied = bool(getattr(model.config, "tie_word_embeddings", False))
         self.reference = None
-        if spec.kl_coef > 0:  # a frozen copy of the starting policy for the KL penalty
+        if spec.learner.kl_coef > 0:  # a frozen copy of the starting policy for the KL penalty
             self.reference = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype)
             self.reference.requires_grad_(False).eval()
         policy: torch.nn.Module = model  # what DeepSpeed trains: the model or its LoRA wrapper
-        if spec.lora_rank > 0:
+        if spec.learner.lora_rank > 0:
             from peft import LoraConfig, get_peft_model
 
             policy = get_peft_model(
                 model,
                 LoraConfig(
-                    r=spec.lora_rank,
-                    lora_alpha=spec.lora_alpha,
+                    r=spec.learner.lora_rank,
+                    lora_alpha=spec.learner.lora_alpha,
                     target_modules="all-linear",
                     task_type="CAUSAL_LM",
                 ),
             )
         # A client AdamW: DeepSpeed's FusedAdam JIT-builds for ~84 s on CPU; this starts at once.
         trainable = [p for p in policy.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=spec.lr, weight_decay=0.0)
+        optimizer = torch.optim.AdamW(trainable, lr=spec.learner.lr, weight_decay=0.0)
         config = {
-            "train_micro_batch_size_per_gpu": spec.micro_batch_size,
-            "gradient_accumulation_steps": spec.minibatch_size
-            // (spec.micro_batch_size * world_size),
-            "gradient_clipping": spec.grad_clip,
+            "train_micro_batch_size_per_gpu": spec.learner.micro_batch_size,
+            "gradient_accumulation_steps": spec.learner.minibatch_size
+            // (spec.learner.micro_batch_size * world_size),
+            "gradient_clipping": spec.learner.grad_clip,
             # update() accumulates micro-batches itself and calls step() once per minibatch,
             # so a last, partial minibatch is a step of its own instead of dropped samples
             "managed_gradient_accumulation": False,
             # ZeRO-3's default memory_efficient_linear swaps torch.nn.functional.linear for its own
             # for the whole process, for good (other models, other stages, other rounding); its
             # gather-before-backward hooks keep training correct without it
-            "zero_optimization": {"stage": spec.zero_stage, "memory_efficient_linear": False},
+            "zero_optimization": {
+                "stage": spec.learner.zero_stage,
+                "memory_efficient_linear": False,
+            },
             "bf16": {"enabled": spec.bf16 and self.on_gpu},
             "steps_per_print": 1 << 30,
             "wall_clock_breakdown": False,
@@ -210,13 +191,13 @@ class Learner:
         losses, clips, kls, ref_kls, norms = [], [], [], [], []
         tokens, start = 0, time.perf_counter()
         samples = list(batch.samples)
-        per_rank = max(spec.minibatch_size // self.world_size, 1)
+        per_rank = max(spec.learner.minibatch_size // self.world_size, 1)
         # TIS: the learner's own log-probs before any step of this update, and token weights
         importance, tis_metrics = self._importance(samples) if spec.tis_cap > 0 else (None, {})
-        for _ in range(spec.epochs):
+        for _ in range(spec.learner.epochs):
             self.rng.shuffle(samples)
             for mini in _chunks(samples, per_rank):
-                for micro in _micro_batches(mini, spec.micro_batch_size):
+                for micro in _micro_batches(mini, spec.learner.micro_batch_size):
                     out, n_tokens = self._loss(micro, importance)
                     # the micro loss is a mean over its samples: weight it to the minibatch mean
                     self.engine.backward(out.loss * (len(micro) / len(mini)), scale_wrt_gas=False)
@@ -258,7 +239,7 @@ class Learner:
         cap = self.spec.tis_cap
         out: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         tokens, weight_sum, capped = 0, 0.0, 0
-        for micro in _chunks(samples, self.spec.micro_batch_size):
+        for micro in _chunks(samples, self.spec.learner.micro_batch_size):
             ids, attention, mask = pack_sequences(
                 [s.prompt_ids for s in micro], [s.response_ids for s in micro], self.pad_id
             )
@@ -334,10 +315,10 @@ class Learner:
             advantages,
             mask,
             normalizer=spec.normalizer,
-            mode=spec.loss,
-            clip=spec.clip,
+            mode=spec.learner.loss,
+            clip=spec.learner.clip,
             ref_logprobs=ref,
-            kl_coef=spec.kl_coef,
+            kl_coef=spec.learner.kl_coef,
             token_weights=weights,
         )
         return out, int(attention.sum())
@@ -380,10 +361,10 @@ class Learner:
             torch.tensor([s.advantage for s in micro], device=device),
             torch.ones_like(lp),
             normalizer=spec.normalizer,
-            mode=spec.loss,
-            clip=spec.clip,
+            mode=spec.learner.loss,
+            clip=spec.learner.clip,
             ref_logprobs=ref,
-            kl_coef=spec.kl_coef,
+            kl_coef=spec.learner.kl_coef,
             token_weights=weights,
         )
         return out, sum(len(p) for p in prompts)
@@ -391,7 +372,7 @@ class Learner:
     def _grad_norm(self) -> float | None:
         """Pre-clip gradient norm from local grads; None when ZeRO partitions them (ZeRO-3 always:
         its parameters keep no `.grad`), and the engine's global norm is reported instead."""
-        if self.spec.zero_stage == 3:
+        if self.spec.learner.zero_stage == 3:
             return None
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         if not grads:
@@ -412,7 +393,7 @@ class Learner:
         them). Without ZeRO-3 no rank waits for another; a tensor that needs no move or cast
         then shares storage with the live weight: use it before the next update, or clone it.
         """
-        zero3 = self.spec.zero_stage == 3
+        zero3 = self.spec.learner.zero_stage == 3
         yield from weights.stream(self._hf_model(), self._lora_layer(), dtype, _gathered, zero3)
 
     def weight_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
@@ -425,12 +406,12 @@ class Learner:
 
     def _hf_model(self) -> PreTrainedModel:
         """The HF model inside the engine (with LoRA: the base model, adapters injected)."""
-        if self.spec.lora_rank > 0:
+        if self.spec.learner.lora_rank > 0:
             return cast("PeftModel", self.model).get_base_model()  # type: ignore[return-value]
         return cast("PreTrainedModel", self.model)
 
     def _lora_layer(self) -> type | None:
-        if self.spec.lora_rank <= 0:
+        if self.spec.learner.lora_rank <= 0:
             return None
         from peft.tuners.lora import LoraLayer
 
@@ -454,7 +435,7 @@ class Learner:
         """Rank 0 streams `named_weights` into `path` (through a temporary file); under ZeRO-3
         the other ranks iterate alongside, for the gathers."""
         if self.rank != 0:
-            if self.spec.zero_stage == 3:
+            if self.spec.learner.zero_stage == 3:
                 for _ in self.named_weights():
                     pass
             return
@@ -480,7 +461,7 @@ class Learner:
             model.config.save_pretrained(str(directory))
             if model.can_generate():
                 model.generation_config.save_pretrained(str(directory))
-        if self.spec.lora_rank > 0:
+        if self.spec.learner.lora_rank > 0:
             self._save_adapter(directory / "adapter")
         torch.save(self._optimizer_state(), directory / self._optimizer_file())
 
@@ -503,7 +484,7 @@ class Learner:
         from the running optimizer (fp32 and bf16 use a static scale of 1) and needs no map.
         """
         state = self.optimizer.state_dict()
-        if self.spec.zero_stage == 0:
+        if self.spec.learner.zero_stage == 0:
             return state
         from deepspeed.checkpoint.constants import LOSS_SCALER, PARAM_SLICE_MAPPINGS, ZERO_STAGE
 
@@ -521,7 +502,7 @@ class Learner:
         state = torch.load(
             directory / self._optimizer_file(), weights_only=True, map_location="cpu"
         )
-        if self.spec.zero_stage == 0:
+        if self.spec.learner.zero_stage == 0:
             self.optimizer.load_state_dict(state)
             return
         from deepspeed.checkpoint.constants import LOSS_SCALER, PARTITION_COUNT, ZERO_STAGE
@@ -538,10 +519,10 @@ class Learner:
         # ZeRO's loader takes every rank's state, by rank, and reads this rank's own entry
         states: list[dict[str, Any] | None] = [None] * self.world_size
         states[self.rank] = state
-        if self.spec.zero_stage == 3:
+        if self.spec.learner.zero_stage == 3:
             self.optimizer.checkpoint_event_prologue()  # partition all, as load_checkpoint does
         self.optimizer.load_state_dict(states, load_from_fp32_weights=True)
-        if self.spec.zero_stage == 3:
+        if self.spec.learner.zero_stage == 3:
             self.optimizer.checkpoint_event_epilogue()  # re-gather the persistent parameters
 
     def shutdown(self) -> None:

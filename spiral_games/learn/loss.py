@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from spiral_games.config.choices import PolicyLoss
+
 
 @dataclass(frozen=True)
 class LossOutput:
@@ -26,10 +28,10 @@ def policy_loss(
     advantages: torch.Tensor,  # [B]
     mask: torch.Tensor,  # [B, T] 1 on response tokens
     normalizer: float,
-    mode: str = "ppo",
-    clip: float = 0.2,
+    mode: PolicyLoss,
+    clip: float,
     ref_logprobs: torch.Tensor | None = None,  # [B, T] frozen reference, for the KL term
-    kl_coef: float = 0.0,
+    kl_coef: float = 0.0,  # the KL term's weight; 0 (or no `ref_logprobs`): none
     token_weights: torch.Tensor | None = None,  # [B, T] e.g. truncated importance weights
 ) -> LossOutput:
     """SPIRAL's objective (Eq. 6): clipped surrogate with per-sample advantages.
@@ -40,17 +42,17 @@ def policy_loss(
     """
     mask = mask.to(logprobs.dtype)
     adv = advantages.to(logprobs.dtype).unsqueeze(-1)
-    if mode == "ppo":
+    if mode == PolicyLoss.ppo:
         ratio = torch.exp(logprobs - old_logprobs)
         unclipped = -adv * ratio
         clipped = -adv * torch.clamp(ratio, 1 - clip, 1 + clip)
         per_token = torch.maximum(unclipped, clipped)
         clip_active = (clipped > unclipped).to(mask.dtype)
-    elif mode == "reinforce":
+    elif mode == PolicyLoss.reinforce:
         per_token = -adv * logprobs
         clip_active = torch.zeros_like(mask)
     else:
-        raise ValueError(f"Unknown loss mode {mode!r}: use 'ppo' or 'reinforce'.")
+        raise ValueError(f"Unknown loss mode '{mode}': use 'ppo' or 'reinforce'.")
     if token_weights is not None:
         per_token = per_token * token_weights.detach().to(per_token.dtype)
     kl = torch.zeros_like(per_token)

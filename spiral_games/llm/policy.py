@@ -8,6 +8,7 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
+from spiral_games.config.choices import ContextOverflow, Dtype, EngineKind, PromptStyle
 from spiral_games.config.schema import EvalConfig, ModelConfig, RolloutConfig
 from spiral_games.errors import ConfigError, GameError
 from spiral_games.llm.choice import choice_tokens
@@ -26,11 +27,11 @@ class LLMPolicy:
         engine: Engine,
         tokenizer: Any,
         params: SamplingParams,
-        prompt_styles: Mapping[str, str],
+        prompt_styles: Mapping[str, PromptStyle],
         max_model_len: int,
         *,
-        on_context_overflow: str,
-        default_style: str | None = None,
+        on_context_overflow: ContextOverflow,
+        default_style: PromptStyle | None = None,
         stream: bool = False,
         choice_games: Collection[str] = (),
     ) -> None:
@@ -178,10 +179,11 @@ class LLMPolicy:
                 f"No prompt style for game {obs.game!r}: pass it in prompt_styles "
                 "(RunConfig resolves games.<g>.prompt_style) or set default_style."
             )
-        text = obs.position if style == "short" and obs.position is not None else obs.text
+        short = style == PromptStyle.short
+        text = obs.position if short and obs.position is not None else obs.text
         choice = bool(choices)
         ids = encode_prompt(self.tokenizer, text, style, obs.legal_actions, choice)
-        shortened = len(ids) > budget and self.on_context_overflow == "truncate"
+        shortened = len(ids) > budget and self.on_context_overflow == ContextOverflow.truncate
         if shortened:
             ids = self._truncated(text, style, budget, obs.legal_actions, ids, choice)
         return ids, shortened
@@ -189,7 +191,7 @@ class LLMPolicy:
     def _truncated(
         self,
         text: str,
-        style: str,
+        style: PromptStyle,
         budget: int,
         legal: Sequence[str] | None,
         prompt: list[int],
@@ -252,7 +254,7 @@ def llm_opponent(
     )
     resolved = resolve_model(model, Path(cache_dir) if cache_dir else None)
     spec = EngineSpec.from_rollout(
-        engine, resolved.path, rollout, dtype=dtype or model_cfg.dtype, seed=seed
+        EngineKind(engine), resolved.path, rollout, dtype=Dtype(dtype or model_cfg.dtype), seed=seed
     )
     params = SamplingParams(
         temperature=evaluation.temperature if temperature is None else temperature,
@@ -266,5 +268,5 @@ def llm_opponent(
         {},
         rollout.max_model_len,
         on_context_overflow=rollout.on_context_overflow,
-        default_style=prompt_style or model_cfg.prompt_style,
+        default_style=PromptStyle(prompt_style or model_cfg.prompt_style),
     )

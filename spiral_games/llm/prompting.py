@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from spiral_games.config.choices import PromptStyle
 from spiral_games.errors import ConfigError
 from spiral_games.llm.choice import action_name
 
@@ -15,7 +16,7 @@ RAW_SUFFIX = "Please reason step by step, and put your final answer within \\box
 def build_prompt_text(
     tokenizer: Any,
     observation: str,
-    style: str,
+    style: PromptStyle,
     legal: Sequence[str] | None = None,
     choice: bool = False,
 ) -> str:
@@ -34,21 +35,23 @@ def build_prompt_text(
     if choice:
         suffix = f"Reply with one of: {', '.join(action_name(a) for a in legal or ())}."
     user = f"{RAW_PREFIX}\n\n{observation}\n\n{suffix}"
-    if style == "raw":
+    if style == PromptStyle.raw:
         return f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
-    if style == "short" and choice:
+    if style == PromptStyle.short and choice:
         # the observation and the choice, and no default system turn from the template
         # (SmolLM2's adds about 16 tokens): a masked choice needs no instructions beyond it
         return chat_text(tokenizer, f"{observation}\n\n{suffix}", system="", style=style)
-    if style == "short":
+    if style == PromptStyle.short:
         choices = f"Choose one of: {', '.join(legal)}. " if legal else ""
         user = f"{observation}\n\n{choices}Reply with \\boxed{{your action}}."
-    if style in ("chat", "short"):
+    if style in (PromptStyle.chat, PromptStyle.short):
         return chat_text(tokenizer, user, style=style)
-    raise ConfigError(f"Unknown prompt style {style!r}. Choose 'chat', 'raw' or 'short'.")
+    raise ConfigError(f"Unknown prompt style '{style}'. Choose 'chat', 'raw' or 'short'.")
 
 
-def chat_text(tokenizer: Any, user: str, system: str | None = None, style: str = "chat") -> str:
+def chat_text(
+    tokenizer: Any, user: str, system: str | None = None, style: PromptStyle = PromptStyle.chat
+) -> str:
     """One user turn rendered with the tokenizer's chat template, ready for the reply; with
     `system`, after that system turn instead of the template's default (a template that takes
     no system turn renders the user turn alone)."""
@@ -80,7 +83,7 @@ def encode_user_message(tokenizer: Any, user: str) -> list[int]:
 def encode_prompt(
     tokenizer: Any,
     observation: str,
-    style: str,
+    style: PromptStyle,
     legal: Sequence[str] | None = None,
     choice: bool = False,
 ) -> list[int]:

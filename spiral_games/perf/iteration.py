@@ -7,6 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from spiral_games.config.choices import WandbMode
 from spiral_games.config.hardware import plan_runtime
 from spiral_games.config.schema import RunConfig
 from spiral_games.errors import ConfigError
@@ -49,7 +50,7 @@ def bench_iteration(cfg: RunConfig, overrides: list[str]) -> dict:
                 cfg.train,
                 steps=steps,
                 checkpoint_every=1,
-                wandb_mode="disabled",
+                wandb_mode=WandbMode.disabled,
                 max_staleness=k,
             ),
             eval=dataclasses.replace(cfg.eval, points=0, every=0),  # the same in both modes

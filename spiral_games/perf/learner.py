@@ -44,11 +44,11 @@ def _plain_torch_update(spec: LearnerSpec, batch: TrainBatch, bf16: bool) -> tup
     from spiral_games.logprobs import pack_sequences, token_logprobs
 
     model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=torch.float32)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)
-    accumulate = spec.minibatch_size // spec.micro_batch_size
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learner.lr, weight_decay=0.0)
+    accumulate = spec.learner.minibatch_size // spec.learner.micro_batch_size
     tokens, start = 0, time.perf_counter()
-    for i, lo in enumerate(range(0, len(batch.samples), spec.micro_batch_size)):
-        micro = batch.samples[lo : lo + spec.micro_batch_size]
+    for i, lo in enumerate(range(0, len(batch.samples), spec.learner.micro_batch_size)):
+        micro = batch.samples[lo : lo + spec.learner.micro_batch_size]
         ids, attention, mask = pack_sequences(
             [s.prompt_ids for s in micro], [s.response_ids for s in micro], 0
         )
@@ -61,12 +61,12 @@ def _plain_torch_update(spec: LearnerSpec, batch: TrainBatch, bf16: bool) -> tup
             torch.tensor([s.advantage for s in micro]),
             mask,
             normalizer=spec.normalizer,
-            mode=spec.loss,
-            clip=spec.clip,
+            mode=spec.learner.loss,
+            clip=spec.learner.clip,
         )
         (out.loss / accumulate).backward()
         if (i + 1) % accumulate == 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.learner.grad_clip)
             optimizer.step()
             optimizer.zero_grad()
         tokens += int(attention.sum())

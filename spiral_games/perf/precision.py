@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from functools import partial
 
+from spiral_games.config.choices import Dtype, EngineKind
 from spiral_games.config.hardware import RuntimePlan, plan_runtime
 from spiral_games.config.schema import RunConfig
 from spiral_games.learn.learner import LearnerSpec
@@ -14,13 +15,15 @@ from spiral_games.perf.learner import synthetic_batch
 from spiral_games.perf.measure import measure
 from spiral_games.types import TrainBatch
 
-PRECISIONS = (("fp32", "float32"), ("bf16", "bfloat16"))
+PRECISIONS = (("fp32", Dtype.float32), ("bf16", Dtype.bfloat16))
 
 
 GENERATE_BATCHES = (1, 8, 32)
 
 
-def _generation_speed(cfg: RunConfig, engine_kind: str, dtype: str, batches: tuple[int, ...]):
+def _generation_speed(
+    cfg: RunConfig, engine_kind: EngineKind, dtype: Dtype, batches: tuple[int, ...]
+):
     """Generated tokens/s of the engine in `dtype` at each batch size (after one warm-up)."""
     from spiral_games.actors.rollout_worker import WorkerConfig
     from spiral_games.llm.engines.factory import build_engine
@@ -34,7 +37,7 @@ def _generation_speed(cfg: RunConfig, engine_kind: str, dtype: str, batches: tup
     worker = WorkerConfig.from_run(cfg, model.path, plan)
     engine = build_engine(dataclasses.replace(worker.engine_spec(engine_kind, 0), dtype=dtype))
     prompt = encode_user_message(model.tokenizer, "Tell me a long story about a poker game.")
-    params = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=worker.sampling.max_tokens)
+    params = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=worker.reply_budget)
     try:
         engine.generate([prompt], params)  # warm-up: first calls pay one-off costs
         rows = {}
@@ -62,9 +65,9 @@ def _update_speed(cfg: RunConfig, bf16: bool) -> dict:
 
     model = resolve_configured(cfg.model)
     n = UPDATE_SHAPE["samples_n"]
-    spec = dataclasses.replace(
-        LearnerSpec.from_run(cfg, model.path), bf16=bf16, minibatch_size=n, micro_batch_size=n
-    )
+    spec = LearnerSpec.from_run(cfg, model.path)
+    shape = dataclasses.replace(spec.learner, minibatch_size=n, micro_batch_size=n)
+    spec = dataclasses.replace(spec, learner=shape, bf16=bf16)
     learner = Learner(spec)
     batch = synthetic_batch(cfg, len(model.tokenizer), **UPDATE_SHAPE)
     warm = TrainBatch(
@@ -101,7 +104,8 @@ def bench_precision(cfg: RunConfig, plan: RuntimePlan) -> dict:
         for b in GENERATE_BATCHES
     }
     ratios["update"] = update["bf16"]["tokens_per_s"] / update["fp32"]["tokens_per_s"]
-    faster_dtype = "bfloat16" if ratios[f"generate_batch{GENERATE_BATCHES[-1]}"] > 1 else "float32"
+    faster = ratios[f"generate_batch{GENERATE_BATCHES[-1]}"] > 1
+    faster_dtype = Dtype.bfloat16 if faster else Dtype.float32
     faster_learner = ratios["update"] > 1
     return {
         "benchmark": "precision",

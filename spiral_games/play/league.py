@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from spiral_games.config.choices import LeagueSampling
 from spiral_games.config.schema import LeagueConfig
 from spiral_games.errors import ConfigError
 from spiral_games.types import Episode
@@ -129,7 +130,7 @@ class League:
     def draw(self) -> LeagueDraw:
         """The opponent distribution for the next collection."""
         names = tuple(m.name for m in self.members)
-        if self.cfg.sampling == "uniform":
+        if self.cfg.sampling == LeagueSampling.uniform:
             weights = tuple(1.0 for _ in names)
         else:
             power = self.cfg.pfsp_power

@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeGuard, cast
 
+from spiral_games.config.choices import ActionFormat, InvalidMove
+from spiral_games.config.schema import GameConfig
 from spiral_games.errors import GameError
 from spiral_games.play.game import GameEnv
 from spiral_games.play.parsing import extract_boxed, parse_mentioned_action
@@ -16,19 +18,15 @@ from spiral_games.types import Episode, GameEnd, Observation, ParsedAction, Poli
 
 @dataclass(frozen=True)
 class GameRules:
-    """How one game is played: its env factory and the invalid-move policy. Built from a
-    `GameConfig` by `registry.build_rules`; the defaults live there, not here."""
+    """How one game is played: its env factory and its config (the invalid-move policy, its
+    rewards and retries, the turn limit), passed whole. Built by `registry.build_rules`."""
 
     name: str
     make_env: Callable[[], GameEnv]
-    invalid_move: str  # penalty: end the game now; retry: retry_allowance more tries, then lose
-    # boxed: SPIRAL's \boxed{}; lenient: else the last named move; choice: a masked choice
-    # where the state lists its legal actions, else read as lenient
-    action_format: str
-    invalid_penalty: float  # the offender's reward (invalid_move=penalty)
-    invalid_opponent_reward: float  # the other seat's
-    retry_allowance: int
-    max_turns: int  # a game still running after this many turns is a draw
+    config: GameConfig  # invalid_move, invalid_penalty, retry_allowance, max_turns, ...
+    # resolved from the game's or the model's: boxed: SPIRAL's \boxed{}; lenient: else the last
+    # named move; choice: a masked choice where the state lists its legal actions, else lenient
+    action_format: ActionFormat
 
 
 @dataclass(frozen=True)
@@ -64,10 +62,10 @@ class GameSession:
         """The observation the acting role must answer, or None once the game is over."""
         if self.finished:
             return None
-        if len(self.turns) >= self.job.rules.max_turns:
+        if len(self.turns) >= self.job.rules.config.max_turns:
             self._ended = (
                 (0.0, 0.0),
-                f"turn limit of {self.job.rules.max_turns} reached",
+                f"turn limit of {self.job.rules.config.max_turns} reached",
                 None,
                 GameEnd.TURN_LIMIT,
             )
@@ -105,7 +103,7 @@ class GameSession:
             parsed = self.env.parse_action(output.text, role)
         if (
             parsed.action is None
-            and self.job.rules.action_format in ("lenient", "choice")
+            and self.job.rules.action_format in (ActionFormat.lenient, ActionFormat.choice)
             and legal
             and extract_boxed(output.text) is None
         ):
@@ -136,10 +134,10 @@ class GameSession:
             self.errors, self._text, self._note = 0, None, ""
             return
         self.errors += 1
-        rules = self.job.rules
-        if rules.invalid_move == "penalty":
-            self._end_by_invalid(role, rules.invalid_penalty, rules.invalid_opponent_reward, reason)
-        elif self.errors > rules.retry_allowance:
+        game = self.job.rules.config
+        if game.invalid_move == InvalidMove.penalty:
+            self._end_by_invalid(role, game.invalid_penalty, game.invalid_opponent_reward, reason)
+        elif self.errors > game.retry_allowance:
             self._end_by_invalid(role, -1.0, 1.0, reason)
         else:
             self._note = f"\n\nYour previous move was invalid ({reason}). Please try again."

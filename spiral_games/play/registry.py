@@ -79,16 +79,7 @@ def build_rules(name: str, cfg: GameConfig) -> GameRules:
             f"games.{name}.action_format is unset. RunConfig fills it from "
             "model.action_format: build the game's config through RunConfig (compose_run_config)."
         )
-    return GameRules(
-        name=name,
-        make_env=make_env,
-        invalid_move=cfg.invalid_move,
-        action_format=cfg.action_format,
-        invalid_penalty=cfg.invalid_penalty,
-        invalid_opponent_reward=cfg.invalid_opponent_reward,
-        retry_allowance=cfg.retry_allowance,
-        max_turns=cfg.max_turns,
-    )
+    return GameRules(name=name, make_env=make_env, config=cfg, action_format=cfg.action_format)
 
 
 class GameAnalysis(Protocol):

@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from spiral_games.config.choices import EngineKind
 from spiral_games.config.schema import HarnessConfig, RolloutConfig
 from spiral_games.errors import EngineUnavailable
 from spiral_games.llm.engines.base import Engine, EngineSpec
@@ -42,7 +43,7 @@ def _engine(cfg: HarnessConfig, path: Path) -> Engine:
     )
 
     hw = this_machine()
-    reason = vllm_unavailable(hw) if cfg.engine != "hf" else None
+    reason = vllm_unavailable(hw) if cfg.engine != EngineKind.hf else None
     kind, fallback, why = choose_engine(cfg.engine, hw, reason)
     dtype, dtype_why, warning = choose_dtype(cfg.dtype, hw, kind)
     log.info("engine %s (%s), dtype %s (%s)", kind, why, dtype, dtype_why)

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from spiral_games.config.choices import WandbMode
 from spiral_games.learn.staleness import staleness_metrics
 from spiral_games.learn.step_batch import StepBatch
 from spiral_games.types import Episode, GameEnd
@@ -21,15 +22,15 @@ from spiral_games.types import Episode, GameEnd
 class MetricsLogger:
     """Appends step metrics to `run_dir/metrics.jsonl` and logs them to wandb."""
 
-    def __init__(self, run_dir: Path, wandb_mode: str, project: str, config: dict[str, Any]):
+    def __init__(self, run_dir: Path, wandb_mode: WandbMode, project: str, config: dict[str, Any]):
         self.path = run_dir / "metrics.jsonl"
         self.run = None
-        if wandb_mode != "disabled":
+        if wandb_mode != WandbMode.disabled:
             import wandb
 
             self.run = wandb.init(
                 project=project,
-                mode=cast(Literal["online", "offline", "disabled"], wandb_mode),
+                mode=cast(Literal["online", "offline", "disabled"], str(wandb_mode)),
                 dir=str(run_dir),
                 config=config,
                 name=run_dir.name,

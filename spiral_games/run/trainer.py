@@ -150,11 +150,10 @@ class RunStart:
 
 
 def resume_dir(cfg: RunConfig) -> Path | None:
-    """The run directory to resume from, if `train.resume` asks for one."""
-    value = cfg.train.resume
-    if value is None or str(value).lower() in ("false", "no", "0", ""):
+    """The run directory to resume from (output_dir), if `train.resume` asks for one."""
+    if not cfg.train.resume:
         return None
-    path = Path(cfg.output_dir) if str(value).lower() in ("true", "yes", "1") else Path(value)
+    path = Path(cfg.output_dir)
     if not path.is_dir():
         raise ConfigError(
             f"train.resume: run directory {path} does not exist. Point train.resume at a run "
@@ -222,7 +221,7 @@ def _build_actors(
     check_fits(cfg, cluster_resources())  # one clear error before any actor waits for room
     spec = LearnerSpec.from_run(cfg, start.weights_path, plan)
     lc = cfg.learner
-    learner: Learner | LearnerGroup = LearnerGroup(spec, lc) if lc.num_ranks > 1 else Learner(spec)
+    learner: Learner | LearnerGroup = LearnerGroup(spec) if lc.num_ranks > 1 else Learner(spec)
     if start.resumed:
         learner.load_optimizer(start.weights_path)
         learner.set_rng_state(start.state.learner_rng)
@@ -234,7 +233,6 @@ def _build_actors(
             learner,
             start.model.tokenizer,
             plan.learner_bf16,
-            cfg.rollout,
             cfg.model.dtype,
             lambda switched: RolloutPool(switched, cfg.rollout),
         )

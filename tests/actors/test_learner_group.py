@@ -9,7 +9,6 @@ import torch
 
 from spiral_games.actors.learner_group import LearnerGroup
 from spiral_games.config.compose import compose_run_config
-from spiral_games.config.schema import LearnerConfig
 from spiral_games.learn.learner import Learner, LearnerSpec
 from spiral_games.types import Sample, TrainBatch
 
@@ -41,7 +40,7 @@ def test_two_ranks_make_the_same_update_as_one(tiny, local_ray):
     batch = TrainBatch(samples, step=0)
     probe = ([[1, 2, 3]], [[4, 5, 6]])
 
-    group = LearnerGroup(spec, LearnerConfig(num_ranks=2))
+    group = LearnerGroup(spec)
     try:
         before = group.logprobs(*probe)
         metrics = group.update(batch)
@@ -123,7 +122,7 @@ def test_zero3_ranks_match_zero0_and_resume_from_a_checkpoint_exactly(tiny, tmp_
     batches, probe = _batches(), ([[1, 2, 3]], [[4, 5, 6]])
     runs: dict[int, dict] = {}
     for stage in (3, 0):
-        group = LearnerGroup(_zero_spec(tiny, stage), LearnerConfig(num_ranks=2))
+        group = LearnerGroup(_zero_spec(tiny, stage))
         try:
             norm = group.update(batches[0])["train/grad_norm"]
             group.update(batches[1])
@@ -154,7 +153,7 @@ def test_zero3_ranks_match_zero0_and_resume_from_a_checkpoint_exactly(tiny, tmp_
     assert zero3["norm"] == pytest.approx(single.update(batches[0])["train/grad_norm"], rel=1e-5)
 
     resumed_spec = dataclasses.replace(_zero_spec(tiny, 3), model_path=str(tmp_path / "zero3"))
-    group = LearnerGroup(resumed_spec, LearnerConfig(num_ranks=2))
+    group = LearnerGroup(resumed_spec)
     try:
         group.load_optimizer(tmp_path / "zero3")
         group.set_rng_state(zero3["rng"])

@@ -117,7 +117,7 @@ def test_gloo_push_from_a_learner_group_of_two_ranks(tiny, tmp_path, ray_shutdow
         "learner.micro_batch_size=2",
         "learner.zero_stage=3",
     )
-    group = LearnerGroup(LearnerSpec.from_run(cfg, tiny.path, plan), cfg.learner)
+    group = LearnerGroup(LearnerSpec.from_run(cfg, tiny.path, plan))
     pool = RolloutPool(
         WorkerConfig.from_run(cfg, tiny.path, plan), RolloutConfig(num_workers=1, worker_cpus=1)
     )
@@ -139,7 +139,7 @@ def wait_for_restart(pool, index, old, timeout_s=300.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            token = pool.call([index], "incarnation")[0]
+            token = pool.incarnations([index])[0]
             if token != old:
                 return token
         except (RayActorError, ActorUnavailableError):
@@ -178,7 +178,7 @@ def test_restarted_workers_catch_up_with_the_learner_over_gloo(
         assert pool.versions() == [4, 4] and weights.version == 4
         assert_workers_score_like(pool, learner.logprobs(PROMPTS, RESPONSES))
 
-        old = pool.call([0], "incarnation")[0]
+        old = pool.incarnations([0])[0]
         os.kill(pool.locations()[0]["pid"], signal.SIGKILL)  # idle: no call is running
         wait_for_restart(pool, 0, old)
         learner.update(batch(2))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import typing
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import yaml
 
 from spiral_games.actors.rollout_pool import RolloutPool
 from spiral_games.actors.rollout_worker import WorkerConfig
+from spiral_games.config.choices import Dtype, EngineKind, InvalidMove, NodeLoss, Switch
 from spiral_games.config.compose import compose_run_config
 from spiral_games.config.schema import (
     GameConfig,
@@ -22,8 +25,8 @@ from spiral_games.config.schema import (
     RunConfig,
 )
 from spiral_games.errors import ConfigError
-from spiral_games.play.loop import GameRules
 from spiral_games.play.registry import build_rules
+from spiral_games.types import SamplingParams
 
 from ..conftest import REPO
 
@@ -47,6 +50,89 @@ def test_multi_select_games_compose_into_typed_config():
 def test_learner_bf16_takes_booleans_and_auto(value, expected):
     cfg = compose_run_config(CONF, ["+games=[kuhn]", f"learner.bf16={value}"])
     assert cfg.learner.bf16 == expected
+
+
+def _choice_fields(cls: type, seen: set[type]) -> list[tuple[str, type[StrEnum]]]:
+    """(key, StrEnum) of every choice field under the config dataclass `cls`."""
+    seen.add(cls)
+    out = []
+    for name, hint in typing.get_type_hints(cls).items():
+        for kind in (hint, *typing.get_args(hint)):
+            if isinstance(kind, type) and issubclass(kind, StrEnum):
+                out.append((f"{cls.__name__}.{name}", kind))
+            elif dataclasses.is_dataclass(kind) and kind not in seen:
+                out += _choice_fields(kind, seen)
+    return out
+
+
+def test_every_choice_is_a_str_enum_whose_members_are_named_by_their_words():
+    """OmegaConf turns a word into a member by the member's name, so each name must be its word
+    for `rollout.engine=hf` (and every other choice) to compose."""
+    from spiral_games.config.schema import HarnessConfig
+
+    fields = _choice_fields(RunConfig, set()) + _choice_fields(HarnessConfig, set())
+    keys = {key for key, _ in fields}
+    assert {"LearnerConfig.bf16", "RolloutConfig.engine", "RolloutConfig.weight_sync"} <= keys
+    assert {"ModelConfig.dtype", "GameConfig.action_format", "GameConfig.invalid_move"} <= keys
+    for key, kind in fields:
+        assert all(member.name == member.value for member in kind), key
+
+
+def test_choices_compose_to_their_members_from_the_same_words():
+    cfg = compose_run_config(
+        CONF,
+        [
+            "+games=[kuhn]",
+            "rollout.engine=hf",
+            "rollout.on_node_loss=stop",
+            "games.kuhn.invalid_move=retry",
+            "model.dtype=float32",
+        ],
+    )
+    assert cfg.rollout.engine is EngineKind.hf and cfg.rollout.on_node_loss is NodeLoss.stop
+    assert cfg.games["kuhn"].invalid_move is InvalidMove.retry
+    assert cfg.model.dtype is Dtype.float32 and cfg.learner.bf16 is Switch.auto
+    assert RolloutConfig(engine="vllm").engine is EngineKind.vllm  # a dataclass built in Python
+
+
+def test_a_yaml_boolean_where_a_choice_is_expected_names_the_quoting(tmp_path):
+    import shutil
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "experiment" / "bool.yaml").write_text("# @package _global_\nlearner:\n  bf16: true\n")
+    with pytest.raises(ConfigError) as info:
+        compose_run_config(conf, ["+games=[kuhn]", "experiment=bool"])
+    assert str(info.value) == (
+        "learner.bf16='True' is not valid. Choose one of: auto, true, false. In a YAML file, "
+        "quote it: 'true'."
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "resume", "output_dir"),
+    [
+        ([], False, None),
+        (["train.resume=true", "output_dir=runs/a"], True, "runs/a"),
+        (["train.resume=yes", "output_dir=runs/a"], True, "runs/a"),
+        (["train.resume=false"], False, None),
+        (["train.resume=runs/b"], True, "runs/b"),  # a run directory: train.resume=true there
+        (["train.resume=runs/b", "output_dir=runs/b"], True, "runs/b"),
+    ],
+)
+def test_train_resume_is_a_bool_and_takes_a_run_directory(overrides, resume, output_dir):
+    cfg = compose_run_config(CONF, ["+games=[kuhn]", *overrides])
+    assert cfg.train.resume is resume
+    assert output_dir is None or cfg.output_dir == output_dir
+
+
+def test_train_resume_of_one_run_with_the_output_dir_of_another_is_one_error():
+    with pytest.raises(ConfigError) as info:
+        compose_run_config(CONF, ["+games=[kuhn]", "train.resume=runs/b", "output_dir=runs/c"])
+    assert str(info.value) == (
+        "train.resume=runs/b continues the run in runs/b, and output_dir=runs/c names another. "
+        "Drop one: train.resume=runs/b, or train.resume=true output_dir=runs/c."
+    )
 
 
 def test_zero_stage_3_is_accepted_with_and_without_lora():
@@ -410,29 +496,21 @@ def test_components_get_the_defaults_their_dataclasses_declare():
         expected = cpu_learner.get(key, learner[key])
         resolved = derived_learner[key] if expected is None and key in derived_learner else expected
         assert value == resolved, f"learner.{key}"
-    # The game rules the loop plays by come from GameConfig (GameRules declares no defaults).
+    # The game rules the loop plays by carry the game's config itself, with GameConfig's values.
     game = _schema_defaults(GameConfig)
     for name in ("kuhn", "tictactoe"):
         rules = build_rules(name, cfg.games[name])
-        for key in (
-            "invalid_move",
-            "invalid_penalty",
-            "invalid_opponent_reward",
-            "retry_allowance",
-            "max_turns",
-        ):
-            assert getattr(rules, key) == game[key], (name, key)
-        assert (
-            rules.action_format == cfg.model.action_format
-        )  # the model's, unless the game sets one
-    assert all(
-        f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        for f in dataclasses.fields(GameRules)
-    )
-    # What rollout workers and the pool are built from: the run's config, field for field.
+        assert rules.config is cfg.games[name]
+        assert rules.config.max_turns == game["max_turns"]
+        assert rules.action_format == cfg.model.action_format  # the model's, unless the game's
+    # What rollout workers are built from: the run's sub-configs themselves, not copies.
     worker = WorkerConfig.from_run(cfg, Path("/nonexistent"))
-    assert worker.max_model_len == cfg.rollout.max_model_len
-    assert worker.on_context_overflow == cfg.rollout.on_context_overflow
+    assert worker.rollout is cfg.rollout and worker.eval is cfg.eval
+    assert worker.games is cfg.games and worker.league is cfg.league
+    assert worker.sampling == SamplingParams(
+        temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, max_tokens=24
+    )
+    assert worker.eval_sampling.temperature == cfg.eval.temperature
     pool_params = inspect.signature(RolloutPool).parameters
     assert "on_node_loss" not in pool_params  # it reads rollout.on_node_loss, one home
     # The benchmark harness's schema is conf/evaluate.yaml's, which overrides only output_dir.

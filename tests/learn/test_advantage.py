@@ -64,7 +64,7 @@ def test_discount_counts_remaining_turns_of_the_same_role():
 
 
 def test_only_trained_roles_and_optional_zero_drop():
-    b = RoleBaselines()
+    b = RoleBaselines(decay=0.95)
     samples = episode_samples([episode((0.0, 0.0), trained=(1,))], b, drop_zero=True)
     assert samples == [] and ("kuhn", 0) not in b.values and b.values[("kuhn", 1)] == 0.0
     samples = episode_samples([episode((1.0, -1.0), trained=(1,))], b)

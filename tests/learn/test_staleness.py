@@ -91,7 +91,7 @@ def test_metrics_without_samples_have_a_zero_mean_and_no_histogram():
 
 def test_each_sample_carries_the_version_of_its_own_turn():
     ep = episode(turn(0, 7), turn(1, 8), turn(0, 9), turn(1, 8, generated=False))
-    samples = episode_samples([ep], RoleBaselines())
+    samples = episode_samples([ep], RoleBaselines(decay=0.95))
     assert [(s.role, s.version) for s in samples] == [(0, 7), (0, 9), (1, 8)]
     assert [t["version"] for t in ep.to_json()["turns"]] == [7, 8, 9, 8]
 
@@ -111,7 +111,7 @@ def test_no_sample_older_than_the_bound_reaches_the_learner():
         learner_version, bound = rng.randint(0, 8), rng.randint(0, 4)
         eps = [random_episode(rng, learner_version, i) for i in range(rng.randint(0, 12))]
         kept, dropped = split_stale(eps, learner_version, bound)
-        samples = episode_samples(kept, RoleBaselines(), gamma=rng.choice([1.0, 0.9]))
+        samples = episode_samples(kept, RoleBaselines(decay=0.95), gamma=rng.choice([1.0, 0.9]))
         assert all(learner_version - s.version <= bound for s in samples), seed
         # each dropped episode had a sample past the bound; together they partition, in order
         assert all(

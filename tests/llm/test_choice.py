@@ -35,7 +35,7 @@ def policy(engine, tiny, temperature=1.0, games=("kuhn", "tictactoe")):
     return LLMPolicy(
         engine,
         tiny.tokenizer,
-        SamplingParams(temperature=temperature, max_tokens=24),
+        SamplingParams(temperature=temperature, top_p=1.0, max_tokens=24),
         {},
         2048,
         on_context_overflow="draw",
@@ -158,7 +158,7 @@ def test_games_played_by_choice_have_no_invalid_move_and_train_on_the_choice(eng
             if turn.response_ids:  # the model's turns
                 assert turn.action is not None and turn.action.strip("[]") == turn.response
                 assert turn.choice_ids and turn.response_ids[0] in turn.choice_ids
-    samples = episode_samples(episodes, RoleBaselines())
+    samples = episode_samples(episodes, RoleBaselines(decay=0.95))
     assert samples and all(s.choice_ids and len(s.response_ids) == 1 for s in samples)
 
 

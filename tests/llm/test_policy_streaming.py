@@ -22,7 +22,7 @@ from spiral_games.types import Generation, Observation, SamplingParams
 from ..conftest import REPO
 
 MAX_MODEL_LEN = 400
-PARAMS = SamplingParams(max_tokens=4, seed=0)
+PARAMS = SamplingParams(temperature=1.0, top_p=1.0, max_tokens=4, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -91,7 +91,7 @@ def test_penalty_policy_ends_the_game_with_spiral_rewards(games):
 
 
 def test_turn_limit_and_context_overflow_end_the_game_as_a_typed_draw(games):
-    rules = dataclasses.replace(build_rules("tictactoe", games["tictactoe"]), max_turns=2)
+    rules = build_rules("tictactoe", dataclasses.replace(games["tictactoe"], max_turns=2))
     seats = (RandomPolicy(seed=1), RandomPolicy(seed=2))
     capped = play_games([GameJob(rules, 0, seats)])[0]
     assert capped.end is GameEnd.TURN_LIMIT and capped.returns == (0.0, 0.0)

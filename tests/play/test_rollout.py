@@ -112,7 +112,6 @@ def test_smollm2_vllm_worker_completes_games_at_small_budgets(smollm2):
 
 
 def test_auto_engine_falls_back_to_transformers_when_vllm_cannot_start(tiny, monkeypatch):
-    import dataclasses
     import sys
 
     cfg = worker_config(tiny, "auto")
@@ -127,7 +126,6 @@ def test_auto_engine_falls_back_to_transformers_when_vllm_cannot_start(tiny, mon
 
 
 def test_explicit_vllm_that_cannot_start_is_not_silently_replaced(tiny, monkeypatch):
-    import dataclasses
     import sys
 
     cfg = dataclasses.replace(worker_config(tiny, "hf"), engine="vllm", engine_fallback=None)
@@ -137,7 +135,6 @@ def test_explicit_vllm_that_cannot_start_is_not_silently_replaced(tiny, monkeypa
 
 
 def test_a_worker_uses_the_threads_it_is_given(tiny):
-    import dataclasses
 
     before = torch.get_num_threads()
     try:
@@ -217,7 +214,7 @@ def test_history_beyond_the_context_is_truncated_or_drawn_by_config(mode, tiny, 
     policy = LLMPolicy(
         engine,
         tiny.tokenizer,
-        SamplingParams(max_tokens=16),
+        SamplingParams(temperature=1.0, top_p=1.0, max_tokens=16),
         {"kuhn": "chat"},
         max_model_len=400,
         on_context_overflow=mode,
@@ -271,14 +268,19 @@ def test_short_prompt_shows_the_position_and_chat_the_full_observation(tiny):
         policy = LLMPolicy(
             engine,
             tiny.tokenizer,
-            SamplingParams(max_tokens=4),
+            SamplingParams(temperature=1.0, top_p=1.0, max_tokens=4),
             {"tictactoe": style},
             512,
             on_context_overflow="draw",
         )
         prompts[style] = tiny.tokenizer.decode(policy.act([obs])[0].prompt_ids)
     unlisted = LLMPolicy(
-        engine, tiny.tokenizer, SamplingParams(max_tokens=4), {}, 512, on_context_overflow="draw"
+        engine,
+        tiny.tokenizer,
+        SamplingParams(temperature=1.0, top_p=1.0, max_tokens=4),
+        {},
+        512,
+        on_context_overflow="draw",
     )
     with pytest.raises(GameError, match="No prompt style for game 'tictactoe'"):
         unlisted.act([obs])
@@ -292,8 +294,8 @@ def test_league_worker_plays_each_snapshot_on_its_own_weights(tiny):
     from spiral_games.llm.models import resolve_model
     from spiral_games.play.league import LeagueDraw
 
-    config = worker_config(tiny, "hf", games="kuhn")
-    config = dataclasses.replace(config, league_fixed=("random",))
+    config = worker_config(tiny, "hf", games="kuhn", opponent="league")
+    assert config.league_fixed == ("random",)  # league.fixed's default
     worker = RolloutWorker(config)
     snaps = {f"step_00000{s}": resolve_model("tiny-random", seed=s) for s in (1, 2)}
     worker.set_league(

@@ -207,7 +207,9 @@ def test_under_retry_an_invalid_reply_counts_as_a_move_that_loses_value(rules):
                 for o, first in zip(observations, firsts, strict=True)
             ]
 
-    retry = dataclasses.replace(rules, invalid_move="retry")
+    retry = dataclasses.replace(
+        rules, config=dataclasses.replace(rules.config, invalid_move="retry")
+    )
     measure = TicTacToeMoveQuality(games=4, positions=6)
     plain = measure.measure(FirstEmpty(), retry, seed=2)
     asked = Recording(Stammering())

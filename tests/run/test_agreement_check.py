@@ -68,7 +68,6 @@ def check(cfg, plan, learner, worker_cfg, tiny):
         learner,
         tiny.tokenizer,
         plan.learner_bf16,
-        cfg.rollout,
         cfg.model.dtype,
         lambda switched: RolloutPool(switched, cfg.rollout),
     )
@@ -115,7 +114,7 @@ def test_the_check_can_be_turned_off(tiny, learner):
     cfg, _, learner, worker_cfg = setup(tiny, learner, "rollout.agreement_tokens=0")
     no_pool = object()  # nothing is asked of the engines
     pool, used, lines = agreed_pool(
-        no_pool, worker_cfg, learner, tiny.tokenizer, False, cfg.rollout, "auto", None
+        no_pool, worker_cfg, learner, tiny.tokenizer, False, cfg.model.dtype, None
     )
     assert pool is no_pool and used is worker_cfg
     assert lines == ["agreement check: off (rollout.agreement_tokens=0)"]

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from games.tictactoe import TicTacToeGame, TicTacToeMinimaxPolicy
+from spiral_games.config.choices import ActionFormat
+from spiral_games.config.schema import GameConfig
 from spiral_games.play.human import HumanPolicy, HumanQuit, choose_move, play_watched
 from spiral_games.play.loop import GameJob, GameRules
 from spiral_games.play.parsing import parse_boxed_action
@@ -131,7 +133,8 @@ def test_a_repeated_history_is_shown_only_from_where_the_person_left_it():
 
 
 def _tictactoe_job(human: HumanPolicy, seed: int = 0) -> GameJob:
-    rules = GameRules("tictactoe", TicTacToeGame, "penalty", "boxed", -1.5, 0.5, 1, 200)
+    game = GameConfig(env={"_target_": "games.tictactoe.TicTacToeGame"})  # SPIRAL's penalty
+    rules = GameRules("tictactoe", TicTacToeGame, game, ActionFormat.boxed)
     return GameJob(rules, seed, (human, TicTacToeMinimaxPolicy(seed=1)))
 
 

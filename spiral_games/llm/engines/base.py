@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from spiral_games.config.choices import Dtype, EngineKind, SyncBackend
 from spiral_games.config.hardware import choose_threads, this_machine
 from spiral_games.config.schema import RolloutConfig
 from spiral_games.errors import EngineError
@@ -16,29 +17,28 @@ from spiral_games.types import Generation, SamplingParams
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """Everything an engine is built from. No field has a default: the numbers come from the
-    config dataclasses (`WorkerConfig.engine_spec` in a run, `from_rollout` elsewhere)."""
+    """What an engine is built from: the rollout config that sizes it (context length, KV cache,
+    tensor parallelism, sleep mode), read from `rollout` and never copied, plus the values
+    resolved for this one engine (`WorkerConfig.engine_spec` in a run, `from_rollout`
+    elsewhere). No field has a default."""
 
-    kind: str  # vllm | hf
+    rollout: RolloutConfig
+    kind: EngineKind  # resolved: vllm | hf
     model_path: Path  # an HF model directory
-    dtype: str  # bfloat16 | float32 | float16; auto: `build_engine` picks for this machine
-    max_model_len: int  # context: prompt plus reply, in tokens
-    seed: int
-    cpu_threads: int  # vLLM-CPU threads, resolved (>= 1)
-    kv_cache_gib: int  # vLLM-CPU KV cache (VLLM_CPU_KVCACHE_SPACE)
-    tensor_parallel_size: int
-    sleep_mode: bool  # GPU vLLM: can release its memory while a collocated learner runs
+    dtype: Dtype  # resolved; auto: `build_engine` picks for this machine
+    seed: int  # this engine's: the run's seed plus its worker index
+    cpu_threads: int  # vLLM-CPU threads, resolved from rollout.cpu_threads (>= 1)
     worker_index: int  # which slice of this machine's cores vLLM-CPU binds to
-    weight_sync: str  # file | spiral_gloo | nccl: vLLM's weight-transfer backend, if any
+    weight_sync: SyncBackend  # vLLM's weight-transfer backend, if any (file: none)
 
     @classmethod
     def from_rollout(
         cls,
-        kind: str,
+        kind: EngineKind,
         model_path: Path,
         rollout: RolloutConfig,
         *,
-        dtype: str,
+        dtype: Dtype,
         seed: int,
         worker_index: int = 0,
     ) -> EngineSpec:
@@ -46,19 +46,16 @@ class EngineSpec:
         `rollout` as a worker would be; `cpu_threads=0` becomes this machine's cores split over
         `rollout.num_workers`."""
         return cls(
+            rollout=rollout,
             kind=kind,
             model_path=model_path,
             dtype=dtype,
-            max_model_len=rollout.max_model_len,
             seed=seed,
             cpu_threads=choose_threads(
                 rollout.cpu_threads, this_machine().cores, rollout.num_workers
             ),
-            kv_cache_gib=rollout.kv_cache_gib,
-            tensor_parallel_size=rollout.tensor_parallel_size,
-            sleep_mode=rollout.sleep_when_training,
             worker_index=worker_index,
-            weight_sync="file",  # outside a run's workers nothing streams weights in
+            weight_sync=SyncBackend.file,  # outside a run's workers nothing streams weights in
         )
 
 

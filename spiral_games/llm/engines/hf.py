@@ -20,7 +20,7 @@ class HFEngine:
     def __init__(self, spec: EngineSpec) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.max_model_len = spec.max_model_len
+        self.max_model_len = spec.rollout.max_model_len
         self.version = 0
         torch.manual_seed(spec.seed)
         self.tokenizer = AutoTokenizer.from_pretrained(str(spec.model_path))
@@ -29,7 +29,7 @@ class HFEngine:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model = AutoModelForCausalLM.from_pretrained(
-            str(spec.model_path), dtype=getattr(torch, spec.dtype)
+            str(spec.model_path), dtype=getattr(torch, str(spec.dtype))
         )
         # transformers wraps PreTrainedModel.to in functools.wraps(nn.Module.to), whose typeshed
         # type does not bind `self`: mypy reads `device` as the model argument.

@@ -11,6 +11,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+from spiral_games.config.choices import SyncBackend
 from spiral_games.config.hardware import (
     VLLM_INSTALL_HINT,
     cpu_slice,
@@ -83,7 +84,7 @@ class VLLMEngine:
                 "transformers) or rollout.engine=hf."
             )
         if not on_gpu:
-            _configure_cpu_env(spec.cpu_threads, spec.kv_cache_gib, spec.worker_index)
+            _configure_cpu_env(spec.cpu_threads, spec.rollout.kv_cache_gib, spec.worker_index)
         try:
             import vllm
         except Exception as exc:  # a broken install fails with more than ImportError
@@ -102,34 +103,36 @@ class VLLMEngine:
 
         os.environ[OWNER_ENV] = owner_token()  # the engine's processes die with this one
         self.version = 0
-        self.max_model_len = spec.max_model_len
+        self.max_model_len = spec.rollout.max_model_len
         self.weight_sync = spec.weight_sync
         transfer = None
-        if spec.weight_sync != "file":
+        if spec.weight_sync != SyncBackend.file:
             from vllm.config import WeightTransferConfig
 
             from spiral_games.llm.engines.vllm_sync import register
 
             register()  # the worker processes register it when they load `vllm_worker`
-            transfer = WeightTransferConfig(backend=spec.weight_sync)
+            transfer = WeightTransferConfig(backend=str(spec.weight_sync))
         try:
             self.llm = vllm.LLM(
                 model=str(spec.model_path),
-                dtype=cast("ModelDType", spec.dtype),  # config allows only names vLLM accepts
-                max_model_len=spec.max_model_len,
+                # config allows only names vLLM accepts
+                dtype=cast("ModelDType", str(spec.dtype)),
+                max_model_len=spec.rollout.max_model_len,
                 seed=spec.seed,
                 enforce_eager=not on_gpu,  # CUDA graphs on GPU; eager measured fastest on CPU
                 enable_prefix_caching=True,
                 block_size=None if on_gpu else 32,  # CPU: 32-token blocks share more prefix
-                tensor_parallel_size=spec.tensor_parallel_size,
-                enable_sleep_mode=spec.sleep_mode and on_gpu,  # frees GPU memory for the learner
+                tensor_parallel_size=spec.rollout.tensor_parallel_size,
+                # frees GPU memory for the learner
+                enable_sleep_mode=spec.rollout.sleep_when_training and on_gpu,
                 worker_extension_cls="spiral_games.llm.engines.vllm_worker.WeightReloader",
                 weight_transfer_config=transfer,
             )
         except Exception as exc:  # vLLM fails to start in many ways; one error type for all
             raise _start_error(exc) from exc
         self._vllm = vllm
-        self.sleep_mode = spec.sleep_mode and on_gpu
+        self.sleep_mode = spec.rollout.sleep_when_training and on_gpu
         self._requests = itertools.count()
         # streamed request id -> its prompt, its choices (if a masked choice), its temperature
         self._in_flight: dict[str, tuple[tuple[int, ...], tuple[int, ...], float]] = {}
@@ -361,7 +364,7 @@ class VLLMEngine:
         return self.llm.collective_rpc("weight_transfer_timing")[0]
 
     def _check_streaming(self) -> None:
-        if self.weight_sync == "file":
+        if self.weight_sync == SyncBackend.file:
             raise EngineError(
                 "This vLLM engine was started with rollout.weight_sync=file; it takes new "
                 "weights from a file (load_weights), not through the weight-transfer API."

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from spiral_games.config.choices import SyncBackend
 from spiral_games.llm.engines.vllm import VLLMEngine
 from spiral_games.logprobs import response_logprobs
 from spiral_games.types import SamplingParams
@@ -89,7 +90,10 @@ def push_file(engine: VLLMEngine, model: torch.nn.Module, version: int, director
 
 
 def push_streamed(
-    engine: VLLMEngine, model: torch.nn.Module, version: int, backend: str = "spiral_gloo"
+    engine: VLLMEngine,
+    model: torch.nn.Module,
+    version: int,
+    backend: SyncBackend = SyncBackend.gloo,
 ) -> None:
     """A streamed path (`spiral_gloo`): this process is the trainer (rank 0) of a transfer group
     with the engine's one worker process, through vLLM's trainer engine, as a run's learner is."""
@@ -180,7 +184,7 @@ def check_push(
 ) -> Freshness:
     """Cache `prompt`, `push` the weights of `model` (fp32, already changed) into `engine`,
     and compare the next greedy answers with `model`'s own."""
-    greedy = SamplingParams(temperature=0.0, max_tokens=max_tokens)
+    greedy = SamplingParams.greedy(max_tokens)
     before = engine.generate([prompt], greedy)[0].token_ids
     cached = cached_tokens(engine, prompt)
     t0 = time.perf_counter()

@@ -48,8 +48,9 @@ from vllm.distributed.weight_transfer.factory import (
     WeightTransferTrainerFactory,
 )
 
-GLOO = "spiral_gloo"
-STREAMING_BACKENDS = (GLOO, "nccl")  # `file` is the safetensors path in /dev/shm
+from spiral_games.config.choices import SyncBackend
+
+GLOO = SyncBackend.gloo.value  # the name vLLM's factories know our gloo engine by
 RENDEZVOUS_TIMEOUT_S = 300.0
 _registered = threading.Lock()
 
@@ -336,7 +337,7 @@ class StreamedWeights(WeightSource):
 
 
 def trainer_engine(
-    backend: str,
+    backend: SyncBackend,
     *,
     address: str,
     port: int,
@@ -349,12 +350,12 @@ def trainer_engine(
     factory; called on every learner rank (rank 0 sends)."""
     register()
     init_info: TrainerInitInfo
-    if backend == GLOO:
+    if backend == SyncBackend.gloo:
         init_info = GlooTrainerInitInfo(address, port, world_size, rank=rank)
-    elif backend == "nccl":
+    elif backend == SyncBackend.nccl:
         from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
 
         init_info = NCCLTrainerInitInfo(address, port, world_size, rank=rank)
     else:
-        raise ValueError(f"No streaming weight-sync backend {backend!r}: {STREAMING_BACKENDS}.")
+        raise ValueError(f"No streaming weight-sync backend '{backend}': spiral_gloo or nccl.")
     return WeightTransferTrainerFactory.trainer_init(init_info, client=client, source=source)
