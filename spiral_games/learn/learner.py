@@ -197,7 +197,12 @@ class Learner:
         for _ in range(spec.learner.epochs):
             self.rng.shuffle(samples)
             for mini in _chunks(samples, per_rank):
-                for micro in _micro_batches(mini, spec.learner.micro_batch_size):
+                # one rank alone may share forward passes between choices; ranks must run as
+                # many forward passes as each other (ZeRO-3's are collectives), so several
+                # ranks keep one micro-batch per micro_batch_size samples
+                size = spec.learner.micro_batch_size
+                micros = _micro_batches(mini, size) if self.world_size == 1 else _chunks(mini, size)
+                for micro in micros:
                     out, n_tokens = self._loss(micro, importance)
                     # the micro loss is a mean over its samples: weight it to the minibatch mean
                     self.engine.backward(out.loss * (len(micro) / len(mini)), scale_wrt_gas=False)
