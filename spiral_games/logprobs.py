@@ -86,11 +86,7 @@ def shared_choice_logprobs(
     device = next(model.parameters()).device
     lengths = [len(p) for p in prompts]
     width = max(lengths)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    attention = torch.zeros_like(ids)
-    for row, p in enumerate(prompts):
-        ids[row, : len(p)] = torch.tensor(list(p), dtype=torch.long)
-        attention[row, : len(p)] = 1
+    ids, attention, _ = pack_sequences(prompts, [() for _ in prompts], pad_id)
     first = min(lengths) - 1  # the head runs from the first position any row decides at
     keep = torch.arange(first, width, device=device)
     logits = model(

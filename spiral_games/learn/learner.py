@@ -313,20 +313,7 @@ class Learner:
                 with torch.no_grad():
                     reference = self.reference.to(device)
                     ref = token_logprobs(reference, ids, attention, mask, choices, temperature)
-        advantages = torch.tensor([s.advantage for s in micro], device=device)
-        out = policy_loss(
-            lp,
-            old,
-            advantages,
-            mask,
-            normalizer=spec.normalizer,
-            mode=spec.learner.loss,
-            clip=spec.learner.clip,
-            ref_logprobs=ref,
-            kl_coef=spec.learner.kl_coef,
-            token_weights=weights,
-        )
-        return out, int(attention.sum())
+        return self._surrogate(micro, lp, old, mask, ref, weights), int(attention.sum())
 
     def _choice_loss(
         self,
@@ -360,19 +347,34 @@ class Learner:
                     ref = shared_choice_logprobs(
                         self.reference.to(device), prompts, choices, picks, self.pad_id, temperature
                     ).unsqueeze(-1)
-        out = policy_loss(
+        old = old.to(device=device, dtype=lp.dtype)
+        out = self._surrogate(micro, lp, old, torch.ones_like(lp), ref, weights)
+        return out, sum(len(p) for p in prompts)
+
+    def _surrogate(
+        self,
+        micro: list[Sample],
+        lp: torch.Tensor,
+        old: torch.Tensor,
+        mask: torch.Tensor,
+        ref: torch.Tensor | None,
+        weights: torch.Tensor | None,
+    ) -> LossOutput:
+        """The configured policy loss of `micro` from its log-probs [B, T] (`_loss` and
+        `_choice_loss` differ only in how they compute them)."""
+        lc = self.spec.learner
+        return policy_loss(
             lp,
-            old.to(device=device, dtype=lp.dtype),
-            torch.tensor([s.advantage for s in micro], device=device),
-            torch.ones_like(lp),
-            normalizer=spec.normalizer,
-            mode=spec.learner.loss,
-            clip=spec.learner.clip,
+            old,
+            torch.tensor([s.advantage for s in micro], device=lp.device),
+            mask,
+            normalizer=self.spec.normalizer,
+            mode=lc.loss,
+            clip=lc.clip,
             ref_logprobs=ref,
-            kl_coef=spec.learner.kl_coef,
+            kl_coef=lc.kl_coef,
             token_weights=weights,
         )
-        return out, sum(len(p) for p in prompts)
 
     def _grad_norm(self) -> float | None:
         """Pre-clip gradient norm from local grads; None when ZeRO partitions them (ZeRO-3 always:
