@@ -703,4 +703,19 @@ class KuhnExploitability:
             "best_response_first": float(first),
             "best_response_second": float(second),
             "invalid_share": invalid_share,
+            **strategy_metrics(strategy),
         }
+
+
+_LINE_NAMES = {(): "first", ("check",): "after_check", ("bet",): "after_bet"}
+
+
+def strategy_metrics(strategy: Strategy) -> dict[str, float]:
+    """The probability of the aggressive move (bet or call) at each information set, as
+    `strategy/<card>_<line>_<move>` (e.g. `strategy/J_after_bet_call`): the curves that show
+    whether the card is learned, which exploitability alone hides."""
+    out = {}
+    for info in INFO_SETS:
+        line = _LINE_NAMES.get(info.history, "check_bet")
+        out[f"strategy/{info.card}_{line}_{_moves(info.history)[0]}"] = float(strategy[info][0])
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -46,6 +47,21 @@ def token_logprobs(
     response token's log-prob is taken among those tokens only, at `choice_temperature` (the
     distribution the engine drew it from: `spiral_games.llm.choice.choice_logprobs`).
     """
+    return token_logprobs_and_magnet(
+        model, ids, attention, response_mask, choices, choice_temperature
+    )[0]
+
+
+def token_logprobs_and_magnet(
+    model: torch.nn.Module,
+    ids: torch.Tensor,
+    attention: torch.Tensor,
+    response_mask: torch.Tensor | None = None,
+    choices: Sequence[Sequence[int]] | None = None,
+    choice_temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`token_logprobs`, and [B, L-1] the exact KL of each masked choice's distribution to the
+    uniform one over its options (`kl_to_uniform`) at the choice's position, 0 elsewhere."""
     width = ids.shape[1] - 1
     first = 0
     if response_mask is not None and bool(response_mask.any()):
@@ -54,20 +70,30 @@ def token_logprobs(
     logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits.float()
     lp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, first + 1 :].unsqueeze(-1))
     lp = lp.squeeze(-1)
+    magnet = torch.zeros_like(lp)
     if choices is not None and any(choices):
         assert response_mask is not None, "choices need the response mask"
-        rows, cols, values = [], [], []
+        rows, cols, values, kls = [], [], [], []
         for row, options in enumerate(choices):
             if options:
                 col = int(response_mask[row].nonzero()[0]) - first
-                scaled = logits[row, col, list(options)] / choice_temperature
-                pick = list(options).index(int(ids[row, first + col + 1]))
-                values.append(scaled[pick] - torch.logsumexp(scaled, dim=-1))
+                table = torch.log_softmax(logits[row, col, list(options)] / choice_temperature, -1)
+                values.append(table[list(options).index(int(ids[row, first + col + 1]))])
+                kls.append(kl_to_uniform(table))
                 rows.append(row)
                 cols.append(col)
         index = (torch.tensor(rows, device=lp.device), torch.tensor(cols, device=lp.device))
         lp = lp.index_put(index, torch.stack(values).to(lp.dtype))
-    return torch.nn.functional.pad(lp, (first, 0))
+        magnet = magnet.index_put(index, torch.stack(kls).to(lp.dtype))
+    pad = (first, 0)
+    return torch.nn.functional.pad(lp, pad), torch.nn.functional.pad(magnet, pad)
+
+
+def kl_to_uniform(logprobs: torch.Tensor) -> torch.Tensor:
+    """KL(p || uniform) = log n - H(p) of one distribution given as log-probs [n]: the
+    regulariser of magnetic mirror descent with a uniform magnet (Sokota et al. 2023, Eq. 3)."""
+    n = logprobs.shape[-1]
+    return (logprobs.exp() * logprobs).sum(-1) + math.log(n)
 
 
 def shared_choice_logprobs(
@@ -83,6 +109,21 @@ def shared_choice_logprobs(
     that prompt's `choices`), each at `choice_temperature`, as `token_logprobs` takes it.
     Several games reach the same position (Kuhn has 12 information sets), so this spares the
     learner most of its forward and backward work there, with the same gradient."""
+    return shared_choice_logprobs_and_magnet(
+        model, prompts, choices, picks, pad_id, choice_temperature
+    )[0]
+
+
+def shared_choice_logprobs_and_magnet(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    choices: Sequence[Sequence[int]],
+    picks: Sequence[tuple[int, int]],
+    pad_id: int,
+    choice_temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`shared_choice_logprobs`, and [N] each choice's exact KL to the uniform distribution over
+    its options (`kl_to_uniform`)."""
     device = next(model.parameters()).device
     lengths = [len(p) for p in prompts]
     width = max(lengths)
@@ -96,7 +137,11 @@ def shared_choice_logprobs(
         torch.log_softmax(logits[row, n - 1 - first, list(options)] / choice_temperature, -1)
         for row, (n, options) in enumerate(zip(lengths, choices, strict=True))
     ]
-    return torch.stack([table[row][list(choices[row]).index(token)] for row, token in picks])
+    kls = [kl_to_uniform(t) for t in table]
+    return (
+        torch.stack([table[row][list(choices[row]).index(token)] for row, token in picks]),
+        torch.stack([kls[row] for row, _ in picks]),
+    )
 
 
 def response_logprobs(

@@ -294,6 +294,13 @@ class LearnerConfig:
     loss: PolicyLoss = PolicyLoss.ppo  # ppo (clipped ratio to the behaviour policy) or reinforce
     clip: float = 0.2
     kl_coef: float = 0.0  # no KL by default
+    # magnetic mirror descent's regulariser with a uniform magnet (Sokota et al. 2023): the
+    # loss adds magnet_coef x KL(policy || uniform over the legal actions) at each masked
+    # choice, exactly, from the choice's whole distribution. It keeps self-play off
+    # deterministic corners (Kuhn's never-fold plateau) and its fixed point is the
+    # entropy-regularised equilibrium, which nears Nash as the coefficient shrinks. Masked
+    # choices only (action_format=choice); free-text replies are unaffected. 0: off
+    magnet_coef: float = 0.0
     # truncated importance sampling (oat's tis_c) for stale samples and the engine/learner
     # mismatch: the PPO ratio is taken to the learner's own log-probs before the update (the
     # clip no longer fires on the lag itself), and each token is weighted by
@@ -345,6 +352,7 @@ class LearnerConfig:
         _check_positive("learner.grad_clip", self.grad_clip)
         _check_positive("learner.clip", self.clip)
         _check_positive("learner.kl_coef", self.kl_coef, allow_zero=True)
+        _check_positive("learner.magnet_coef", self.magnet_coef, allow_zero=True)
         if self.tis_cap is not None and self.tis_cap != 0 and self.tis_cap < 1:
             raise ConfigError(
                 f"learner.tis_cap={self.tis_cap}: a cap below 1 down-weights every token. Use 0 "
@@ -569,6 +577,13 @@ class RunConfig:
                 "rollout.sleep_when_training=false)."
             )
         self._check_opponents()
+        choice = any(g.action_format == ActionFormat.choice for g in self.games.values())
+        if self.learner.magnet_coef > 0 and self.games and not choice:
+            raise ConfigError(
+                f"learner.magnet_coef={self.learner.magnet_coef} regularises masked choices, and "
+                "no game makes one. Set model.action_format=choice (or "
+                "games.<name>.action_format=choice), or learner.magnet_coef=0."
+            )
 
     def _check_opponents(self) -> None:
         """rollout.opponents names self_play, league or a fixed opponent every game has."""

@@ -20,7 +20,13 @@ from spiral_games.errors import ConfigError
 from spiral_games.faults import kill_point
 from spiral_games.learn import weights
 from spiral_games.learn.loss import LossOutput, policy_loss
-from spiral_games.logprobs import pack_sequences, shared_choice_logprobs, token_logprobs
+from spiral_games.logprobs import (
+    pack_sequences,
+    shared_choice_logprobs,
+    shared_choice_logprobs_and_magnet,
+    token_logprobs,
+    token_logprobs_and_magnet,
+)
 from spiral_games.process_setup import pin_process, set_cpu_threads, unpin_process
 from spiral_games.types import Sample, TrainBatch
 
@@ -188,7 +194,7 @@ class Learner:
         own samples (gradient accumulation is ours, not DeepSpeed's micro-step counter)."""
         spec = self.spec
         self.engine.train()
-        losses, clips, kls, ref_kls, norms = [], [], [], [], []
+        losses, clips, kls, ref_kls, magnet_kls, norms = [], [], [], [], [], []
         tokens, start = 0, time.perf_counter()
         samples = list(batch.samples)
         per_rank = max(spec.learner.minibatch_size // self.world_size, 1)
@@ -211,6 +217,7 @@ class Learner:
                     clips.append(out.clip_fraction)
                     kls.append(out.approx_kl)
                     ref_kls.append(out.kl_to_ref)
+                    magnet_kls.append(out.kl_to_magnet)
                     tokens += n_tokens
                 local_norm = self._grad_norm()
                 self.engine.step()  # unmanaged accumulation: every step() is a boundary
@@ -222,6 +229,7 @@ class Learner:
             "train/clip_fraction": sum(clips) / len(clips),
             "train/approx_kl": sum(kls) / len(kls),
             "train/kl_to_ref": sum(ref_kls) / len(ref_kls),
+            "train/kl_to_magnet": sum(magnet_kls) / len(magnet_kls),
             "train/grad_norm": sum(norms) / len(norms) if norms else float("nan"),
             "train/optimizer_steps": float(len(norms)),
             "train/samples": float(len(samples)),
@@ -307,13 +315,16 @@ class Learner:
         weights = weights.to(device) if weights is not None else None
         choices, temperature = [s.choice_ids for s in micro], spec.choice_temperature
         with self._autocast():
-            lp = token_logprobs(self.engine, ids, attention, mask, choices, temperature)
+            lp, magnet = token_logprobs_and_magnet(
+                self.engine, ids, attention, mask, choices, temperature
+            )
             ref = None
             if self.reference is not None:
                 with torch.no_grad():
                     reference = self.reference.to(device)
                     ref = token_logprobs(reference, ids, attention, mask, choices, temperature)
-        return self._surrogate(micro, lp, old, mask, ref, weights), int(attention.sum())
+        out = self._surrogate(micro, lp, old, mask, ref, weights, magnet)
+        return out, int(attention.sum())
 
     def _choice_loss(
         self,
@@ -338,9 +349,10 @@ class Learner:
             weights = torch.stack([importance[id(s)][1] for s in micro]).reshape(-1, 1).to(device)
         temperature = spec.choice_temperature
         with self._autocast():
-            lp = shared_choice_logprobs(
+            lp, magnet = shared_choice_logprobs_and_magnet(
                 self.engine, prompts, choices, picks, self.pad_id, temperature
-            ).unsqueeze(-1)
+            )
+            lp, magnet = lp.unsqueeze(-1), magnet.unsqueeze(-1)
             ref = None
             if self.reference is not None:
                 with torch.no_grad():
@@ -348,7 +360,7 @@ class Learner:
                         self.reference.to(device), prompts, choices, picks, self.pad_id, temperature
                     ).unsqueeze(-1)
         old = old.to(device=device, dtype=lp.dtype)
-        out = self._surrogate(micro, lp, old, torch.ones_like(lp), ref, weights)
+        out = self._surrogate(micro, lp, old, torch.ones_like(lp), ref, weights, magnet)
         return out, sum(len(p) for p in prompts)
 
     def _surrogate(
@@ -359,6 +371,7 @@ class Learner:
         mask: torch.Tensor,
         ref: torch.Tensor | None,
         weights: torch.Tensor | None,
+        magnet: torch.Tensor,
     ) -> LossOutput:
         """The configured policy loss of `micro` from its log-probs [B, T] (`_loss` and
         `_choice_loss` differ only in how they compute them)."""
@@ -374,6 +387,8 @@ class Learner:
             ref_logprobs=ref,
             kl_coef=lc.kl_coef,
             token_weights=weights,
+            magnet_kl=magnet,
+            magnet_coef=lc.magnet_coef,
         )
 
     def _grad_norm(self) -> float | None:

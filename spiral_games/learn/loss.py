@@ -1,4 +1,5 @@
-"""Policy-gradient loss: PPO-clip or REINFORCE, Dr.GRPO constant normaliser, optional KL.
+"""Policy-gradient loss: PPO-clip or REINFORCE, Dr.GRPO constant normaliser, optional KL
+terms (to a frozen reference; to a uniform magnet at masked choices).
 
 Pure torch. The loss sums over response tokens and divides by (sequences x `normalizer`), the
 maximum generation length (Dr.GRPO, Liu et al. 2025, as SPIRAL uses), so long and short
@@ -20,6 +21,7 @@ class LossOutput:
     clip_fraction: float  # share of response tokens where the PPO clip was active
     approx_kl: float  # mean (old - new) log-prob over response tokens
     kl_to_ref: float  # mean k3 KL to the reference (0 without one)
+    kl_to_magnet: float = 0.0  # mean exact KL to the magnet per decision (0 without one)
 
 
 def policy_loss(
@@ -33,6 +35,8 @@ def policy_loss(
     ref_logprobs: torch.Tensor | None = None,  # [B, T] frozen reference, for the KL term
     kl_coef: float = 0.0,  # the KL term's weight; 0 (or no `ref_logprobs`): none
     token_weights: torch.Tensor | None = None,  # [B, T] e.g. truncated importance weights
+    magnet_kl: torch.Tensor | None = None,  # [B, T] exact KL to the magnet where a choice is made
+    magnet_coef: float = 0.0,  # its weight (magnetic mirror descent); 0 (or no `magnet_kl`): none
 ) -> LossOutput:
     """SPIRAL's objective (Eq. 6): clipped surrogate with per-sample advantages.
 
@@ -60,6 +64,10 @@ def policy_loss(
         log_ratio = ref_logprobs - logprobs
         kl = torch.exp(log_ratio) - log_ratio - 1  # k3 estimator, non-negative
         per_token = per_token + kl_coef * kl
+    magnet = torch.zeros_like(per_token)
+    if magnet_kl is not None and magnet_coef:
+        magnet = magnet_kl.to(per_token.dtype)
+        per_token = per_token + magnet_coef * magnet
     denom = logprobs.shape[0] * normalizer
     tokens = mask.sum().clamp(min=1)
     return LossOutput(
@@ -67,4 +75,5 @@ def policy_loss(
         clip_fraction=float((clip_active * mask).sum() / tokens),
         approx_kl=float(((old_logprobs - logprobs).detach() * mask).sum() / tokens),
         kl_to_ref=float((kl.detach() * mask).sum() / tokens),
+        kl_to_magnet=float((magnet.detach() * mask).sum() / tokens),
     )

@@ -96,3 +96,19 @@ def test_token_weights_scale_each_policy_gradient_term_without_gradient():
     out.loss.backward()
     assert lp.grad.tolist() == [[-2.0, -0.5]]
     assert weights.grad is None  # the weights are constants of the loss
+
+
+def test_magnet_term_adds_its_weighted_kl_over_the_normaliser():
+    """The magnet term is coef x KL per choice, summed over masked tokens and divided by
+    (B x normaliser) like every other term; its gradient flows through the KL."""
+    lp = torch.zeros(2, 1)
+    kl = torch.tensor([[0.3], [0.1]], requires_grad=True)
+    out = policy_loss(
+        lp, lp, torch.zeros(2), torch.ones(2, 1), 4, magnet_kl=kl, magnet_coef=0.5, **REINFORCE
+    )
+    assert out.loss.item() == pytest.approx(0.5 * (0.3 + 0.1) / (2 * 4))
+    assert out.kl_to_magnet == pytest.approx(0.2)  # the mean per decision
+    out.loss.backward()
+    assert kl.grad.tolist() == [[0.0625], [0.0625]]  # 0.5 / (2 * 4)
+    off = policy_loss(lp, lp, torch.zeros(2), torch.ones(2, 1), 4, magnet_kl=kl, **REINFORCE)
+    assert off.loss.item() == 0.0 and off.kl_to_magnet == 0.0

@@ -1,0 +1,94 @@
+"""The uniform magnet of masked choices (learner.magnet_coef): the exact KL, its two code
+paths, and an update that pulls a choice toward uniform."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from spiral_games.errors import ConfigError
+from spiral_games.learn.learner import Learner
+from spiral_games.logprobs import (
+    kl_to_uniform,
+    pack_sequences,
+    response_logprobs,
+    shared_choice_logprobs_and_magnet,
+    token_logprobs_and_magnet,
+)
+from spiral_games.types import Sample, TrainBatch
+
+from ..tiny_run import tiny_config
+from .test_learner import spec
+
+pytestmark = pytest.mark.slow  # a DeepSpeed learner
+
+
+def test_kl_to_uniform_by_hand():
+    assert kl_to_uniform(torch.log(torch.tensor([0.5, 0.5]))).item() == pytest.approx(0.0)
+    p = torch.tensor([0.7, 0.2, 0.1])
+    by_hand = sum(q * math.log(q / (1 / 3)) for q in p.tolist())
+    assert kl_to_uniform(torch.log(p)).item() == pytest.approx(by_hand)
+
+
+def test_both_choice_paths_give_the_same_magnet_and_gradient(tiny):
+    learner = Learner(spec(tiny, "learner.bf16=false"))
+    model, pad = learner.model, learner.pad_id
+    prompts = [(1, 2, 3, 9, 17), (5, 6, 7, 8, 9, 10, 11)]
+    choices = [(4350, 7177), (30, 31, 32)]
+    picks = [(0, 4350), (1, 32), (0, 7177)]
+    _, shared = shared_choice_logprobs_and_magnet(model, prompts, choices, picks, pad, 2.0)
+    (grad_shared,) = torch.autograd.grad(shared.sum(), [model.lm_head.weight])
+    rows = [(prompts[r], (t,), choices[r]) for r, t in picks]
+    ids, attention, mask = pack_sequences([p for p, _, _ in rows], [t for _, t, _ in rows], pad)
+    _, full = token_logprobs_and_magnet(model, ids, attention, mask, [c for *_, c in rows], 2.0)
+    each = full[mask.bool()]
+    (grad_each,) = torch.autograd.grad(each.sum(), [model.lm_head.weight])
+    assert shared.tolist() == pytest.approx(each.tolist(), abs=1e-5)
+    assert torch.allclose(grad_shared, grad_each, atol=1e-5)
+    assert full[~mask.bool()].abs().sum() == 0  # only where a choice is made
+    # and the value is the KL to uniform of the distribution the choice is stated to have
+    stated = [
+        math.exp(response_logprobs(model, [prompts[1]], [(t,)], pad, [choices[1]], 2.0)[0][0])
+        for t in choices[1]
+    ]
+    by_hand = sum(q * math.log(q * len(stated)) for q in stated)
+    assert shared[1].item() == pytest.approx(by_hand, abs=1e-5)
+
+
+@pytest.mark.parametrize("micro", ["1", "4"])  # per-sample rows, and shared forward passes
+def test_with_no_advantage_the_magnet_moves_a_choice_toward_uniform(tiny, micro):
+    prompt, choices = (1, 2, 3, 9, 17), (4350, 7177)
+    learner = Learner(
+        spec(
+            tiny,
+            "learner.bf16=false",
+            "learner.minibatch_size=4",
+            f"learner.micro_batch_size={micro}",
+            "learner.magnet_coef=1.0",
+            "learner.lr=1e-4",  # Adam moves every weight by about lr: small, not past uniform
+            "model.action_format=choice",
+            "rollout.temperature=1.0",
+        )
+    )
+
+    def gap() -> float:  # |log p(call) - log p(fold)|: 0 at uniform
+        pad = learner.pad_id
+        a, b = (
+            response_logprobs(learner.model, [prompt], [(t,)], pad, [choices], 1.0)[0][0]
+            for t in choices
+        )
+        return abs(a - b)
+
+    before = gap()
+    old = response_logprobs(learner.model, [prompt], [(4350,)], learner.pad_id, [choices], 1.0)
+    sample = Sample(prompt, (4350,), (old[0][0],), 0.0, "kuhn", 0, 0, choices)
+    metrics = learner.update(TrainBatch((sample,) * 4, step=0))
+    assert metrics["train/kl_to_magnet"] > 0
+    assert gap() < before
+
+
+def test_a_magnet_without_a_masked_choice_is_one_error_naming_the_fix():
+    with pytest.raises(ConfigError, match="action_format=choice"):
+        tiny_config("learner.magnet_coef=0.1", "model.action_format=boxed", rollout=False)
