@@ -24,7 +24,7 @@ from spiral_games.types import GameEnd, PolicyOutput
 
 from ..conftest import REPO
 
-ALL_GAMES = ["kuhn", "tictactoe", "negotiation", "negotiation5", "nim"]
+ALL_GAMES = ["kuhn", "tictactoe", "negotiation", "negotiation5", "nim", "leduc"]
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,11 @@ def test_500_random_games_terminate_zero_sum_and_accept_every_legal_action(name,
         assert ep.invalid_role is None, ep.reason  # a listed legal action was rejected
         assert all(t.valid for t in ep.turns)
         assert sum(ep.returns) == 0
-        # win/draw/loss; Kuhn's default reward is the chips won / 2: 1 or 2 chips each way
+        # win/draw/loss; Kuhn's default reward is the chips won / 2: 1 or 2 chips each way,
+        # Leduc's the chips won / 13: up to 13 chips each way
         allowed = {-1.0, -0.5, 0.5, 1.0} if name == "kuhn" else {-1.0, 0.0, 1.0}
+        if name == "leduc":
+            allowed = {chips / 13 for chips in range(-13, 14)}
         assert set(ep.returns) <= allowed
         assert ep.end is GameEnd.FINISHED, ep.reason
         assert {t.role for t in ep.turns} == {0, 1}
