@@ -23,9 +23,9 @@ ALLOWED = {
     "llm": {LEAVES, "config", "llm"},
     "learn": {LEAVES, "config", "learn"},
     "report": {LEAVES, "report"},
-    "reasoning": {LEAVES, "config", "play", "llm", "reasoning"},
+    "reasoning": {LEAVES, "config", "play", "llm", "report", "reasoning"},
     "actors": {LEAVES, "config", "play", "llm", "learn", "actors"},
-    "run": {LEAVES, "config", "play", "llm", "learn", "actors", "report", "run"},
+    "run": {LEAVES, "config", "play", "llm", "learn", "actors", "report", "reasoning", "run"},
     "perf": {LEAVES, "config", "play", "llm", "learn", "actors", "report", "run", "perf"},
 }
 HEAVY = ("ray", "vllm", "deepspeed")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
+from collections.abc import Collection
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from spiral_games.config.schema import RunConfig, choice_error, register_configs
+from spiral_games.config.schema import GameConfig, RunConfig, choice_error, register_configs
 from spiral_games.errors import ConfigError
 
 
@@ -43,6 +44,51 @@ def compose_run_config(
         GlobalHydra.instance().clear()
     assert isinstance(run, root)
     return run
+
+
+def compose_game_config(config_dir: Path, name: str) -> GameConfig:
+    """The game `config_dir/games/<name>.yaml` configures, as `+games=[<name>]` selects it.
+
+    Raises:
+        ConfigError: the file is missing, or sets a key `GameConfig` does not have.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    if not (config_dir / "games" / f"{name}.yaml").is_file():
+        options = sorted(p.stem for p in (config_dir / "games").glob("*.yaml"))
+        raise ConfigError(f"No game {name!r} in conf/games/ (there: {', '.join(options)}).")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir.resolve()), version_base=None):
+            node = compose(f"games/{name}").games[name]
+        game = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(GameConfig), node))
+    except ConfigError:
+        raise
+    except Exception as exc:  # Hydra/OmegaConf raise many types; translate them all
+        raise ConfigError(f"conf/games/{name}.yaml: {str(exc).strip().splitlines()[0]}") from None
+    finally:
+        GlobalHydra.instance().clear()
+    assert isinstance(game, GameConfig)
+    return game
+
+
+def compare_overrides(argv: list[str], known: Collection[str]) -> list[str]:
+    """`--compare a=X b=Y` becomes `+models.a=X +models.b=Y`; the rest (every `key=value`
+    whose key is one of `known`, a dotted key, or an option) are Hydra overrides."""
+    if "--compare" not in argv:
+        return argv
+    rest, pairs = [], []
+    for arg in (a for a in argv if a != "--compare"):
+        key, sep, value = arg.partition("=")
+        if sep and key.isidentifier() and key not in known:
+            pairs.append(f"+models.{key}='{value}'")
+        else:
+            rest.append(arg)
+    if not pairs:
+        raise ConfigError("--compare takes label=model pairs, e.g. base=smollm2-135m.")
+    return [*rest, *pairs]
 
 
 MERGED_OPPONENT = "rollout.opponent"  # merged into rollout.opponents

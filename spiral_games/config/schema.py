@@ -716,6 +716,78 @@ class HarnessConfig:
             )
 
 
+# The held-out games SPIRAL evaluates on (arXiv 2506.24119), all in TextArena 0.7.4.
+SPIRAL_HELDOUT_GAMES = (
+    "Snake-v0",
+    "ConnectFour-v0",
+    "PigDice-v0",
+    "LiarsDice-v0",
+    "TruthAndDeception-v0",
+)
+
+
+@dataclass
+class HeldoutReasoningConfig:
+    """launch/heldout.py `harness=true`: the MATH/GPQA harness (`HarnessConfig`) on the same
+    models. The defaults are a small subset a CPU scores in minutes; `reasoning.limit=null
+    reasoning.n_samples=4 reasoning.max_tokens=1024` is launch/evaluate.py's full run."""
+
+    benchmarks: list[str] = field(default_factory=lambda: ["math500", "gpqa_diamond"])
+    data_dir: str = HarnessConfig.data_dir
+    hf_datasets: bool = False
+    limit: int | None = 10  # first N problems per benchmark
+    n_samples: int = 1
+    max_tokens: int = 256
+
+    def __post_init__(self) -> None:
+        if self.n_samples < 1 or (self.limit is not None and self.limit < 1):
+            raise ConfigError("reasoning.n_samples and reasoning.limit must be >= 1.")
+
+
+@dataclass
+class HeldoutConfig:
+    """Schema of conf/heldout.yaml: held-out TextArena games against a random opponent, the
+    model's seat drawn at random each game, for one or more models side by side."""
+
+    # label -> model (builtin name, checkpoint directory or hub id); empty: model.name alone
+    models: dict[str, str] = field(default_factory=dict)
+    # the games: TextArena env ids (any registered two-player game) or games of conf/games/
+    # (not `games`, which Hydra reads as the conf/games/ group)
+    envs: list[str] = field(default_factory=lambda: list(SPIRAL_HELDOUT_GAMES))
+    # games per (model, game): 200 put a rate's standard error at <= 0.035 (0.0354 at p=1/2).
+    # The five games took 9 minutes for SmolLM2-135M on a 2-core Intel Xeon with AMX (HF
+    # engine, bf16), measured game by game on 2026-12-04 (docs/evaluation.md). SPIRAL's: 512.
+    games_per_game: int = 200
+    # How every model is prompted and read (prompt_style, action_format, max_tokens, dtype):
+    # conf/heldout.yaml selects the SmolLM2 recipe; each model of `models` replaces its name.
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)  # engine, context, threads
+    temperature: float = EvalConfig.temperature  # sampled as in-training evaluation samples
+    top_p: float = EvalConfig.top_p
+    concurrency: int = EvalConfig.concurrency  # games played at once
+    harness: bool = False  # also score the models on MATH/GPQA (`reasoning`)
+    reasoning: HeldoutReasoningConfig = field(default_factory=HeldoutReasoningConfig)
+    seed: int = 0
+    output_dir: str = "runs/heldout"  # conf/heldout.yaml adds a timestamp
+
+    def __post_init__(self) -> None:
+        if not self.envs:
+            raise ConfigError(
+                "envs is empty. Name TextArena env ids or games of conf/games/, e.g. "
+                "envs=[ConnectFour-v0,PigDice-v0]."
+            )
+        _check_positive("games_per_game", self.games_per_game)
+        _check_positive("concurrency", self.concurrency)
+        _check_positive("temperature", self.temperature, allow_zero=True)
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p={self.top_p} is out of range: it must be in (0, 1].")
+
+    @property
+    def labelled_models(self) -> dict[str, str]:
+        """label -> model to evaluate: `models`, or model.name under its own name."""
+        return dict(self.models) or {self.model.name: self.model.name}
+
+
 def register_configs() -> None:
     """Register the schemas with Hydra's ConfigStore so YAML and overrides are type-checked."""
     from hydra.core.config_store import ConfigStore
@@ -723,6 +795,7 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
     store.store(name="evaluate_schema", node=HarnessConfig)
+    store.store(name="heldout_schema", node=HeldoutConfig)
     store.store(group="model", name="model_schema", node=ModelConfig)
     store.store(group="rollout", name="rollout_schema", node=RolloutConfig)
     store.store(group="learner", name="learner_schema", node=LearnerConfig)

@@ -130,6 +130,7 @@ class TextArenaGame(GameEnv):
                 f"TextArena has no env {env_id!r}. Use a registered id such as "
                 "'TicTacToe-v0', or register yours with textarena.envs.registration.register."
             )
+        self.env_id = env_id
         self.name = name or env_id
         self._make = lambda: ta.make(env_id, **env_kwargs)
         self._legal_fn = legal_actions

@@ -69,18 +69,20 @@ def evaluation_jobs(
     seed: int,
     learner: Policy,
     version: int = 0,
-    first_seat: int = 0,
+    first_seat: int | None = 0,
 ) -> list[GameJob]:
     """`games` games per (game, opponent), or per opponent name where `games` maps names to
-    counts (a name it leaves out gets none); the learner's seat alternates from `first_seat`."""
+    counts (a name it leaves out gets none); the learner's seat alternates from `first_seat`,
+    or is drawn at random for each game (`first_seat` None)."""
     rng = random.Random(seed)
     jobs = []
     for (game, name), opponent in sorted(opponents.items(), key=lambda kv: kv[0]):
         count = games if isinstance(games, int) else games.get(name, 0)
         for k in range(count):
-            seat = (first_seat + k) % 2
+            game_seed = rng.randrange(2**31)
+            seat = rng.randrange(2) if first_seat is None else (first_seat + k) % 2
             seats = (learner, opponent) if seat == 0 else (opponent, learner)
-            jobs.append(GameJob(rules[game], rng.randrange(2**31), seats, (seat,), version, name))
+            jobs.append(GameJob(rules[game], game_seed, seats, (seat,), version, name))
     return jobs
 
 

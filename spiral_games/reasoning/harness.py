@@ -161,21 +161,14 @@ def bar_chart(summary: dict, models: list[str], benchmarks: list[str], path: Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from spiral_games.report.bars import grouped_bars, save_figure
+
     fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(benchmarks)), 3.2))
-    width = 0.8 / len(models)
-    for i, m in enumerate(models):
-        xs = [b + i * width for b in range(len(benchmarks))]
-        ax.bar(
-            xs,
-            [100 * summary[m][b]["accuracy"] for b in benchmarks],
-            width,
-            yerr=[100 * summary[m][b]["stderr"] for b in benchmarks],
-            label=m,
-            capsize=3,
-        )
-    ax.set_xticks([b + 0.4 - width / 2 for b in range(len(benchmarks))], benchmarks)
-    ax.set_ylabel("pass@1 (%)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    grouped_bars(
+        ax,
+        benchmarks,
+        {m: [100 * summary[m][b]["accuracy"] for b in benchmarks] for m in models},
+        {m: [100 * summary[m][b]["stderr"] for b in benchmarks] for m in models},
+        "pass@1 (%)",
+    )
+    save_figure(fig, path)

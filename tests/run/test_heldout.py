@@ -1,0 +1,203 @@
+"""The held-out evaluation (launch/heldout.py): TextArena games the project does not wrap,
+against the random opponent, the tiny model side by side with itself; and MATH/GPQA with it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spiral_games.config.compose import compare_overrides, compose_run_config
+from spiral_games.config.schema import SPIRAL_HELDOUT_GAMES, HeldoutConfig
+from spiral_games.errors import ConfigError
+from spiral_games.report.heldout import GameScore, transfer_markdown
+from spiral_games.run.heldout import GENERIC, heldout_games, run_heldout, score
+from spiral_games.types import Episode, GameEnd
+
+from ..conftest import REPO
+
+CONF = REPO / "conf"
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+def _heldout(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "launch/heldout.py", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _config(*overrides: str) -> HeldoutConfig:
+    return compose_run_config(CONF, list(overrides), "heldout", HeldoutConfig)
+
+
+def _episode(seat: int, returns: tuple[float, float], invalid: int | None = None) -> Episode:
+    end = GameEnd.INVALID_MOVE if invalid is not None else GameEnd.FINISHED
+    return Episode("g", 0, (), returns, "", invalid_role=invalid, trained_roles=(seat,), end=end)
+
+
+def test_scores_count_the_model_seat_by_hand():
+    episodes = [
+        _episode(0, (1.0, -1.0)),  # model in seat 0 wins
+        _episode(1, (1.0, -1.0)),  # model in seat 1 loses
+        _episode(1, (0.0, 0.0)),  # draw
+        _episode(1, (0.5, -1.5), invalid=1),  # model's invalid reply: a loss
+        _episode(0, (0.5, -1.5), invalid=1),  # opponent's invalid reply: a win
+    ]
+    s = score("m", "g", episodes, wall_s=3.0, cpu_s=2.0)
+    assert (s.games, s.win_rate, s.draw_rate, s.loss_rate) == (5, 0.4, 0.2, 0.4)
+    assert (s.invalid_rate, s.opponent_invalid_rate) == (0.2, 0.2)
+    assert s.se("win_rate") == pytest.approx((0.4 * 0.6 / 5) ** 0.5)
+
+
+def test_transfer_table_gives_each_model_and_its_difference_from_the_first():
+    def game(model: str, win: float) -> GameScore:
+        return GameScore(model, "Snake-v0", 100, win, 0.0, 1 - win, 0.0, 0.0, 5.0, 8.0, 1.0, 1.0)
+
+    reasoning = {
+        "base": {"math500": {"accuracy": 0.1, "stderr": 0.03, "problems": 100}},
+        "trained": {"math500": {"accuracy": 0.25, "stderr": 0.04, "problems": 100}},
+    }
+    table = transfer_markdown(
+        [game("base", 0.5), game("trained", 0.7)], ["base", "trained"], ["Snake-v0"], reasoning
+    )
+    assert "| Snake-v0: win rate | 0.500 ± 0.050 | 0.700 ± 0.046 | +0.200 ± 0.068 (+2.9) |" in table
+    assert "| math500: pass@1 | 0.100 ± 0.030 | 0.250 ± 0.040 | +0.150 ± 0.050 (+3.0) |" in table
+
+
+def test_defaults_are_spirals_five_games_on_the_configured_model():
+    cfg = _config()
+    assert cfg.envs == list(SPIRAL_HELDOUT_GAMES)
+    assert cfg.labelled_models == {"smollm2-135m": "smollm2-135m"}
+    assert cfg.model.prompt_style == "short"  # conf/heldout.yaml selects the SmolLM2 recipe
+
+
+def test_compare_turns_labels_into_models_and_keeps_config_keys():
+    known = {"envs", "games_per_game", "model"}
+    assert compare_overrides(
+        ["--compare", "base=smollm2-135m", "trained=runs/x", "games_per_game=4", "model.seed=1"],
+        known,
+    ) == [
+        "games_per_game=4",
+        "model.seed=1",
+        "+models.base='smollm2-135m'",
+        "+models.trained='runs/x'",
+    ]
+
+
+def test_unknown_game_is_one_error_naming_the_fix():
+    with pytest.raises(ConfigError) as caught:
+        heldout_games(["ConectFour-v0"], CONF)
+    message = str(caught.value)
+    assert "Unknown game 'ConectFour-v0'" in message and "Did you mean ConnectFour-v0" in message
+    assert "envs=[ConnectFour-v0,PigDice-v0]" in message
+
+
+def test_a_game_for_other_player_counts_is_refused():
+    with pytest.raises(ConfigError, match="could not start ThreePlayerTicTacToe-v0 with two"):
+        heldout_games(["ThreePlayerTicTacToe-v0"], CONF)
+
+
+def test_a_textarena_id_the_project_wraps_is_played_by_its_own_module():
+    games = heldout_games(["TicTacToe-v0", "ConnectFour-v0", "kuhn"], CONF)
+    assert games["TicTacToe-v0"].source == "conf/games/tictactoe"
+    assert games["TicTacToe-v0"].config.env["_target_"] == "games.tictactoe.TicTacToeGame"
+    assert games["ConnectFour-v0"].source == GENERIC
+    assert games["kuhn"].source == "conf/games/kuhn"
+
+
+def test_missing_benchmark_file_is_refused_before_any_game(tiny, tmp_path):
+    cfg = _config(
+        "model=tiny-random",
+        "envs=[PigDice-v0]",
+        "harness=true",
+        f"reasoning.data_dir={tmp_path}",
+        f"output_dir={tmp_path / 'out'}",
+    )
+    with pytest.raises(ConfigError, match=f"put math500.jsonl \\(or .csv\\) in {tmp_path}"):
+        run_heldout(cfg, CONF)
+    assert not (tmp_path / "out").exists()
+
+
+def test_games_argument_is_refused_with_the_key_to_use():
+    out = _heldout("games=[ConnectFour-v0]", timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "takes its games as envs=[...]" in out.stderr
+
+
+@pytest.mark.slow
+def test_two_unwrapped_textarena_games_side_by_side_with_the_tiny_model(tiny, tmp_path):
+    games = 4
+    out = _heldout(
+        "--compare",
+        "base=tiny-random",
+        f"again={tiny.path}",
+        "model=tiny-random",
+        "model.max_tokens=8",
+        "envs=[ConnectFour-v0,PigDice-v0]",
+        f"games_per_game={games}",
+        f"output_dir={tmp_path}",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "| ConnectFour-v0: win rate |" in out.stdout and "Δ again − base" in out.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["games"] == {"ConnectFour-v0": GENERIC, "PigDice-v0": GENERIC}
+    assert "cores" in results["machine"]
+    scores = {(s["model"], s["game"]): s for s in results["scores"]}
+    assert set(scores) == {(m, g) for m in ("base", "again") for g in results["games"]}
+    for (model, game), s in scores.items():
+        assert s["games"] == games
+        assert s["win_rate"] + s["draw_rate"] + s["loss_rate"] == pytest.approx(1.0)
+        played = [
+            json.loads(line)
+            for line in (tmp_path / "transcripts" / model / f"{game}.jsonl").read_text().split("\n")
+            if line
+        ]
+        assert len(played) == games
+        invalid = sum(e["invalid_role"] == e["trained_roles"][0] for e in played)
+        assert invalid == round(s["invalid_rate"] * games)
+        assert invalid == sum(  # each invalid game ends on the model's own refused reply
+            not e["turns"][-1]["valid"] and e["turns"][-1]["role"] == e["trained_roles"][0]
+            for e in played
+        )
+        assert s["invalid_rate"] > 0  # the random tiny model's replies are mostly not moves
+        assert s["wall_s"] > 0
+    report = (tmp_path / "heldout.md").read_text()
+    assert report.count("| PigDice-v0 |") == 2 and "Machine:" in report
+    assert (tmp_path / "heldout.png").stat().st_size > 1000
+
+
+def test_harness_runs_the_reasoning_subset_on_the_same_models(tiny, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(FIXTURES / "gpqa_diamond.csv", data)
+    problems = [{"problem": f"What is {n} + {n}?", "answer": str(2 * n)} for n in range(1, 4)]
+    (data / "math500.jsonl").write_text("\n".join(json.dumps(p) for p in problems) + "\n")
+    cfg = _config(
+        "model=tiny-random",
+        "model.max_tokens=8",
+        "envs=[PigDice-v0]",
+        "games_per_game=2",
+        "harness=true",
+        f"reasoning.data_dir={data}",
+        "reasoning.limit=2",
+        "reasoning.max_tokens=8",
+        f"output_dir={tmp_path / 'out'}",
+    )
+    out = run_heldout(cfg, CONF, say=lambda _: None)
+    results = json.loads((out / "results.json").read_text())
+    reasoning = results["reasoning"]["tiny-random"]
+    assert {b: r["problems"] for b, r in reasoning.items()} == {"math500": 2, "gpqa_diamond": 2}
+    report = (out / "heldout.md").read_text()
+    assert "| math500: pass@1 |" in report and "| gpqa_diamond: pass@1 |" in report
+    assert "first 2 problems, 1 sample(s) each, at most 8 tokens" in report
+    assert (out / "reasoning" / "report.md").is_file()
+    assert (out / "reasoning" / "chart.png").stat().st_size > 1000  # the harness's own chart
+    assert Path(out / "heldout.png").stat().st_size > 1000
