@@ -48,7 +48,11 @@ def main(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted: the completed steps are checkpointed", file=sys.stderr)
+        print(
+            "\ninterrupted: the run is saved up to its last checkpoint (a step cut off in its "
+            "update is not); launch/sft.py does not resume: rerun it",
+            file=sys.stderr,
+        )
         return 130
     finally:
         from spiral_games.actors.runtime import stop_ray
