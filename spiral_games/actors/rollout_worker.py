@@ -20,7 +20,6 @@ from spiral_games.config.choices import (
     Batching,
     Dtype,
     EngineKind,
-    PromptStyle,
     SyncBackend,
 )
 from spiral_games.config.hardware import (
@@ -39,6 +38,7 @@ from spiral_games.config.schema import (
 )
 from spiral_games.errors import ConfigError, EngineError, EngineUnavailable, RolloutError
 from spiral_games.faults import mark_phase
+from spiral_games.llm.encoder import game_prompt_styles
 from spiral_games.llm.engines.base import Engine, EngineSpec, StreamingEngine
 from spiral_games.llm.engines.factory import build_engine
 from spiral_games.llm.engines.vllm import VLLMEngine
@@ -168,7 +168,7 @@ class RolloutWorker:
             self.engine,
             load_tokenizer(Path(cfg.model_path)),
             cfg.sampling,
-            _prompt_styles(cfg.games),
+            game_prompt_styles(cfg.games),
             cfg.rollout.max_model_len,
             on_context_overflow=cfg.rollout.on_context_overflow,
             stream=stream,
@@ -472,16 +472,3 @@ def _check_league_engine(cfg: RunConfig, plan: RuntimePlan) -> None:
             "league.engine=vllm starts a second vLLM engine in each rollout worker, and on a "
             "GPU it would claim the memory the first one holds. Use league.engine=hf."
         )
-
-
-def _prompt_styles(games: dict[str, GameConfig]) -> dict[str, PromptStyle]:
-    """Each game's prompt style, which RunConfig resolved from model.prompt_style."""
-    styles = {}
-    for name, game in games.items():
-        if game.prompt_style is None:
-            raise ConfigError(
-                f"games.{name}.prompt_style is unset: RunConfig fills it from "
-                "model.prompt_style when it is built."
-            )
-        styles[name] = game.prompt_style
-    return styles

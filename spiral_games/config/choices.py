@@ -91,10 +91,19 @@ class InvalidMove(StrEnum):
 
 
 class PolicyLoss(StrEnum):
-    """The policy-gradient loss (`learner.loss`)."""
+    """The learner's loss (`learner.loss`): a policy gradient, or imitation's likelihood."""
 
     ppo = "ppo"
     reinforce = "reinforce"
+    sft = "sft"  # the imitation baseline (launch/sft.py): mean NLL per response token
+
+
+class KeepTurns(StrEnum):
+    """Which turns of a demonstration game the imitation baseline trains on (`sft.keep`,
+    `games.<g>.sft_keep`)."""
+
+    winner = "winner"  # the expert's turns in the seats that won (and drew, with sft.keep_draws)
+    all = "all"  # every turn the expert played
 
 
 class ContextOverflow(StrEnum):

@@ -13,6 +13,7 @@ from spiral_games.config.choices import (
     Dtype,
     EngineKind,
     InvalidMove,
+    KeepTurns,
     LeagueSampling,
     NodeLoss,
     OpponentMode,
@@ -143,6 +144,9 @@ class GameConfig:
     invalid_opponent_reward: float = 0.5  # ... and for the other seat
     retry_allowance: int = 1  # invalid_move=retry: tries after the first (TextArena's 1)
     max_turns: int = 200  # safety net against a game that never ends: a draw
+    # the imitation baseline (launch/sft.py): which turns of the expert's games it trains on,
+    # winner or all. None: sft.keep
+    sft_keep: KeepTurns | None = None
 
     def __post_init__(self) -> None:
         if "_target_" not in self.env:
@@ -160,6 +164,8 @@ class GameConfig:
             self.action_format = _choice(
                 "games.<name>.action_format", self.action_format, ActionFormat
             )
+        if self.sft_keep is not None:
+            self.sft_keep = _choice("games.<name>.sft_keep", self.sft_keep, KeepTurns)
 
 
 @dataclass
@@ -528,6 +534,33 @@ class LeagueConfig:
 
 
 @dataclass
+class SftConfig:
+    """The imitation baseline (launch/sft.py): the model is fine-tuned by NLL (learner.loss=sft)
+    on games the scripted `expert` plays `against` an opponent, each turn rendered in the prompt
+    and reply format the policy plays in; `learner.batch_size` turns per step, for `train.steps`
+    steps, as self-play's budget."""
+
+    expert: str = "expert"  # the fixed opponent (games.<g>.opponents) imitated
+    # who the expert plays: itself (`expert`: both seats are imitated) or another fixed opponent
+    # (e.g. random: the expert's seat alternates, and the other seat is never trained on)
+    against: str = "expert"
+    demonstrations: int = 256  # games the expert plays, over the selected games by weight
+    # which turns: winner (the seats that won, as SPIRAL's baseline trains on winning
+    # trajectories) or all; a game's own games.<g>.sft_keep overrides it
+    keep: KeepTurns = KeepTurns.winner
+    keep_draws: bool = True  # keep=winner: a drawn game's seats count as winners
+
+    def __post_init__(self) -> None:
+        self.keep = _choice("sft.keep", self.keep, KeepTurns)
+        _check_positive("sft.demonstrations", self.demonstrations)
+        if not self.expert.strip() or not self.against.strip():
+            raise ConfigError(
+                "sft.expert and sft.against name fixed opponents of games.<name>.opponents "
+                "(e.g. sft.expert=expert sft.against=random); neither may be empty."
+            )
+
+
+@dataclass
 class RayConfig:
     """Where Ray runs: a local instance by default, or an existing cluster."""
 
@@ -550,6 +583,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     league: LeagueConfig = field(default_factory=LeagueConfig)
+    sft: SftConfig = field(default_factory=SftConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     seed: int = 0
     output_dir: str = "runs/default"
@@ -564,6 +598,7 @@ class RunConfig:
         for game in self.games.values():
             game.prompt_style = game.prompt_style or self.model.prompt_style
             game.action_format = game.action_format or self.model.action_format
+            game.sft_keep = game.sft_keep or self.sft.keep
         if self.rollout.max_tokens is None:
             self.rollout.max_tokens = self.model.max_tokens
             _check_reply_budget(self.rollout.max_tokens, self.rollout.max_model_len)

@@ -1,9 +1,11 @@
-"""Policy-gradient loss: PPO-clip or REINFORCE, Dr.GRPO constant normaliser, optional KL
-terms (to a frozen reference; to a uniform magnet at masked choices).
+"""The learner's loss: PPO-clip or REINFORCE with Dr.GRPO's constant normaliser, or the
+imitation baseline's NLL; optional KL terms (to a frozen reference; to a uniform magnet at
+masked choices).
 
-Pure torch. The loss sums over response tokens and divides by (sequences x `normalizer`), the
-maximum generation length (Dr.GRPO, Liu et al. 2025, as SPIRAL uses), so long and short
-responses are not re-weighted by their length.
+Pure torch. A policy-gradient loss sums over response tokens and divides by (sequences x
+`normalizer`), the maximum generation length (Dr.GRPO, Liu et al. 2025, as SPIRAL uses), so long
+and short responses are not re-weighted by their length. The `sft` loss is the mean negative
+log-likelihood per response token (teacher forcing), whatever the advantages.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ def policy_loss(
     magnet_kl: torch.Tensor | None = None,  # [B, T] exact KL to the magnet where a choice is made
     magnet_coef: float = 0.0,  # its weight (magnetic mirror descent); 0 (or no `magnet_kl`): none
 ) -> LossOutput:
-    """SPIRAL's objective (Eq. 6): clipped surrogate with per-sample advantages.
+    """SPIRAL's objective (Eq. 6): clipped surrogate with per-sample advantages; or, with
+    `mode=sft`, the mean NLL per response token (`advantages`, `old_logprobs`, `clip` and
+    `normalizer` unused).
 
     With `token_weights` (truncated importance sampling, as oat's `tis_c`), `old_logprobs` are
     the learner's own log-probs before the update and each token's policy-gradient term is
@@ -55,8 +59,11 @@ def policy_loss(
     elif mode == PolicyLoss.reinforce:
         per_token = -adv * logprobs
         clip_active = torch.zeros_like(mask)
+    elif mode == PolicyLoss.sft:
+        per_token = -logprobs
+        clip_active = torch.zeros_like(mask)
     else:
-        raise ValueError(f"Unknown loss mode '{mode}': use 'ppo' or 'reinforce'.")
+        raise ValueError(f"Unknown loss mode '{mode}': use 'ppo', 'reinforce' or 'sft'.")
     if token_weights is not None:
         per_token = per_token * token_weights.detach().to(per_token.dtype)
     kl = torch.zeros_like(per_token)
@@ -68,8 +75,8 @@ def policy_loss(
     if magnet_kl is not None and magnet_coef:
         magnet = magnet_kl.to(per_token.dtype)
         per_token = per_token + magnet_coef * magnet
-    denom = logprobs.shape[0] * normalizer
     tokens = mask.sum().clamp(min=1)
+    denom = tokens if mode == PolicyLoss.sft else logprobs.shape[0] * normalizer
     return LossOutput(
         loss=(per_token * mask).sum() / denom,
         clip_fraction=float((clip_active * mask).sum() / tokens),

@@ -11,11 +11,10 @@ from typing import Any, cast
 from spiral_games.config.choices import ContextOverflow, Dtype, EngineKind, PromptStyle
 from spiral_games.config.schema import EvalConfig, ModelConfig, RolloutConfig
 from spiral_games.errors import ConfigError, GameError
-from spiral_games.llm.choice import choice_tokens
+from spiral_games.llm.encoder import PromptEncoder
 from spiral_games.llm.engines.base import Engine, EngineSpec, StreamingEngine
 from spiral_games.llm.engines.factory import build_engine
 from spiral_games.llm.models import resolve_model
-from spiral_games.llm.prompting import encode_prompt
 from spiral_games.types import Generation, Observation, PolicyOutput, SamplingParams
 
 
@@ -52,13 +51,43 @@ class LLMPolicy:
         self._open: dict[str, tuple[bool, int]] = {}  # ticket -> (history cut, version)
         self._ready: dict[str, PolicyOutput] = {}  # answered without the engine (overflow)
         self.engine = engine
-        self.on_context_overflow = on_context_overflow  # draw: end the game; truncate: history
-        self.tokenizer = tokenizer
         self.params = params
-        self.prompt_styles = dict(prompt_styles)
-        self.max_model_len = max_model_len
-        self.default_style = default_style
-        self.choice_games = frozenset(choice_games)
+        # the prompts, exactly as the engine gets them (the imitation baseline renders its
+        # demonstrations with the same encoder); on_context_overflow: draw ends the game,
+        # truncate cuts the history
+        self.encoder = PromptEncoder(
+            tokenizer,
+            prompt_styles,
+            max_model_len,
+            params.max_tokens,
+            on_context_overflow=on_context_overflow,
+            default_style=default_style,
+            choice_games=choice_games,
+        )
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.encoder.tokenizer
+
+    @property
+    def prompt_styles(self) -> dict[str, PromptStyle]:
+        return self.encoder.prompt_styles
+
+    @property
+    def max_model_len(self) -> int:
+        return self.encoder.max_model_len
+
+    @property
+    def default_style(self) -> PromptStyle | None:
+        return self.encoder.default_style
+
+    @property
+    def choice_games(self) -> frozenset[str]:
+        return self.encoder.choice_games
+
+    @property
+    def on_context_overflow(self) -> ContextOverflow:
+        return self.encoder.on_context_overflow
 
     @property
     def streaming(self) -> bool:
@@ -67,13 +96,11 @@ class LLMPolicy:
         return self.stream
 
     def act(self, observations: Sequence[Observation]) -> list[PolicyOutput]:
-        choices = [self._choices(obs) for obs in observations]
-        encoded = [self._encode(obs, c) for obs, c in zip(observations, choices, strict=True)]
-        fits = [
-            i
-            for i, (ids, _) in enumerate(encoded)
-            if len(ids) <= self.max_model_len - self._reply_budget(choices[i])
+        choices = [self.encoder.choices(obs) for obs in observations]
+        encoded = [
+            self.encoder.encode(obs, c) for obs, c in zip(observations, choices, strict=True)
         ]
+        fits = [i for i, (ids, _) in enumerate(encoded) if self.encoder.fits(ids, choices[i])]
         free = [i for i in fits if not choices[i]]
         chosen = [i for i in fits if choices[i]]
         version = self.engine.version
@@ -99,7 +126,7 @@ class LLMPolicy:
         """The probability of each legal action at each observation, exactly: the masked
         choice's distribution at this policy's temperature (`scores_game` games only)."""
         for obs in observations:
-            if not self.scores_game(obs.game) or not self._choices(obs):
+            if not self.scores_game(obs.game) or not self.encoder.choices(obs):
                 raise GameError(
                     f"Exact action probabilities need a masked choice (games.{obs.game}."
                     "action_format=choice, legal actions named by distinct first tokens); "
@@ -123,9 +150,9 @@ class LLMPolicy:
 
     def submit(self, observation: Observation) -> str:
         """Start answering one observation; returns the ticket `poll` answers it under."""
-        choices = self._choices(observation)
-        ids, cut = self._encode(observation, choices)
-        if len(ids) > self.max_model_len - self._reply_budget(choices):
+        choices = self.encoder.choices(observation)
+        ids, cut = self.encoder.encode(observation, choices)
+        if not self.encoder.fits(ids, choices):
             ticket = f"overflow-{next(self._tickets)}"
             self._ready[ticket] = PolicyOutput(text="", context_overflow=True)
             return ticket
@@ -156,62 +183,6 @@ class LLMPolicy:
             del self._open[ticket]
         if mine:
             cast("StreamingEngine", self.engine).abort(mine)
-
-    def _choices(self, obs: Observation) -> tuple[int, ...]:
-        """The tokens of a masked choice at `obs` (in `obs.legal_actions`' order); () when it
-        is answered in free text, read as action_format=lenient reads it: its game is not a
-        choice game, it lists no legal actions, or two of them start with the same token."""
-        if obs.game not in self.choice_games or not obs.legal_actions:
-            return ()
-        return choice_tokens(self.tokenizer, obs.legal_actions) or ()
-
-    def _reply_budget(self, choices: tuple[int, ...]) -> int:
-        """Tokens a reply may take: one for a masked choice (`choices`), else the budget."""
-        return 1 if choices else self.params.max_tokens
-
-    def _encode(self, obs: Observation, choices: tuple[int, ...]) -> tuple[list[int], bool]:
-        """The prompt of `obs` (answered by a masked choice among `choices`, if any), and
-        whether its history was cut to fit the context."""
-        budget = self.max_model_len - self._reply_budget(choices)
-        style = self.prompt_styles.get(obs.game, self.default_style)
-        if style is None:
-            raise GameError(
-                f"No prompt style for game {obs.game!r}: pass it in prompt_styles "
-                "(RunConfig resolves games.<g>.prompt_style) or set default_style."
-            )
-        short = style == PromptStyle.short
-        text = obs.position if short and obs.position is not None else obs.text
-        choice = bool(choices)
-        ids = encode_prompt(self.tokenizer, text, style, obs.legal_actions, choice)
-        shortened = len(ids) > budget and self.on_context_overflow == ContextOverflow.truncate
-        if shortened:
-            ids = self._truncated(text, style, budget, obs.legal_actions, ids, choice)
-        return ids, shortened
-
-    def _truncated(
-        self,
-        text: str,
-        style: PromptStyle,
-        budget: int,
-        legal: Sequence[str] | None,
-        prompt: list[int],
-        choice: bool,
-    ) -> list[int]:
-        """`prompt` (the full encoding of `text`) with the middle of the observation removed
-        until it fits `budget`. The head keeps the game's rules, the tail the latest moves.
-        """
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        keep = len(ids)
-        while len(prompt) > budget and keep > 0:
-            keep = max(0, keep - (len(prompt) - budget) - 16)
-            head, tail = keep // 3, keep - keep // 3
-            shortened = (
-                self.tokenizer.decode(ids[:head])
-                + "\n[... earlier game history truncated to fit the context ...]\n"
-                + (self.tokenizer.decode(ids[-tail:]) if tail else "")
-            )
-            prompt = encode_prompt(self.tokenizer, shortened, style, legal, choice)
-        return prompt
 
 
 def _output(gen: Generation, cut: bool, version: int) -> PolicyOutput:

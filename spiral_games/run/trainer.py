@@ -1,5 +1,6 @@
 """The training loop, top to bottom: collect -> advantages -> update -> push -> evaluate ->
-checkpoint -> log. Setup and resume live in the helpers below it; the loop state is a
+checkpoint -> log. Setup and resume live in the helpers below it (the imitation baseline,
+`run.sft`, starts, evaluates and checkpoints with them too); the loop state is a
 `checkpoint.LoopState`, and each step's metrics are assembled by `metrics.step_metrics`. What
 a run may change (a league, overlapped collection, sleeping engines) are objects the loop calls
 the same way every step, each plain by default: see `_modes`."""
@@ -26,6 +27,7 @@ from spiral_games.actors.rollout_pool import RolloutPool
 from spiral_games.actors.rollout_worker import WorkerConfig
 from spiral_games.actors.runtime import cluster_resources, init_ray
 from spiral_games.actors.weight_sync import WeightSync
+from spiral_games.config.choices import PolicyLoss
 from spiral_games.config.hardware import RuntimePlan, plan_runtime
 from spiral_games.config.placement import check_fits
 from spiral_games.config.schema import RunConfig, format_lines
@@ -50,17 +52,22 @@ log = logging.getLogger(__name__)
 
 def train(cfg: RunConfig) -> Path:
     """Run self-play RL as configured; returns the run directory."""
+    if cfg.learner.loss == PolicyLoss.sft:
+        raise ConfigError(
+            "learner.loss=sft is the imitation baseline's loss (launch/sft.py): it ignores "
+            "the games' rewards. Self-play trains with learner.loss=ppo or reinforce."
+        )
     plan = plan_runtime(cfg)  # every `auto` (engine, dtype, precision, threads), decided once
-    start = _start(cfg, plan)
+    start = start_run(cfg, plan)
     run_dir, state, model = start.run_dir, start.state, start.model
     baselines, rng = _driver_state(cfg, state)
-    learner, pool, sync = _build_actors(cfg, plan, start)
+    learner, pool, sync = build_actors(cfg, plan, start)
     opponents, collector, engines = _modes(cfg, run_dir, state, pool, sync, rng)
     output = RunOutput(cfg, run_dir, state.step)
     saved, version = state, state.version  # the last checkpointed state; the weights served
     updating = False  # the learner is mid-update: its weights match no LoopState
     eval_at = set(cfg.eval.steps(cfg.train.steps))  # step 0 (before training), the end, between
-    evaluate = functools.partial(_evaluate, cfg, pool, reference_lines(cfg), run_dir)
+    evaluate = functools.partial(evaluate_policy, cfg, pool, reference_lines(cfg), run_dir)
     bound = cfg.train.staleness_bound()  # versions a trained sample may lag the learner
     rae = baselines if cfg.train.rae else None  # None: a sample's advantage is its return
 
@@ -115,7 +122,7 @@ def train(cfg: RunConfig) -> Path:
             # batch played ahead is in neither: a resume plays it anew) ----------------------
             if cfg.train.checkpoint_due(done):
                 with clock("checkpoint"):
-                    saved = _checkpoint(cfg, run_dir, state, learner, model)
+                    saved = save_run_checkpoint(cfg, run_dir, state, learner, model)
                     opponents.checkpointed()
             output.transcripts(done, batch.episodes)
             version = version if sync.version is None else sync.version  # after any catch-up
@@ -125,7 +132,7 @@ def train(cfg: RunConfig) -> Path:
             output.step(done, metrics | opponents.metrics() | collector.metrics())
     except (RolloutError, KeyboardInterrupt):  # workers lost, or Ctrl-C / SIGTERM
         if state.step > saved.step and not updating:  # keep every updated step before stopping
-            _checkpoint(cfg, run_dir, state, learner, model)
+            save_run_checkpoint(cfg, run_dir, state, learner, model)
         raise
     finally:
         busy = collector.close()  # a batch in flight is dropped
@@ -133,7 +140,7 @@ def train(cfg: RunConfig) -> Path:
         sync.close()
         pool.shutdown(graceful=not busy)
         learner.shutdown()
-    _report(run_dir)
+    write_report(run_dir)
     return run_dir
 
 
@@ -162,7 +169,7 @@ def resume_dir(cfg: RunConfig) -> Path | None:
     return path
 
 
-def _start(cfg: RunConfig, plan: RuntimePlan) -> RunStart:
+def start_run(cfg: RunConfig, plan: RuntimePlan) -> RunStart:
     """Make (or reopen) the run directory, print and record the resolved config, and find the
     checkpoint to continue from when `train.resume` asks for one."""
     resuming = resume_dir(cfg)
@@ -212,7 +219,7 @@ def _driver_state(cfg: RunConfig, state: LoopState) -> tuple[RoleBaselines, rand
     return baselines, rng
 
 
-def _build_actors(
+def build_actors(
     cfg: RunConfig, plan: RuntimePlan, start: RunStart
 ) -> tuple[Learner | LearnerGroup, RolloutPool, WeightSync]:
     """Start Ray, the learner (one process, or a group of ranks) and the rollout workers, with
@@ -283,7 +290,7 @@ def _modes(
     return opponents, collector, engines
 
 
-def _evaluate(
+def evaluate_policy(
     cfg: RunConfig, pool: RolloutPool, reference: ReferenceLines | None, run_dir: Path, done: int
 ) -> dict[str, float]:
     """Evaluate the policy after `done` steps against the fixed opponents (with the exact
@@ -306,7 +313,7 @@ def _evaluate(
     }
 
 
-def _checkpoint(
+def save_run_checkpoint(
     cfg: RunConfig,
     run_dir: Path,
     state: LoopState,
@@ -323,7 +330,7 @@ def _checkpoint(
     return state
 
 
-def _report(run_dir: Path) -> None:
+def write_report(run_dir: Path) -> None:
     """The run's report: before/after table, summary.md, summary.json, curves.png."""
     try:
         table = write_run_report(run_dir)

@@ -366,3 +366,51 @@ def test_an_update_is_the_same_whether_choices_share_forward_passes_or_not(tiny)
     # summation-order difference in a near-zero gradient shows up; measured at most 5e-6
     assert torch.allclose(weights[0], weights[1], atol=1e-4)
     assert not torch.equal(weights[0], Learner(spec(tiny)).model.lm_head.weight)
+
+
+def test_the_sft_loss_is_the_nll_of_the_reply_tokens_and_an_update_lowers_it(tiny):
+    """learner.loss=sft: the loss of a micro-batch is its replies' mean NLL per token, computed
+    here independently from the model's logits (a free-text reply over the whole vocabulary, a
+    masked choice among its choices at the rollout temperature), and an update lowers it."""
+    fp32, sft = "learner.bf16=false", "learner.loss=sft"
+    learner = Learner(
+        spec(
+            tiny,
+            fp32,
+            sft,
+            "learner.batch_size=2",
+            "learner.minibatch_size=2",
+            "learner.micro_batch_size=2",
+        )
+    )
+    free = [
+        Sample((1, 2, 3), (4, 5, 2), (0.0,) * 3, 1.0, "kuhn", 0, 0),
+        Sample((6, 7), (8,), (0.0,), 1.0, "kuhn", 1, 0),
+    ]
+    choices = (4350, 7177)
+    chosen = [Sample((1, 2, 3, 9), (7177,), (0.0,), 1.0, "kuhn", 0, 0, choices)] * 2
+
+    def nll(sample: Sample) -> list[float]:
+        ids = torch.tensor([sample.prompt_ids + sample.response_ids])
+        with torch.no_grad():
+            logits = learner.model(input_ids=ids).logits[0].float()
+        start = len(sample.prompt_ids) - 1
+        out = []
+        for k, token in enumerate(sample.response_ids):
+            row = logits[start + k]
+            if sample.choice_ids:  # among the choices, at the rollout temperature
+                row = row[list(sample.choice_ids)] / learner.spec.choice_temperature
+                token = sample.choice_ids.index(token)
+            out.append(-float(torch.log_softmax(row, -1)[token]))
+        return out
+
+    expected_free = sum(nll(free[0]) + nll(free[1])) / 4  # four reply tokens in all
+    expected_choice = nll(chosen[0])[0]
+    assert learner.spec.choice_temperature == 0.7  # conf/rollout/cpu.yaml's
+    out, _ = learner._loss(free)
+    assert out.loss.item() == pytest.approx(expected_free, rel=1e-5)
+    out, _ = learner._loss(chosen)  # the shared forward pass of masked choices
+    assert out.loss.item() == pytest.approx(expected_choice, rel=1e-5)
+    metrics = learner.update(TrainBatch(tuple(free), step=0))
+    assert metrics["train/loss"] == pytest.approx(expected_free, rel=1e-5)
+    assert learner._loss(free)[0].loss.item() < expected_free

@@ -112,3 +112,24 @@ def test_magnet_term_adds_its_weighted_kl_over_the_normaliser():
     assert kl.grad.tolist() == [[0.0625], [0.0625]]  # 0.5 / (2 * 4)
     off = policy_loss(lp, lp, torch.zeros(2), torch.ones(2, 1), 4, magnet_kl=kl, **REINFORCE)
     assert off.loss.item() == 0.0 and off.kl_to_magnet == 0.0
+
+
+def test_sft_loss_is_the_mean_nll_per_response_token_whatever_the_advantage():
+    # two replies: probabilities 1/2 and 1/4 on a one-token reply, 1/8 then 1 on a two-token one
+    # (the third position is padding); NLL = ln 2, then ln 8 + 0, over three tokens
+    lp = torch.log(torch.tensor([[0.5, 1.0, 1.0], [0.125, 1.0, 0.9]])).requires_grad_(True)
+    mask = torch.tensor([[1.0, 0, 0], [1.0, 1, 0]])
+    for advantage in (1.0, -3.0):  # imitation ignores advantages, old log-probs and the clip
+        out = policy_loss(
+            lp,
+            torch.full((2, 3), -7.0),
+            torch.tensor([advantage, 0.0]),
+            mask,
+            normalizer=24,
+            mode=PolicyLoss.sft,
+            clip=0.2,
+        )
+        assert out.loss.item() == pytest.approx((math.log(2) + math.log(8)) / 3)
+        assert out.clip_fraction == 0.0
+    out.loss.backward()
+    assert lp.grad.flatten().tolist() == pytest.approx([-1 / 3, 0, 0, -1 / 3, -1 / 3, 0])

@@ -1,0 +1,114 @@
+"""The prompt a policy sends its engine for an observation: its token ids, cut to fit the context
+when configured, and the tokens of a masked choice. `LLMPolicy` plays with it; the imitation
+baseline renders its demonstrations with it, so both train and play one format."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from spiral_games.config.choices import ContextOverflow, PromptStyle
+from spiral_games.config.schema import GameConfig
+from spiral_games.errors import ConfigError, GameError
+from spiral_games.llm.choice import choice_tokens
+from spiral_games.llm.prompting import encode_prompt
+from spiral_games.types import Observation
+
+
+class PromptEncoder:
+    """Encodes observations as one model sees them; every value comes from the caller's config."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        prompt_styles: Mapping[str, PromptStyle],
+        max_model_len: int,
+        max_tokens: int,
+        *,
+        on_context_overflow: ContextOverflow,
+        default_style: PromptStyle | None = None,
+        choice_games: Collection[str] = (),
+    ) -> None:
+        """`prompt_styles`: each game's style (`default_style` for a game not listed);
+        `max_tokens`: the reply budget of a free-text reply; `choice_games`: the games whose
+        reply is a masked choice among the legal actions (`action_format=choice`)."""
+        self.tokenizer = tokenizer
+        self.prompt_styles = dict(prompt_styles)
+        self.max_model_len = max_model_len
+        self.max_tokens = max_tokens
+        self.on_context_overflow = on_context_overflow
+        self.default_style = default_style
+        self.choice_games = frozenset(choice_games)
+
+    def choices(self, obs: Observation) -> tuple[int, ...]:
+        """The tokens of a masked choice at `obs` (in `obs.legal_actions`' order); () when it
+        is answered in free text, read as action_format=lenient reads it: its game is not a
+        choice game, it lists no legal actions, or two of them start with the same token."""
+        if obs.game not in self.choice_games or not obs.legal_actions:
+            return ()
+        return choice_tokens(self.tokenizer, obs.legal_actions) or ()
+
+    def reply_budget(self, choices: tuple[int, ...]) -> int:
+        """Tokens a reply may take: one for a masked choice (`choices`), else `max_tokens`."""
+        return 1 if choices else self.max_tokens
+
+    def fits(self, ids: Sequence[int], choices: tuple[int, ...]) -> bool:
+        """Whether a prompt of `ids` leaves room in the context for its reply."""
+        return len(ids) <= self.max_model_len - self.reply_budget(choices)
+
+    def encode(self, obs: Observation, choices: tuple[int, ...]) -> tuple[list[int], bool]:
+        """The prompt of `obs` (answered by a masked choice among `choices`, if any), and
+        whether its history was cut to fit the context."""
+        budget = self.max_model_len - self.reply_budget(choices)
+        style = self.prompt_styles.get(obs.game, self.default_style)
+        if style is None:
+            raise GameError(
+                f"No prompt style for game {obs.game!r}: pass it in prompt_styles "
+                "(RunConfig resolves games.<g>.prompt_style) or set default_style."
+            )
+        short = style == PromptStyle.short
+        text = obs.position if short and obs.position is not None else obs.text
+        choice = bool(choices)
+        ids = encode_prompt(self.tokenizer, text, style, obs.legal_actions, choice)
+        shortened = len(ids) > budget and self.on_context_overflow == ContextOverflow.truncate
+        if shortened:
+            ids = self._truncated(text, style, budget, obs.legal_actions, ids, choice)
+        return ids, shortened
+
+    def _truncated(
+        self,
+        text: str,
+        style: PromptStyle,
+        budget: int,
+        legal: Sequence[str] | None,
+        prompt: list[int],
+        choice: bool,
+    ) -> list[int]:
+        """`prompt` (the full encoding of `text`) with the middle of the observation removed
+        until it fits `budget`. The head keeps the game's rules, the tail the latest moves.
+        """
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        keep = len(ids)
+        while len(prompt) > budget and keep > 0:
+            keep = max(0, keep - (len(prompt) - budget) - 16)
+            head, tail = keep // 3, keep - keep // 3
+            shortened = (
+                self.tokenizer.decode(ids[:head])
+                + "\n[... earlier game history truncated to fit the context ...]\n"
+                + (self.tokenizer.decode(ids[-tail:]) if tail else "")
+            )
+            prompt = encode_prompt(self.tokenizer, shortened, style, legal, choice)
+        return prompt
+
+
+def game_prompt_styles(games: Mapping[str, GameConfig]) -> dict[str, PromptStyle]:
+    """Each game's prompt style, which RunConfig resolved from model.prompt_style."""
+    styles = {}
+    for name, game in games.items():
+        if game.prompt_style is None:
+            raise ConfigError(
+                f"games.{name}.prompt_style is unset: RunConfig fills it from "
+                "model.prompt_style when it is built."
+            )
+        styles[name] = game.prompt_style
+    return styles
