@@ -200,17 +200,26 @@ class KuhnPokerGame(TextArenaGame):
     a different game from Kuhn Poker: calling never does worse than folding under it, whatever
     the pot, so every never-fold strategy is an equilibrium of that reward (each 1/3 chip
     exploitable in real Kuhn); chips won keeps Kuhn's own payoffs and so its Nash equilibrium.
+
+    `card_in_reply`: under a masked choice, the reply starts with the seat's card ("K: "),
+    written for the model, and the choice follows it. After the prompt alone, an update moves a
+    small model's choice with all three cards at once (SmolLM2-135M: the gradients of the
+    bet-or-check logit holding J and holding K have cosine 0.998); right after the card they
+    differ (cosine 0.89), and the untrained model already bets more with K (0.34) than J (0.20).
     """
 
     board_css = BOARD_CSS
 
-    def __init__(self, num_rounds: int = 1, reward: str = "chips") -> None:
+    def __init__(
+        self, num_rounds: int = 1, reward: str = "chips", card_in_reply: bool = True
+    ) -> None:
         if reward not in REWARDS:
             raise ConfigError(
                 f"games.kuhn.env.reward={reward!r} is not a Kuhn reward: use chips (chips won, "
                 "Kuhn's own payoffs) or win_loss (SPIRAL's +1/-1 by chip totals)."
             )
         self.reward = reward
+        self.card_in_reply = card_in_reply
         super().__init__(
             "SpiralKuhnPoker-v0",
             name="kuhn",
@@ -231,6 +240,12 @@ class KuhnPokerGame(TextArenaGame):
             return win_loss
         chips = self.raw.state.game_state["chips"]
         return (chips[0] / CHIPS_PER_REWARD, chips[1] / CHIPS_PER_REWARD)
+
+    def reply_prefix(self, role: int) -> str | None:
+        """The seat's card and a colon ("K: "): the masked choice follows it (`card_in_reply`)."""
+        if not self.card_in_reply:
+            return None
+        return f"{self.raw.state.game_state['cards'][role]}: "
 
     def current_state(self, role: int) -> str:
         """One line of rules, then this round: seat, chips, the card and the betting so far

@@ -50,6 +50,8 @@ class Observation:
     # the present position alone, without the move history (GameEnv.current_state); the
     # `short` prompt shows it instead of `text` where the game has one
     position: str | None = None
+    # what a masked choice's reply starts with, before the choice (GameEnv.reply_prefix)
+    reply_prefix: str | None = None
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,8 @@ class PromptEncoder:
         return len(ids) <= self.max_model_len - self.reply_budget(choices)
 
     def encode(self, obs: Observation, choices: tuple[int, ...]) -> tuple[list[int], bool]:
-        """The prompt of `obs` (answered by a masked choice among `choices`, if any), and
-        whether its history was cut to fit the context."""
+        """The prompt of `obs` (answered by a masked choice among `choices`, if any, after the
+        game's `reply_prefix`), and whether its history was cut to fit the context."""
         budget = self.max_model_len - self.reply_budget(choices)
         style = self.prompt_styles.get(obs.game, self.default_style)
         if style is None:
@@ -69,10 +69,11 @@ class PromptEncoder:
         short = style == PromptStyle.short
         text = obs.position if short and obs.position is not None else obs.text
         choice = bool(choices)
-        ids = encode_prompt(self.tokenizer, text, style, obs.legal_actions, choice)
+        prefix = (obs.reply_prefix or "") if choice else ""
+        ids = encode_prompt(self.tokenizer, text, style, obs.legal_actions, choice, prefix)
         shortened = len(ids) > budget and self.on_context_overflow == ContextOverflow.truncate
         if shortened:
-            ids = self._truncated(text, style, budget, obs.legal_actions, ids, choice)
+            ids = self._truncated(text, style, budget, obs.legal_actions, ids, choice, prefix)
         return ids, shortened
 
     def _truncated(
@@ -83,6 +84,7 @@ class PromptEncoder:
         legal: Sequence[str] | None,
         prompt: list[int],
         choice: bool,
+        prefix: str,
     ) -> list[int]:
         """`prompt` (the full encoding of `text`) with the middle of the observation removed
         until it fits `budget`. The head keeps the game's rules, the tail the latest moves.
@@ -97,7 +99,7 @@ class PromptEncoder:
                 + "\n[... earlier game history truncated to fit the context ...]\n"
                 + (self.tokenizer.decode(ids[-tail:]) if tail else "")
             )
-            prompt = encode_prompt(self.tokenizer, shortened, style, legal, choice)
+            prompt = encode_prompt(self.tokenizer, shortened, style, legal, choice, prefix)
         return prompt
 
 

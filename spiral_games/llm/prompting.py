@@ -86,7 +86,9 @@ def encode_prompt(
     style: PromptStyle,
     legal: Sequence[str] | None = None,
     choice: bool = False,
+    reply_prefix: str = "",
 ) -> list[int]:
-    """Token ids of `build_prompt_text`; special tokens come from the template, not re-added."""
-    text = build_prompt_text(tokenizer, observation, style, legal, choice)
+    """Token ids of `build_prompt_text`, then of `reply_prefix` (the start of the reply, written
+    for the model); special tokens come from the template, not re-added."""
+    text = build_prompt_text(tokenizer, observation, style, legal, choice) + reply_prefix
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])

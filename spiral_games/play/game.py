@@ -67,6 +67,13 @@ class GameEnv(ABC):
         of the full observation, which in TextArena games repeats every past board."""
         return None
 
+    def reply_prefix(self, role: int) -> str | None:
+        """Text the reply of a masked choice (action_format=choice) starts with, written by the
+        game, not the model: e.g. Kuhn's private card, so that the choice, the next token, is
+        made right after the fact it should depend on. None (the default): the choice is the
+        reply's first token. Free-text replies ignore it."""
+        return None
+
     @abstractmethod
     def step(self, action: str) -> StepResult:
         """Apply the current role's action."""

@@ -82,6 +82,7 @@ class GameSession:
             legal_actions=tuple(legal) if legal is not None else None,
             state=self.env.policy_state(role),
             position=None if position is None else position + self._note,
+            reply_prefix=self.env.reply_prefix(role),
         )
 
     def submit(self, observation: Observation, output: PolicyOutput) -> None:

@@ -250,3 +250,43 @@ def test_a_choice_prompt_replaces_the_templates_default_system_turn(tiny):
     )
     alone = build_prompt_text(strict, "You hold K.", "short", ["[check]", "[bet]"], choice=True)
     assert alone == "<user>You hold K.\n\nReply with one of: check, bet.<assistant>"
+
+
+def test_kuhns_choice_follows_the_card_written_into_the_reply(engine, tiny, rules):
+    """Kuhn's masked choice is made after its reply starts with the seat's card (written for
+    the model, `card_in_reply`): the prompt a policy sends ends with it, the probabilities it
+    states are the model's next-token distribution there, and a free-text prompt has no such
+    start; `card_in_reply=false` leaves the choice as the reply's first token."""
+    from games.kuhn import INFO_SETS, KuhnPokerGame, _deal_for
+    from spiral_games.llm.encoder import PromptEncoder
+    from spiral_games.llm.prompting import build_prompt_text
+
+    info = next(i for i in INFO_SETS if i.card == "K" and i.history == ("bet",))
+    obs = _deal_for(rules["kuhn"], info, 0)[1]
+    assert obs.reply_prefix == "K: " and "Your card: K." in (obs.position or "")
+    encoder = PromptEncoder(
+        tiny.tokenizer,
+        {},
+        2048,
+        24,
+        on_context_overflow="draw",
+        default_style="short",
+        choice_games=["kuhn"],
+    )
+    ids, _ = encoder.encode(obs, encoder.choices(obs))
+    text = build_prompt_text(tiny.tokenizer, obs.position, "short", obs.legal_actions, True)
+    assert tiny.tokenizer.decode(ids) == text + "K: "
+    free = PromptEncoder(
+        tiny.tokenizer, {}, 2048, 24, on_context_overflow="draw", default_style="short"
+    )
+    assert not tiny.tokenizer.decode(free.encode(obs, ())[0]).endswith("K: ")
+    # the stated probabilities are the model's, right after the card
+    with torch.no_grad():
+        logits = engine.model(torch.tensor([ids])).logits[0, -1].float()
+    raw = torch.log_softmax(logits, -1)[list(encoder.choices(obs))].tolist()
+    expected = [math.exp(x) for x in choice_logprobs(raw, 1.0)]
+    stated = policy(engine, tiny).action_probabilities([obs])[0]
+    assert [stated[a] for a in obs.legal_actions] == pytest.approx(expected, abs=1e-5)
+    plain = KuhnPokerGame(card_in_reply=False)
+    plain.reset(0)
+    assert plain.reply_prefix(plain.current_role) is None
