@@ -173,8 +173,9 @@ def play_model(
     say: Callable[[str], None],
 ) -> tuple[list[GameScore], dict[str, str]]:
     """`cfg.games_per_game` games of each game against the random opponent for one model;
-    transcripts to out/transcripts/<label>/<game>.jsonl. Returns the scores and the engine
-    and dtype it ran on."""
+    transcripts to out/transcripts/<label>/<game>.jsonl, and each game's score appended to
+    out/scores.jsonl as soon as it is known, so a call stopped before its tables keeps every
+    game it finished. Returns the scores and the engine and dtype it ran on."""
     from spiral_games.actors.rollout_worker import RolloutWorker, WorkerConfig
     from spiral_games.llm.models import resolve_configured
     from spiral_games.play.loop import play_games
@@ -210,6 +211,8 @@ def play_model(
             folder = out / "transcripts" / label.replace("/", "_")  # a hub id as the label
             write_transcripts(episodes, folder / f"{game}.jsonl")
             s = scores[-1]
+            with (out / "scores.jsonl").open("a") as f:  # what a stopped call keeps
+                f.write(json.dumps(s.as_dict()) + "\n")
             say(
                 f"{label} {game}: {s.games} games in {s.wall_s:.0f} s ({s.cpu_s:.0f} CPU s): "
                 f"win {s.win_rate:.3f}, draw {s.draw_rate:.3f}, loss {s.loss_rate:.3f} "

@@ -152,6 +152,9 @@ def test_two_unwrapped_textarena_games_side_by_side_with_the_tiny_model(tiny, tm
     assert "cores" in results["machine"]
     scores = {(s["model"], s["game"]): s for s in results["scores"]}
     assert set(scores) == {(m, g) for m in ("base", "again") for g in results["games"]}
+    # each game's score was appended as it finished, the same as the final table's
+    kept = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
+    assert kept == results["scores"]
     for (model, game), s in scores.items():
         assert s["games"] == games
         assert s["win_rate"] + s["draw_rate"] + s["loss_rate"] == pytest.approx(1.0)
