@@ -206,9 +206,18 @@ def test_the_embedded_model_carries_the_small_model_recipe_and_games_can_overrid
     from spiral_games.config.schema import format_lines
 
     cfg = compose_run_config(CONF, ["+games=[kuhn,tictactoe]"])
-    for game in cfg.games.values():
-        assert (game.prompt_style, game.action_format) == ("short", "lenient")
-    assert cfg.rollout.max_tokens == cfg.model.max_tokens == 24
+    for game in cfg.games.values():  # the card: a masked choice among the legal moves
+        assert (game.prompt_style, game.action_format) == ("short", "choice")
+    # ... sampled and evaluated at temperature 2 (SmolLM2 is almost pure at 1), with a magnet
+    assert cfg.rollout.temperature == cfg.eval.temperature == 2.0
+    assert cfg.learner.magnet_coef > 0
+    # TicTacToe at 1/16 of the games: about 128 Kuhn hands a step
+    weights = {name: game.weight for name, game in cfg.games.items()}
+    kuhn_share = weights["kuhn"] / sum(weights.values())
+    assert round(cfg.rollout.episodes_per_step * kuhn_share) == 128
+    assert cfg.rollout.max_tokens == cfg.model.max_tokens == 24  # a free-text game's budget
+    free = compose_run_config(CONF, ["+games=[kuhn]", "model.action_format=lenient"])
+    assert free.games["kuhn"].action_format == "lenient"
     assert any("small-model recipe" in line for line in format_lines(cfg))
     # SPIRAL's exact format is one override away, game by game
     cfg = compose_run_config(
@@ -236,6 +245,9 @@ def test_hub_models_keep_spirals_prompt_and_boxed_parsing():
     assert not any("small-model recipe" in line for line in format_lines(cfg))
     spiral = compose_run_config(CONF, ["experiment=spiral_qwen3_4b"])
     assert {(g.prompt_style, g.action_format) for g in spiral.games.values()} == {("raw", "boxed")}
+    # none of the CPU card's masked-choice settings leak into SPIRAL's recipe
+    assert {g.weight for g in spiral.games.values()} == {1.0}
+    assert spiral.learner.magnet_coef == 0 and spiral.eval.temperature == 0.6
 
 
 def test_named_experiment_reproduces_the_spiral_recipe():
@@ -243,6 +255,7 @@ def test_named_experiment_reproduces_the_spiral_recipe():
     assert cfg.model.name == "Qwen/Qwen3-4B-Base"
     assert set(cfg.games) == {"kuhn", "tictactoe", "negotiation"}
     assert cfg.learner.batch_size == 128 and cfg.learner.lr == 1e-6 and cfg.learner.epochs == 2
+    assert cfg.learner.minibatch_size == 64  # the CPU recipe's too, so not restated there
     assert cfg.learner.clip == 0.2 and cfg.rollout.temperature == 1.0
     assert cfg.rollout.max_tokens == 4096 and cfg.train.steps == 400
     assert cfg.rollout.num_workers * cfg.rollout.worker_gpus <= 8

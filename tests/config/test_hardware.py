@@ -50,8 +50,11 @@ def recorded(name: str, machine: str, cores: int = 2, gpus: int = 0) -> Hardware
     return probe_hardware((SAMPLES / name).read_text(), machine, cores=cores, gpus=gpus)
 
 
-def config(*overrides: str):
-    return compose_run_config(REPO / "conf", ["+games=[kuhn,tictactoe]", *overrides])
+def config(*overrides: str, text: bool = True):
+    """The card's games; in free text (`text`, the path where bf16 is decided by the hardware),
+    or as the card plays them by default (a masked choice, served in fp32 on every CPU)."""
+    free = ["model.action_format=lenient"] if text else []
+    return compose_run_config(REPO / "conf", ["+games=[kuhn,tictactoe]", *free, *overrides])
 
 
 @pytest.mark.parametrize(("sample", "machine"), list(EXPECTED))
@@ -120,6 +123,22 @@ def test_auto_defaults_pick_engine_dtype_and_learner_precision_per_cpu(
     plan = plan_runtime(config(), recorded(sample, machine), vllm_installed=installed)
     assert (plan.engine, plan.engine_fallback, plan.dtype, plan.learner_bf16) == expected
     assert not plan.warnings  # nothing was forced against the hardware
+
+
+@pytest.mark.parametrize(("sample", "machine", "installed", "expected"), DEFAULT_PLANS)
+def test_the_card_default_serves_its_masked_choice_in_fp32_on_every_cpu(
+    sample, machine, installed, expected
+):
+    plan = plan_runtime(config(text=False), recorded(sample, machine), vllm_installed=installed)
+    engine, fallback, _, learner_bf16 = expected
+    assert (plan.engine, plan.engine_fallback, plan.dtype, plan.learner_bf16) == (
+        engine,
+        fallback,
+        "float32",
+        learner_bf16,
+    )
+    assert CHOICE_CPU_FP32 in plan.dtype_reason or "AMX" in plan.dtype_reason
+    assert not plan.warnings
 
 
 def test_a_gpu_gets_bf16_and_vllm_whatever_the_cpu():

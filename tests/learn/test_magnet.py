@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 
-from spiral_games.errors import ConfigError
 from spiral_games.learn.learner import Learner
 from spiral_games.logprobs import (
     kl_to_uniform,
@@ -89,6 +88,10 @@ def test_with_no_advantage_the_magnet_moves_a_choice_toward_uniform(tiny, micro)
     assert gap() < before
 
 
-def test_a_magnet_without_a_masked_choice_is_one_error_naming_the_fix():
-    with pytest.raises(ConfigError, match="action_format=choice"):
-        tiny_config("learner.magnet_coef=0.1", "model.action_format=boxed", rollout=False)
+def test_a_magnet_without_a_masked_choice_says_at_start_that_it_does_nothing():
+    from spiral_games.config.schema import format_lines
+
+    free = tiny_config("learner.magnet_coef=0.1", "model.action_format=boxed", rollout=False)
+    assert any("magnet_coef=0.1: no effect" in line for line in format_lines(free))
+    choice = tiny_config("learner.magnet_coef=0.1", "model.action_format=choice", rollout=False)
+    assert not any("magnet_coef" in line for line in format_lines(choice))
