@@ -16,8 +16,25 @@ from spiral_games.config.schema import RunConfig
 from .conftest import REPO
 
 MODEL = ["model=tiny-random"]
-ROLLOUT = ["rollout.engine=hf", "rollout.max_tokens=16"]  # transformers, short answers
-TRAINER = ["train.wandb_mode=disabled", "eval.points=0", "ray.num_cpus=2"]  # quiet, small Ray
+# transformers, short answers, and a tiny run's sizes (the CPU card's 136 games a step and its
+# temperature 2 are for SmolLM2's masked choice; the tiny model answers in free text)
+ROLLOUT = [
+    "rollout.engine=hf",
+    "rollout.max_tokens=16",
+    "rollout.episodes_per_step=16",
+    "rollout.temperature=0.7",
+]
+TRAINER = [  # quiet, small Ray, small batches
+    "train.wandb_mode=disabled",
+    "eval.points=0",
+    "eval.temperature=0.6",
+    "ray.num_cpus=2",
+    "learner.lr=2e-5",
+    "learner.batch_size=32",
+    "learner.minibatch_size=16",
+    "learner.micro_batch_size=4",
+    "learner.magnet_coef=0",
+]
 
 
 def override_key(override: str) -> str:
@@ -33,8 +50,9 @@ def tiny_overrides(
     trainer: bool = True,
 ) -> list[str]:
     """`+games=[<games>]` (none if `games` is None), `model=tiny-random`, with `rollout` also
-    rollout.engine=hf and rollout.max_tokens=16, with `trainer` also train.wandb_mode=disabled,
-    eval.points=0 and ray.num_cpus=2, then `output_dir=<output_dir>` if given, then `extra`.
+    `ROLLOUT` (transformers, 16-token replies, 16 games a step at temperature 0.7), with
+    `trainer` also `TRAINER` (no wandb, no evaluation, 2 Ray CPUs, small batches, no magnet),
+    then `output_dir=<output_dir>` if given, then `extra`.
     A later override of a key replaces the earlier one in its place."""
     if games is not None and not isinstance(games, str):
         games = ",".join(games)
