@@ -696,6 +696,13 @@ def format_lines(cfg: RunConfig) -> list[str]:
             "games.<g>.action_format=boxed)"
         )
     )
+    free = sorted(n for n, g in cfg.games.items() if g.action_format != ActionFormat.choice)
+    if free and cfg.rollout.temperature > 1.0:  # the CPU recipe's 2, meant for a masked choice
+        lines.append(
+            f"rollout.temperature={cfg.rollout.temperature} for free-text replies "
+            f"({', '.join(free)}): the CPU recipe's temperature is for a masked choice, and free "
+            "text rambles above 1: set rollout.temperature=0.7 eval.temperature=0.6"
+        )
     if cfg.learner.magnet_coef > 0 and not choice:  # the CPU recipe's, on a free-text run
         lines.append(
             f"learner.magnet_coef={cfg.learner.magnet_coef}: no effect, no game replies by "

@@ -218,6 +218,10 @@ def test_the_embedded_model_carries_the_small_model_recipe_and_games_can_overrid
     assert cfg.rollout.max_tokens == cfg.model.max_tokens == 24  # a free-text game's budget
     free = compose_run_config(CONF, ["+games=[kuhn]", "model.action_format=lenient"])
     assert free.games["kuhn"].action_format == "lenient"
+    # ... where the recipe's temperature 2 is named at start, with the free-text settings
+    warned = [line for line in format_lines(free) if "rollout.temperature=2.0" in line]
+    assert len(warned) == 1 and "(kuhn)" in warned[0] and "rollout.temperature=0.7" in warned[0]
+    assert not any("rollout.temperature=" in line for line in format_lines(cfg))
     assert any("small-model recipe" in line for line in format_lines(cfg))
     # SPIRAL's exact format is one override away, game by game
     cfg = compose_run_config(
