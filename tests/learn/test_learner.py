@@ -378,6 +378,7 @@ def test_the_sft_loss_is_the_nll_of_the_reply_tokens_and_an_update_lowers_it(tin
             tiny,
             fp32,
             sft,
+            "learner.magnet_coef=0",  # conf/sft.yaml's: the NLL alone
             "learner.batch_size=2",
             "learner.minibatch_size=2",
             "learner.micro_batch_size=2",
@@ -406,7 +407,7 @@ def test_the_sft_loss_is_the_nll_of_the_reply_tokens_and_an_update_lowers_it(tin
 
     expected_free = sum(nll(free[0]) + nll(free[1])) / 4  # four reply tokens in all
     expected_choice = nll(chosen[0])[0]
-    assert learner.spec.choice_temperature == 0.7  # conf/rollout/cpu.yaml's
+    assert learner.spec.choice_temperature == 2.0  # conf/rollout/cpu.yaml's: not 1, so tested
     out, _ = learner._loss(free)
     assert out.loss.item() == pytest.approx(expected_free, rel=1e-5)
     out, _ = learner._loss(chosen)  # the shared forward pass of masked choices

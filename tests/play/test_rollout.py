@@ -25,6 +25,10 @@ def worker_config(
 ):
     overrides = [
         f"+games=[{games}]",
+        # free text, whose recorded log-probs are over the whole vocabulary (check_turns); a
+        # masked choice's are tested in tests/llm/test_choice.py
+        "model.action_format=lenient",
+        "rollout.temperature=0.7",
         f"rollout.engine={engine}",
         f"model.dtype={dtype}",
         f"rollout.max_tokens={max_tokens}",

@@ -91,6 +91,7 @@ def test_the_sft_config_trains_by_nll_and_other_losses_are_refused():
     assert out.returncode == 0, out.stderr
     printed = json.loads(out.stdout)
     assert printed["learner"]["loss"] == "sft" and printed["sft"]["expert"] == "expert"
+    assert printed["learner"]["magnet_coef"] == 0  # the experts' strategies, not bent to uniform
     assert printed["games"]["kuhn"]["sft_keep"] == "all"  # conf/games/kuhn.yaml
     assert printed["games"]["tictactoe"]["sft_keep"] == "winner"  # sft.keep's default
     refused = _sft(*tiny_overrides("learner.loss=ppo", games="kuhn"))
