@@ -307,6 +307,11 @@ class LearnerConfig:
     # entropy-regularised equilibrium, which nears Nash as the coefficient shrinks. Masked
     # choices only (action_format=choice); free-text replies are unaffected. 0: off
     magnet_coef: float = 0.0
+    # the magnet's weight at the last step: it falls linearly from magnet_coef at the first
+    # update to this at the last (train.steps). Shrinking it moves the fixed point toward Nash:
+    # in Kuhn the regularised equilibrium is 0.129 chips exploitable at 0.3, 0.044 at 0.1, 0.019
+    # at 0.05 (docs/results.md). None: magnet_coef throughout
+    magnet_coef_final: float | None = None
     # truncated importance sampling (oat's tis_c) for stale samples and the engine/learner
     # mismatch: the PPO ratio is taken to the learner's own log-probs before the update (the
     # clip no longer fires on the lag itself), and each token is weighted by
@@ -359,11 +364,27 @@ class LearnerConfig:
         _check_positive("learner.clip", self.clip)
         _check_positive("learner.kl_coef", self.kl_coef, allow_zero=True)
         _check_positive("learner.magnet_coef", self.magnet_coef, allow_zero=True)
+        if self.magnet_coef_final is not None:
+            _check_positive("learner.magnet_coef_final", self.magnet_coef_final, allow_zero=True)
+            if self.magnet_coef == 0 and self.magnet_coef_final > 0:
+                raise ConfigError(
+                    f"learner.magnet_coef_final={self.magnet_coef_final} with "
+                    "learner.magnet_coef=0: the schedule starts at magnet_coef. Set "
+                    "learner.magnet_coef to the starting weight (e.g. 0.3)."
+                )
         if self.tis_cap is not None and self.tis_cap != 0 and self.tis_cap < 1:
             raise ConfigError(
                 f"learner.tis_cap={self.tis_cap}: a cap below 1 down-weights every token. Use 0 "
                 "(off) or a cap >= 1, e.g. 2.0 as oat does."
             )
+
+    def magnet_at(self, step: int, steps: int) -> float:
+        """The magnet's weight at update `step` (0-based) of `steps`: magnet_coef, or with
+        magnet_coef_final a straight line from magnet_coef (first) to it (last)."""
+        if self.magnet_coef_final is None or steps <= 1:
+            return self.magnet_coef
+        share = min(max(step, 0), steps - 1) / (steps - 1)
+        return self.magnet_coef + (self.magnet_coef_final - self.magnet_coef) * share
 
 
 @dataclass

@@ -51,6 +51,7 @@ class LearnerSpec:
     seed: int  # the run's; rank r shuffles with seed + r
     # the rollout temperature: a masked choice's log-prob is taken at it (the policy that played)
     choice_temperature: float
+    steps: int  # train.steps: the magnet's schedule (learner.magnet_coef_final) spans them
     cpu_threads: int  # resolved from learner.cpu_threads: torch/OMP threads of this rank on a CPU
     cpu_ids: tuple[int, ...]  # the CPUs an in-process learner binds to (empty: unpinned)
 
@@ -70,6 +71,7 @@ class LearnerSpec:
             seed=cfg.seed,
             # greedy rollouts (0) have no distribution to train: the model's own (1) then
             choice_temperature=cfg.rollout.temperature or 1.0,
+            steps=cfg.train.steps,
             cpu_threads=plan.learner_threads,
             cpu_ids=plan.learner_cpus,
         )
@@ -178,6 +180,7 @@ class Learner:
             model=policy, optimizer=optimizer, config=config
         )
         self.rng = random.Random(spec.seed + rank)
+        self._magnet_coef = spec.learner.magnet_at(0, spec.steps)  # update() sets it per step
         self.pad_id = int(model.config.pad_token_id or 0)
 
     @property
@@ -194,6 +197,7 @@ class Learner:
         own samples (gradient accumulation is ours, not DeepSpeed's micro-step counter)."""
         spec = self.spec
         self.engine.train()
+        self._magnet_coef = spec.learner.magnet_at(batch.step, spec.steps)
         losses, clips, kls, ref_kls, magnet_kls, norms = [], [], [], [], [], []
         tokens, start = 0, time.perf_counter()
         samples = list(batch.samples)
@@ -230,6 +234,7 @@ class Learner:
             "train/approx_kl": sum(kls) / len(kls),
             "train/kl_to_ref": sum(ref_kls) / len(ref_kls),
             "train/kl_to_magnet": sum(magnet_kls) / len(magnet_kls),
+            "train/magnet_coef": self._magnet_coef,
             "train/grad_norm": sum(norms) / len(norms) if norms else float("nan"),
             "train/optimizer_steps": float(len(norms)),
             "train/samples": float(len(samples)),
@@ -388,7 +393,7 @@ class Learner:
             kl_coef=lc.kl_coef,
             token_weights=weights,
             magnet_kl=magnet,
-            magnet_coef=lc.magnet_coef,
+            magnet_coef=self._magnet_coef,
         )
 
     def _grad_norm(self) -> float | None:

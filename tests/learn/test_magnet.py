@@ -95,3 +95,67 @@ def test_a_magnet_without_a_masked_choice_says_at_start_that_it_does_nothing():
     assert any("magnet_coef=0.1: no effect" in line for line in format_lines(free))
     choice = tiny_config("learner.magnet_coef=0.1", "model.action_format=choice", rollout=False)
     assert not any("magnet_coef" in line for line in format_lines(choice))
+
+
+def test_the_magnet_schedule_is_a_line_from_start_to_final():
+    from spiral_games.config.schema import LearnerConfig
+
+    fixed = LearnerConfig(magnet_coef=0.3)
+    assert [fixed.magnet_at(s, 30) for s in (0, 15, 29)] == [0.3, 0.3, 0.3]
+    line = LearnerConfig(magnet_coef=0.3, magnet_coef_final=0.05)
+    assert line.magnet_at(0, 30) == pytest.approx(0.3)
+    assert line.magnet_at(29, 30) == pytest.approx(0.05)
+    assert line.magnet_at(10, 21) == pytest.approx(0.175)  # halfway
+    assert line.magnet_at(99, 30) == pytest.approx(0.05)  # past the end: stays at the final
+    assert line.magnet_at(0, 1) == pytest.approx(0.3)  # one step: the start
+
+
+def test_a_magnet_schedule_needs_a_start_and_no_negative_end():
+    from spiral_games.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"learner\.magnet_coef to the starting weight"):
+        tiny_config("learner.magnet_coef_final=0.1", rollout=False)
+    with pytest.raises(ConfigError, match=r"learner\.magnet_coef_final"):
+        tiny_config("learner.magnet_coef=0.3", "learner.magnet_coef_final=-0.1", rollout=False)
+
+
+def test_the_update_uses_the_scheduled_magnet_of_its_step(tiny):
+    """magnet 1 -> 0 over 3 steps, no advantage: an update at the last step (magnet 0, no
+    gradient at all, fresh Adam moments) leaves the weights exactly as they were; one at the
+    first step pulls the choice toward uniform."""
+    prompt, choices = (1, 2, 3, 9, 17), (4350, 7177)
+    learner = Learner(
+        spec(
+            tiny,
+            "learner.bf16=false",
+            "learner.minibatch_size=4",
+            "learner.micro_batch_size=4",
+            "learner.magnet_coef=1.0",
+            "learner.magnet_coef_final=0.0",
+            "train.steps=3",
+            "learner.lr=1e-4",
+            "model.action_format=choice",
+            "rollout.temperature=1.0",
+        )
+    )
+
+    def choice_logprobs() -> list[float]:
+        pad = learner.pad_id
+        return [
+            response_logprobs(learner.model, [prompt], [(t,)], pad, [choices], 1.0)[0][0]
+            for t in choices
+        ]
+
+    def update(step: int) -> dict[str, float]:
+        old = choice_logprobs()[0]
+        sample = Sample(prompt, (choices[0],), (old,), 0.0, "kuhn", 0, 0, choices)
+        return learner.update(TrainBatch((sample,) * 4, step=step))
+
+    before = choice_logprobs()
+    last = update(2)
+    assert last["train/magnet_coef"] == pytest.approx(0.0)
+    assert choice_logprobs() == pytest.approx(before, abs=1e-7)
+    first = update(0)
+    after = choice_logprobs()
+    assert first["train/magnet_coef"] == pytest.approx(1.0)
+    assert abs(after[0] - after[1]) < abs(before[0] - before[1])
