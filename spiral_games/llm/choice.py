@@ -38,6 +38,28 @@ def choice_tokens(tokenizer: Any, legal: Sequence[str]) -> tuple[int, ...] | Non
     return tuple(tokens) if len(set(tokens)) == len(tokens) else None
 
 
+def masked_choice(tokenizer: Any, legal: Sequence[str]) -> tuple[str, tuple[int, ...]] | None:
+    """How a masked choice among `legal` is made: (the text the reply starts with, written for
+    the model; the token that names each action after it). Each action is named by its first
+    token ("", `choice_tokens`) where those differ; else, where the names' tokens share a
+    beginning, by the first token after it ("[col 0]" ... "[col 6]": the reply starts "col "
+    and the choice is "0" ... "6"). None where neither tells the actions apart (LiarsDice's
+    "[Bid: 3, 4]" and "[Bid: 3, 5]"): answered in free text."""
+    tokens = choice_tokens(tokenizer, legal)
+    if tokens is not None:
+        return "", tokens
+    if not 1 < len(legal) <= MAX_CHOICES:
+        return None
+    names = [tokenizer(action_name(a), add_special_tokens=False)["input_ids"] for a in legal]
+    shared = 0
+    while shared < min(len(n) for n in names) - 1 and len({n[shared] for n in names}) == 1:
+        shared += 1
+    after = tuple(int(n[shared]) for n in names)
+    if shared == 0 or len(set(after)) != len(after):
+        return None
+    return tokenizer.decode(names[0][:shared]), after
+
+
 def behaviour_logprob(raw: Sequence[float], temperature: float, pick: int) -> float:
     """The log-prob the learner is given for the choice `pick`: under the policy it was drawn
     from, or under the model's own (temperature 1) after a greedy pick, as the learner takes a

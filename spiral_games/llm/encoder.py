@@ -10,7 +10,7 @@ from typing import Any
 from spiral_games.config.choices import ContextOverflow, PromptStyle
 from spiral_games.config.schema import GameConfig
 from spiral_games.errors import ConfigError, GameError
-from spiral_games.llm.choice import choice_tokens
+from spiral_games.llm.choice import masked_choice
 from spiral_games.llm.prompting import encode_prompt
 from spiral_games.types import Observation
 
@@ -43,10 +43,16 @@ class PromptEncoder:
     def choices(self, obs: Observation) -> tuple[int, ...]:
         """The tokens of a masked choice at `obs` (in `obs.legal_actions`' order); () when it
         is answered in free text, read as action_format=lenient reads it: its game is not a
-        choice game, it lists no legal actions, or two of them start with the same token."""
+        choice game, it lists no legal actions, or no one token tells them apart
+        (`masked_choice`)."""
+        choice = self._choice(obs)
+        return choice[1] if choice else ()
+
+    def _choice(self, obs: Observation) -> tuple[str, tuple[int, ...]] | None:
+        """(the words a masked choice's reply starts with, its tokens): `masked_choice`."""
         if obs.game not in self.choice_games or not obs.legal_actions:
-            return ()
-        return choice_tokens(self.tokenizer, obs.legal_actions) or ()
+            return None
+        return masked_choice(self.tokenizer, obs.legal_actions)
 
     def reply_budget(self, choices: tuple[int, ...]) -> int:
         """Tokens a reply may take: one for a masked choice (`choices`), else `max_tokens`."""
@@ -69,7 +75,9 @@ class PromptEncoder:
         short = style == PromptStyle.short
         text = obs.position if short and obs.position is not None else obs.text
         choice = bool(choices)
-        prefix = (obs.reply_prefix or "") if choice else ""
+        # the game's reply prefix (Kuhn's card), then the words every action's name shares
+        words = (self._choice(obs) or ("", ()))[0] if choice else ""
+        prefix = (obs.reply_prefix or "") + words if choice else ""
         ids = encode_prompt(self.tokenizer, text, style, obs.legal_actions, choice, prefix)
         shortened = len(ids) > budget and self.on_context_overflow == ContextOverflow.truncate
         if shortened:

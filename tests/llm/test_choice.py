@@ -290,3 +290,26 @@ def test_kuhns_choice_follows_the_card_written_into_the_reply(engine, tiny, rule
     plain = KuhnPokerGame(card_in_reply=False)
     plain.reset(0)
     assert plain.reply_prefix(plain.current_role) is None
+
+
+def test_actions_that_share_a_beginning_are_chosen_by_the_token_after_it(tiny):
+    """ConnectFour's "[col 0]" ... "[col 6]" share their first token: the reply starts with the
+    shared "col " (written for the model) and the choice is the next token; where no token
+    tells them apart (LiarsDice's bids) there is no masked choice."""
+    from spiral_games.llm.choice import masked_choice
+    from spiral_games.llm.encoder import PromptEncoder
+
+    tok = tiny.tokenizer
+    columns = tuple(f"[col {i}]" for i in range(7))
+    prefix, tokens = masked_choice(tok, columns)
+    assert prefix == "col " and [tok.decode([t]) for t in tokens] == [str(i) for i in range(7)]
+    kuhn = ["[check]", "[bet]"]
+    assert masked_choice(tok, kuhn) == ("", choice_tokens(tok, kuhn))
+    assert masked_choice(tok, ["[Bid: 3, 4]", "[Bid: 3, 5]", "[Bid: 4, 4]"]) is None
+    encoder = PromptEncoder(
+        tok, {}, 2048, 24, on_context_overflow="draw", default_style="short", choice_games=["c4"]
+    )
+    obs = Observation("c4", 0, "Board:\n. . .", columns)
+    ids, _ = encoder.encode(obs, encoder.choices(obs))
+    assert tok.decode(ids).endswith("<|im_start|>assistant\ncol ")
+    assert encoder.choices(obs) == tokens

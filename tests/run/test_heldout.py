@@ -204,3 +204,25 @@ def test_harness_runs_the_reasoning_subset_on_the_same_models(tiny, tmp_path):
     assert (out / "reasoning" / "report.md").is_file()
     assert (out / "reasoning" / "chart.png").stat().st_size > 1000  # the harness's own chart
     assert Path(out / "heldout.png").stat().st_size > 1000
+
+
+def test_an_unwrapped_game_is_played_by_masked_choice_without_an_invalid_move(tiny, tmp_path):
+    """model.action_format=choice on ConnectFour, whose moves share their first token: every
+    reply of the model is one token after the shared "col ", a legal move."""
+    games = 3
+    out = _heldout(
+        "--compare",
+        "base=tiny-random",
+        "model=tiny-random",
+        "model.action_format=choice",
+        "envs=[ConnectFour-v0]",
+        f"games_per_game={games}",
+        f"output_dir={tmp_path}",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    (s,) = json.loads((tmp_path / "results.json").read_text())["scores"]
+    assert s["games"] == games and s["invalid_rate"] == 0 and s["response_length"] == 1
+    lines = (tmp_path / "transcripts" / "base" / "ConnectFour-v0.jsonl").read_text().split("\n")
+    played = [json.loads(line) for line in lines if line]
+    mine = [t for e in played for t in e["turns"] if t["role"] == e["trained_roles"][0]]
+    assert mine and all(t["valid"] and t["response"] in "0123456" for t in mine)
