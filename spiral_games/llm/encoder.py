@@ -14,6 +14,8 @@ from spiral_games.llm.choice import masked_choice
 from spiral_games.llm.prompting import encode_prompt
 from spiral_games.types import Observation
 
+SPLITS_KEPT = 4096  # sets of legal actions whose masked choice an encoder keeps
+
 
 class PromptEncoder:
     """Encodes observations as one model sees them; every value comes from the caller's config."""
@@ -39,6 +41,9 @@ class PromptEncoder:
         self.on_context_overflow = on_context_overflow
         self.default_style = default_style
         self.choice_games = frozenset(choice_games)
+        # each set of legal actions is tokenized once (`choices` and `encode` both need it, at
+        # every decision; the sets repeat: Kuhn has four), at most SPLITS_KEPT sets at a time
+        self._splits: dict[tuple[str, ...], tuple[str, tuple[int, ...]] | None] = {}
 
     def choices(self, obs: Observation) -> tuple[int, ...]:
         """The tokens of a masked choice at `obs` (in `obs.legal_actions`' order); () when it
@@ -49,10 +54,15 @@ class PromptEncoder:
         return choice[1] if choice else ()
 
     def _choice(self, obs: Observation) -> tuple[str, tuple[int, ...]] | None:
-        """(the words a masked choice's reply starts with, its tokens): `masked_choice`."""
+        """(the text a masked choice's reply starts with, its tokens): `masked_choice`."""
         if obs.game not in self.choice_games or not obs.legal_actions:
             return None
-        return masked_choice(self.tokenizer, obs.legal_actions)
+        legal = tuple(obs.legal_actions)
+        if legal not in self._splits:
+            if len(self._splits) >= SPLITS_KEPT:
+                self._splits.clear()
+            self._splits[legal] = masked_choice(self.tokenizer, legal)
+        return self._splits[legal]
 
     def reply_budget(self, choices: tuple[int, ...]) -> int:
         """Tokens a reply may take: one for a masked choice (`choices`), else `max_tokens`."""
@@ -75,9 +85,9 @@ class PromptEncoder:
         short = style == PromptStyle.short
         text = obs.position if short and obs.position is not None else obs.text
         choice = bool(choices)
-        # the game's reply prefix (Kuhn's card), then the words every action's name shares
-        words = (self._choice(obs) or ("", ()))[0] if choice else ""
-        prefix = (obs.reply_prefix or "") + words if choice else ""
+        split = self._choice(obs) if choice else None
+        # the game's reply prefix (Kuhn's card), then the tokens every action's name shares
+        prefix = (obs.reply_prefix or "") + split[0] if split else ""
         ids = encode_prompt(self.tokenizer, text, style, obs.legal_actions, choice, prefix)
         shortened = len(ids) > budget and self.on_context_overflow == ContextOverflow.truncate
         if shortened:

@@ -56,36 +56,49 @@ def test_both_choice_paths_give_the_same_magnet_and_gradient(tiny):
     assert shared[1].item() == pytest.approx(by_hand, abs=1e-5)
 
 
-@pytest.mark.parametrize("micro", ["1", "4"])  # per-sample rows, and shared forward passes
-def test_with_no_advantage_the_magnet_moves_a_choice_toward_uniform(tiny, micro):
-    prompt, choices = (1, 2, 3, 9, 17), (4350, 7177)
-    learner = Learner(
+PROMPT, CHOICES = (1, 2, 3, 9, 17), (4350, 7177)
+
+
+def choice_learner(tiny, *overrides: str) -> Learner:
+    """A learner of masked choices at temperature 1, on minibatches of 4 samples."""
+    return Learner(
         spec(
             tiny,
             "learner.bf16=false",
             "learner.minibatch_size=4",
-            f"learner.micro_batch_size={micro}",
-            "learner.magnet_coef=1.0",
             "learner.lr=1e-4",  # Adam moves every weight by about lr: small, not past uniform
             "model.action_format=choice",
             "rollout.temperature=1.0",
+            *overrides,
         )
     )
 
-    def gap() -> float:  # |log p(call) - log p(fold)|: 0 at uniform
-        pad = learner.pad_id
-        a, b = (
-            response_logprobs(learner.model, [prompt], [(t,)], pad, [choices], 1.0)[0][0]
-            for t in choices
-        )
-        return abs(a - b)
 
-    before = gap()
-    old = response_logprobs(learner.model, [prompt], [(4350,)], learner.pad_id, [choices], 1.0)
-    sample = Sample(prompt, (4350,), (old[0][0],), 0.0, "kuhn", 0, 0, choices)
-    metrics = learner.update(TrainBatch((sample,) * 4, step=0))
+def choice_logprobs(learner: Learner) -> list[float]:
+    """The learner's log-prob of each of CHOICES after PROMPT, at temperature 1."""
+    pad = learner.pad_id
+    return [
+        response_logprobs(learner.model, [PROMPT], [(t,)], pad, [CHOICES], 1.0)[0][0]
+        for t in CHOICES
+    ]
+
+
+def update_without_advantage(learner: Learner, step: int) -> dict[str, float]:
+    """One update on 4 copies of the first choice, with advantage 0: only a magnet moves it."""
+    old = choice_logprobs(learner)[0]
+    sample = Sample(PROMPT, (CHOICES[0],), (old,), 0.0, "kuhn", 0, 0, CHOICES)
+    return learner.update(TrainBatch((sample,) * 4, step=step))
+
+
+@pytest.mark.parametrize("micro", ["1", "4"])  # per-sample rows, and shared forward passes
+def test_with_no_advantage_the_magnet_moves_a_choice_toward_uniform(tiny, micro):
+    learner = choice_learner(tiny, f"learner.micro_batch_size={micro}", "learner.magnet_coef=1.0")
+    before = choice_logprobs(learner)
+    metrics = update_without_advantage(learner, step=0)
+    after = choice_logprobs(learner)
     assert metrics["train/kl_to_magnet"] > 0
-    assert gap() < before
+    # |log p(call) - log p(fold)|: 0 at uniform
+    assert abs(after[0] - after[1]) < abs(before[0] - before[1])
 
 
 def test_a_magnet_without_a_masked_choice_says_at_start_that_it_does_nothing():
@@ -123,39 +136,18 @@ def test_the_update_uses_the_scheduled_magnet_of_its_step(tiny):
     """magnet 1 -> 0 over 3 steps, no advantage: an update at the last step (magnet 0, no
     gradient at all, fresh Adam moments) leaves the weights exactly as they were; one at the
     first step pulls the choice toward uniform."""
-    prompt, choices = (1, 2, 3, 9, 17), (4350, 7177)
-    learner = Learner(
-        spec(
-            tiny,
-            "learner.bf16=false",
-            "learner.minibatch_size=4",
-            "learner.micro_batch_size=4",
-            "learner.magnet_coef=1.0",
-            "learner.magnet_coef_final=0.0",
-            "train.steps=3",
-            "learner.lr=1e-4",
-            "model.action_format=choice",
-            "rollout.temperature=1.0",
-        )
+    learner = choice_learner(
+        tiny,
+        "learner.micro_batch_size=4",
+        "learner.magnet_coef=1.0",
+        "learner.magnet_coef_final=0.0",
+        "train.steps=3",
     )
-
-    def choice_logprobs() -> list[float]:
-        pad = learner.pad_id
-        return [
-            response_logprobs(learner.model, [prompt], [(t,)], pad, [choices], 1.0)[0][0]
-            for t in choices
-        ]
-
-    def update(step: int) -> dict[str, float]:
-        old = choice_logprobs()[0]
-        sample = Sample(prompt, (choices[0],), (old,), 0.0, "kuhn", 0, 0, choices)
-        return learner.update(TrainBatch((sample,) * 4, step=step))
-
-    before = choice_logprobs()
-    last = update(2)
+    before = choice_logprobs(learner)
+    last = update_without_advantage(learner, step=2)
     assert last["train/magnet_coef"] == pytest.approx(0.0)
-    assert choice_logprobs() == pytest.approx(before, abs=1e-7)
-    first = update(0)
-    after = choice_logprobs()
+    assert choice_logprobs(learner) == pytest.approx(before, abs=1e-7)
+    first = update_without_advantage(learner, step=0)
+    after = choice_logprobs(learner)
     assert first["train/magnet_coef"] == pytest.approx(1.0)
     assert abs(after[0] - after[1]) < abs(before[0] - before[1])

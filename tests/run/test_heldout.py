@@ -225,4 +225,4 @@ def test_an_unwrapped_game_is_played_by_masked_choice_without_an_invalid_move(ti
     lines = (tmp_path / "transcripts" / "base" / "ConnectFour-v0.jsonl").read_text().split("\n")
     played = [json.loads(line) for line in lines if line]
     mine = [t for e in played for t in e["turns"] if t["role"] == e["trained_roles"][0]]
-    assert mine and all(t["valid"] and t["response"] in "0123456" for t in mine)
+    assert mine and all(t["valid"] and t["response"] in {str(c) for c in range(7)} for t in mine)
