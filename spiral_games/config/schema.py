@@ -324,6 +324,11 @@ class LearnerConfig:
     gradient_checkpointing: bool = False
     lora_rank: int = 0  # > 0: train LoRA adapters (peft) instead of all weights
     lora_alpha: int = 32
+    # > 0: only the top `train_layers` decoder layers (and the final norm) train; the layers
+    # below and the token embeddings (with a tied head, the head too) stay frozen, so the
+    # backward pass stops there. 0, or a model with no more layers than this: every weight
+    # trains. With lora_rank > 0, the adapters go into those top layers only
+    train_layers: int = 0
     num_ranks: int = 1  # > 1: data-parallel DeepSpeed ranks as Ray actors
     cpus_per_rank: float = 1.0
     gpus_per_rank: float = 0.0
@@ -335,6 +340,7 @@ class LearnerConfig:
         _check_positive("learner.cpu_threads", self.cpu_threads, allow_zero=True)
         _check_positive("learner.lr", self.lr)
         _check_positive("learner.lora_rank", self.lora_rank, allow_zero=True)
+        _check_positive("learner.train_layers", self.train_layers, allow_zero=True)
         _check_positive("learner.batch_size", self.batch_size)
         _check_positive("learner.minibatch_size", self.minibatch_size)
         _check_positive("learner.micro_batch_size", self.micro_batch_size)

@@ -109,6 +109,65 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def keep_head_fp32(model: torch.nn.Module) -> None:
+    """Run the output head outside bf16 autocast, on fp32 hidden states: the log-probs of a
+    choice then keep differences far below bf16's step near the logits' size (0.125), where
+    the card of a Kuhn hand lives. The layers below still run their matrices in bf16."""
+    head = model.get_output_embeddings()  # type: ignore[operator]
+    forward = head.forward
+
+    def fp32_forward(hidden: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(hidden.device.type, enabled=False):
+            return forward(hidden.float())
+
+    head.forward = fp32_forward
+
+
+def top_layers(model: torch.nn.Module, train_layers: int) -> list[int] | None:
+    """The indices of the top `train_layers` decoder layers; None (every layer) when 0 or when
+    the model has no more layers than that."""
+    depth = len(getattr(model.get_decoder(), "layers", ()))  # type: ignore[operator]
+    if train_layers <= 0 or train_layers >= depth:
+        return None
+    return list(range(depth - train_layers, depth))
+
+
+def layer_linears(model: torch.nn.Module) -> list[str]:
+    """The names of the linear modules inside the decoder layers (q_proj, ..., down_proj)."""
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and ".layers." in name
+        }
+    )
+
+
+def freeze_below_top(model: torch.nn.Module, train_layers: int) -> None:
+    """Leave only the top `train_layers` decoder layers and the final norm trainable: the
+    token embeddings (and a head tied to them) and every layer below stay frozen, so autograd
+    keeps no graph below the first trained layer and the backward pass stops there. An untied
+    head trains with the top layers. A model of `train_layers` layers or fewer trains whole."""
+    decoder = model.get_decoder()  # type: ignore[operator]
+    layers = getattr(decoder, "layers", None)
+    if layers is None:
+        raise ConfigError(
+            f"learner.train_layers={train_layers}: {type(model).__name__} keeps no `layers` "
+            "list in its decoder. Set learner.train_layers=0 to train every weight."
+        )
+    if train_layers >= len(layers):  # a model this shallow trains whole
+        return
+    model.requires_grad_(False)
+    for layer in layers[len(layers) - train_layers :]:
+        layer.requires_grad_(True)
+    norm = getattr(decoder, "norm", None)
+    if norm is not None:
+        norm.requires_grad_(True)
+    head = model.get_output_embeddings()  # type: ignore[operator]
+    if head is not None and not getattr(model.config, "tie_word_embeddings", False):
+        head.requires_grad_(True)
+
+
 class Learner:
     """Holds the trainable model, its optimizer and the DeepSpeed engine."""
 
@@ -134,8 +193,15 @@ class Learner:
             self._unpinned = pin_process(spec.cpu_ids)
         dtype = torch.bfloat16 if (spec.bf16 and self.on_gpu) else torch.float32
         model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype)
+        if spec.learner.train_layers > 0 and spec.learner.lora_rank == 0:
+            freeze_below_top(model, spec.learner.train_layers)
+        if spec.bf16 and not self.on_gpu:
+            keep_head_fp32(model)
         if spec.learner.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+            # with frozen layers below, non-reentrant: a reentrant checkpoint whose input needs
+            # no grad would give the layers inside it no gradient
+            frozen = spec.learner.train_layers > 0
+            model.gradient_checkpointing_enable({"use_reentrant": False} if frozen else None)
         self.tied = bool(getattr(model.config, "tie_word_embeddings", False))
         self.reference = None
         if spec.learner.kl_coef > 0:  # a frozen copy of the starting policy for the KL penalty
@@ -145,13 +211,16 @@ class Learner:
         if spec.learner.lora_rank > 0:
             from peft import LoraConfig, get_peft_model
 
+            layers = top_layers(model, spec.learner.train_layers)
             policy = get_peft_model(
                 model,
                 LoraConfig(
                     r=spec.learner.lora_rank,
                     lora_alpha=spec.learner.lora_alpha,
-                    target_modules="all-linear",
+                    # peft takes a layer list with module names only, not "all-linear"
+                    target_modules="all-linear" if layers is None else layer_linears(model),
                     task_type="CAUSAL_LM",
+                    layers_to_transform=layers,
                 ),
             )
         # A client AdamW: DeepSpeed's FusedAdam JIT-builds for ~84 s on CPU; this starts at once.

@@ -211,7 +211,8 @@ def test_the_embedded_model_carries_the_small_model_recipe_and_games_can_overrid
     # ... sampled and evaluated at temperature 2 (SmolLM2 is almost pure at 1), with a magnet
     assert cfg.rollout.temperature == cfg.eval.temperature == 2.0
     assert cfg.learner.magnet_coef > 0
-    # TicTacToe at 1/16 of the games: about 128 Kuhn hands a step
+    # TicTacToe at 1/8 of the games: about 128 Kuhn hands a step, and the top 10 layers train
+    assert cfg.learner.train_layers == 10
     weights = {name: game.weight for name, game in cfg.games.items()}
     kuhn_share = weights["kuhn"] / sum(weights.values())
     assert round(cfg.rollout.episodes_per_step * kuhn_share) == 128

