@@ -238,7 +238,8 @@ def test_resume_continues_step_counter_and_rae_baselines_exactly(tiny, tmp_path,
     assert record["learner"]["bf16"] == "auto" and record["rollout"]["cpu_threads"] == 0
     runtime = record["runtime"]
     assert runtime["hardware"]["isa"] == this_machine().isa and runtime["engine"] == "hf"
-    assert runtime["learner_bf16"] == (this_machine().gpus > 0)  # fp32 on every CPU
+    machine = this_machine()  # bf16 on a GPU or a CPU with native bf16 (head in fp32), else fp32
+    assert runtime["learner_bf16"] == (machine.gpus > 0 or machine.native_bf16)
     assert runtime["rollout_threads"] == runtime["learner_threads"] == this_machine().cores
     for m in read_metrics(tmp_path):  # every (game, opponent) is evaluated at every step
         for game in ("kuhn", "tictactoe"):
