@@ -124,12 +124,19 @@ def keep_head_fp32(model: torch.nn.Module) -> None:
 
 
 def top_layers(model: torch.nn.Module, train_layers: int) -> list[int] | None:
-    """The indices of the top `train_layers` decoder layers; None (every layer) when 0 or when
-    the model has no more layers than that."""
-    depth = len(getattr(model.get_decoder(), "layers", ()))  # type: ignore[operator]
-    if train_layers <= 0 or train_layers >= depth:
+    """The indices of the top `train_layers` decoder layers; None (every layer trains) when 0
+    or when the model has no more layers than that."""
+    if train_layers <= 0:
         return None
-    return list(range(depth - train_layers, depth))
+    layers = getattr(model.get_decoder(), "layers", None)  # type: ignore[operator]
+    if layers is None:
+        raise ConfigError(
+            f"learner.train_layers={train_layers}: {type(model).__name__} keeps no `layers` "
+            "list in its decoder. Set learner.train_layers=0 to train every weight."
+        )
+    if train_layers >= len(layers):  # a model this shallow trains whole
+        return None
+    return list(range(len(layers) - train_layers, len(layers)))
 
 
 def layer_linears(model: torch.nn.Module) -> list[str]:
@@ -144,22 +151,17 @@ def layer_linears(model: torch.nn.Module) -> list[str]:
 
 
 def freeze_below_top(model: torch.nn.Module, train_layers: int) -> None:
-    """Leave only the top `train_layers` decoder layers and the final norm trainable: the
-    token embeddings (and a head tied to them) and every layer below stay frozen, so autograd
-    keeps no graph below the first trained layer and the backward pass stops there. An untied
-    head trains with the top layers. A model of `train_layers` layers or fewer trains whole."""
-    decoder = model.get_decoder()  # type: ignore[operator]
-    layers = getattr(decoder, "layers", None)
-    if layers is None:
-        raise ConfigError(
-            f"learner.train_layers={train_layers}: {type(model).__name__} keeps no `layers` "
-            "list in its decoder. Set learner.train_layers=0 to train every weight."
-        )
-    if train_layers >= len(layers):  # a model this shallow trains whole
+    """Leave only the `top_layers` and the final norm trainable: the token embeddings (and a
+    head tied to them) and every layer below stay frozen, so autograd keeps no graph below the
+    first trained layer and the backward pass stops there. An untied head trains with the top
+    layers. A model of `train_layers` layers or fewer trains whole."""
+    indices = top_layers(model, train_layers)
+    if indices is None:
         return
+    decoder = model.get_decoder()  # type: ignore[operator]
     model.requires_grad_(False)
-    for layer in layers[len(layers) - train_layers :]:
-        layer.requires_grad_(True)
+    for index in indices:
+        decoder.layers[index].requires_grad_(True)
     norm = getattr(decoder, "norm", None)
     if norm is not None:
         norm.requires_grad_(True)
@@ -192,11 +194,18 @@ class Learner:
             set_cpu_threads(spec.cpu_threads)
             self._unpinned = pin_process(spec.cpu_ids)
         dtype = torch.bfloat16 if (spec.bf16 and self.on_gpu) else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype)
-        if spec.learner.train_layers > 0 and spec.learner.lora_rank == 0:
+
+        def load() -> PreTrainedModel:
+            """The starting weights, in the learner's precision: under CPU bf16 autocast with
+            the head in fp32 (the policy and the KL reference alike)."""
+            loaded = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype)
+            if spec.bf16 and not self.on_gpu:
+                keep_head_fp32(loaded)
+            return loaded
+
+        model = load()
+        if spec.learner.lora_rank == 0:
             freeze_below_top(model, spec.learner.train_layers)
-        if spec.bf16 and not self.on_gpu:
-            keep_head_fp32(model)
         if spec.learner.gradient_checkpointing:
             # with frozen layers below, non-reentrant: a reentrant checkpoint whose input needs
             # no grad would give the layers inside it no gradient
@@ -205,7 +214,7 @@ class Learner:
         self.tied = bool(getattr(model.config, "tie_word_embeddings", False))
         self.reference = None
         if spec.learner.kl_coef > 0:  # a frozen copy of the starting policy for the KL penalty
-            self.reference = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=dtype)
+            self.reference = load()
             self.reference.requires_grad_(False).eval()
         policy: torch.nn.Module = model  # what DeepSpeed trains: the model or its LoRA wrapper
         if spec.learner.lora_rank > 0:
