@@ -119,7 +119,10 @@ class WorkerConfig:
         """How evaluation games are sampled (eval.temperature, eval.top_p)."""
         e = self.eval
         return SamplingParams(
-            temperature=e.temperature, top_p=e.top_p, max_tokens=self.reply_budget
+            temperature=e.temperature,
+            top_p=e.top_p,
+            max_tokens=self.reply_budget,
+            text_temperature=e.text_temperature,
         )
 
     @property

@@ -318,8 +318,9 @@ class LearnerConfig:
     # min(exp(learner - behaviour), tis_cap); 0: off (ratio to behaviour). None: ASYNC_TIS_CAP
     # when train.max_staleness > 0, else 0 (RunConfig resolves it)
     tis_cap: float | None = None
-    # auto: bf16 weights on a GPU with bf16, fp32 on every CPU (bf16 autocast there lost the
-    # card signal in Kuhn: config/hardware.py, LEARNER_CPU_FP32); true/false force it
+    # auto: bf16 weights on a GPU with bf16; on a CPU with native bf16, bf16 autocast with the
+    # output head in fp32 (a bf16 head lost Kuhn's card: config/hardware.py, LEARNER_CPU_BF16);
+    # fp32 on a CPU without it (LEARNER_CPU_FP32); true/false force it
     bf16: Switch = Switch.auto
     gradient_checkpointing: bool = False
     lora_rank: int = 0  # > 0: train LoRA adapters (peft) instead of all weights
@@ -468,6 +469,9 @@ class EvalConfig:
     reference: list[str] = field(default_factory=lambda: ["random", "expert"])
     concurrency: int = 128  # evaluation games played at once per worker (batched generate)
     temperature: float = 0.6
+    # free-text replies of a masked-choice policy (a turn whose moves the observation does not
+    # list: TruthAndDeception's, LiarsDice's bids) sample at this; None: `temperature`
+    text_temperature: float | None = None
     top_p: float = 0.95
 
     def __post_init__(self) -> None:
@@ -484,6 +488,8 @@ class EvalConfig:
             _check_positive(f"eval.games_cap.{name}", count)
         _check_positive("eval.concurrency", self.concurrency)
         _check_positive("eval.temperature", self.temperature, allow_zero=True)
+        if self.text_temperature is not None:
+            _check_positive("eval.text_temperature", self.text_temperature, allow_zero=True)
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"eval.top_p={self.top_p} is out of range: it must be in (0, 1].")
 
@@ -830,8 +836,16 @@ class HeldoutConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)  # engine, context, threads
     temperature: float = EvalConfig.temperature  # sampled as in-training evaluation samples
+    # with model.action_format=choice, the turns that are free text (no listed moves to choose
+    # among: TruthAndDeception, LiarsDice's bids) sample at this instead of `temperature`, so
+    # one call plays the choice at the trained temperature (2) and free text at 0.6; None: one
+    # temperature for both
+    text_temperature: float | None = None
     top_p: float = EvalConfig.top_p
     concurrency: int = EvalConfig.concurrency  # games played at once
+    # the reference line: the random opponent also plays in the model's place, on the same
+    # games, seeds and seats (no model, seconds for most games), a column of every table
+    reference: bool = True
     harness: bool = False  # also score the models on MATH/GPQA (`reasoning`)
     reasoning: HeldoutReasoningConfig = field(default_factory=HeldoutReasoningConfig)
     seed: int = 0
@@ -846,6 +860,8 @@ class HeldoutConfig:
         _check_positive("games_per_game", self.games_per_game)
         _check_positive("concurrency", self.concurrency)
         _check_positive("temperature", self.temperature, allow_zero=True)
+        if self.text_temperature is not None:
+            _check_positive("text_temperature", self.text_temperature, allow_zero=True)
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"top_p={self.top_p} is out of range: it must be in (0, 1].")
 

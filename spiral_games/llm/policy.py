@@ -104,7 +104,7 @@ class LLMPolicy:
         free = [i for i in fits if not choices[i]]
         chosen = [i for i in fits if choices[i]]
         version = self.engine.version
-        generations = self.engine.generate([encoded[i][0] for i in free], self.params)
+        generations = self.engine.generate([encoded[i][0] for i in free], self.params.for_text)
         picks = (
             self.engine.choose(
                 [encoded[i][0] for i in chosen], [choices[i] for i in chosen], self.params
@@ -157,7 +157,7 @@ class LLMPolicy:
             self._ready[ticket] = PolicyOutput(text="", context_overflow=True)
             return ticket
         submit = cast("StreamingEngine", self.engine).submit
-        ticket = submit(ids, self.params, choices) if choices else submit(ids, self.params)
+        ticket = submit(ids, self.params, choices) if choices else submit(ids, self.params.for_text)
         self._open[ticket] = (cut, self.engine.version)
         return ticket
 

@@ -91,10 +91,15 @@ def transfer_markdown(
     models: Sequence[str],
     games: Sequence[str],
     reasoning: Reasoning | None = None,
+    reference: Sequence[GameScore] = (),
 ) -> str:
     """Rows: each game's win rate, then each benchmark's pass@1 (if scored); columns: the
-    models ± SE, then each model's difference from the first ± SE (independent games)."""
+    models ± SE, each model's difference from the first ± SE (independent games), and the
+    reference player's win rate ± SE where `reference` scores it (e.g. the random player in
+    the model's seat)."""
     by = {(s.model, s.game): s for s in scores}
+    ref = {s.game: s for s in reference}
+    ref_name = reference[0].model if reference else ""
     values = {
         f"{g}: win rate": [(by[(m, g)].win_rate, by[(m, g)].se("win_rate")) for m in models]
         for g in games
@@ -110,10 +115,18 @@ def transfer_markdown(
                 name,
                 *[_rate(v, se) for v, se in measured],
                 *[_shift(v - base, math.hypot(se, base_se)) for v, se in measured[1:]],
+                *(_reference_cell(ref, name) if reference else []),
             ]
         )
     head = ["measure", *models, *[f"Δ {m} − {models[0]}" for m in models[1:]]]
+    head += [ref_name] if reference else []
     return _table(head, rows, text_columns=1)
+
+
+def _reference_cell(ref: Mapping[str, GameScore], row: str) -> list[str]:
+    """The reference player's win rate on a row's game ('—' for a benchmark row)."""
+    game = row.removesuffix(": win rate")
+    return [_rate(ref[game].win_rate, ref[game].se("win_rate")) if game in ref else "—"]
 
 
 def heldout_chart(
@@ -122,9 +135,11 @@ def heldout_chart(
     games: Sequence[str],
     path: Path,
     reasoning: Reasoning | None = None,
+    reference: Sequence[GameScore] = (),
 ) -> None:
-    """heldout.png: win rate and invalid-move rate per game (a bar per model, ± SE), and
-    pass@1 per benchmark where the reasoning harness ran."""
+    """heldout.png: win rate and invalid-move rate per game (a bar per model and one for the
+    reference player where `reference` scores it, ± SE), and pass@1 per benchmark where the
+    reasoning harness ran."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,7 +147,8 @@ def heldout_chart(
 
     from spiral_games.report.bars import grouped_bars, save_figure
 
-    by = {(s.model, s.game): s for s in scores}
+    by = {(s.model, s.game): s for s in [*scores, *reference]}
+    players = [*models, *dict.fromkeys(s.model for s in reference)]
     benchmarks = _benchmarks(models, reasoning)
     panels = 3 if benchmarks else 2
     fig, axes = plt.subplots(1, panels, figsize=(max(4.0, 1.4 * len(games)) * panels, 3.4))
@@ -141,8 +157,8 @@ def heldout_chart(
         grouped_bars(
             ax,
             games,
-            {m: [getattr(by[(m, g)], rate) for g in games] for m in models},
-            {m: [by[(m, g)].se(rate) for g in games] for m in models},
+            {m: [getattr(by[(m, g)], rate) for g in games] for m in players},
+            {m: [by[(m, g)].se(rate) for g in games] for m in players},
             label,
         )
         ax.set_ylim(0, 1.05)

@@ -30,6 +30,7 @@ from spiral_games.types import Episode
 
 OPPONENT = "random"
 GENERIC = "generic: moves read from its observations"
+REFERENCE = "random player"  # the reference line's label: the random opponent in the model's seat
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ def run_config(cfg: HeldoutConfig, weights: str, games: dict[str, HeldoutGame]) 
             opponents=[OPPONENT],
             reference=[],
             temperature=cfg.temperature,
+            text_temperature=cfg.text_temperature,
             top_p=cfg.top_p,
             concurrency=cfg.concurrency,
         ),
@@ -223,6 +225,39 @@ def play_model(
     return scores, engine
 
 
+def play_reference(
+    run: RunConfig, cfg: HeldoutConfig, out: Path, say: Callable[[str], None]
+) -> list[GameScore]:
+    """The reference line: the random opponent plays in the model's place, with the games,
+    seeds and seats every model gets (`play_model`), and is scored the same way."""
+    from spiral_games.play.loop import play_games
+    from spiral_games.play.registry import build_opponent, build_rules
+    from spiral_games.play.rollout import evaluation_jobs
+
+    scores = []
+    for k, (game, config) in enumerate(run.games.items()):
+        seed = cfg.seed + k
+        opponent = build_opponent(game, config, OPPONENT, seed=seed)
+        player = build_opponent(game, config, OPPONENT, seed=seed + 1)
+        jobs = evaluation_jobs(
+            {game: build_rules(game, config)},
+            {(game, OPPONENT): opponent},
+            cfg.games_per_game,
+            seed,
+            player,
+            first_seat=None,
+        )
+        start, cpu = time.perf_counter(), time.process_time()
+        episodes = play_games(jobs, concurrency=cfg.concurrency)
+        wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+        s = score(REFERENCE, game, episodes, wall_s, cpu_s)
+        scores.append(s)
+        with (out / "scores.jsonl").open("a") as f:
+            f.write(json.dumps(s.as_dict()) + "\n")
+        say(f"{REFERENCE} {game}: win {s.win_rate:.3f}, draw {s.draw_rate:.3f} ({wall_s:.0f} s)")
+    return scores
+
+
 def reasoning_config(cfg: HeldoutConfig, out: Path) -> HarnessConfig:
     """The MATH/GPQA harness on the same models, engine and sampling (`cfg.reasoning`)."""
     r = cfg.reasoning
@@ -233,7 +268,8 @@ def reasoning_config(cfg: HeldoutConfig, out: Path) -> HarnessConfig:
         hf_datasets=r.hf_datasets,
         limit=r.limit,
         n_samples=r.n_samples,
-        temperature=cfg.temperature,
+        # free text: a choice run's text_temperature, not its choice temperature
+        temperature=cfg.temperature if cfg.text_temperature is None else cfg.text_temperature,
         top_p=cfg.top_p,
         max_tokens=r.max_tokens,
         max_model_len=cfg.rollout.max_model_len,
@@ -269,6 +305,7 @@ def run_heldout(cfg: HeldoutConfig, config_dir: Path, say: Callable[[str], None]
     began = time.perf_counter()
     scores: list[GameScore] = []
     engines = {}
+    reference = play_reference(next(iter(runs.values())), cfg, out, say) if cfg.reference else []
     for label, run in runs.items():
         played, engines[label] = play_model(label, run, cfg, out, say)
         scores += played
@@ -288,18 +325,23 @@ def run_heldout(cfg: HeldoutConfig, config_dir: Path, say: Callable[[str], None]
         "machine": machine,
         "engines": engines,
         "scores": [s.as_dict() for s in scores],
+        "reference": [s.as_dict() for s in reference],
         "reasoning": reasoning,
         "wall_s": {"games": time.perf_counter() - began - reasoning_s, "reasoning": reasoning_s},
         "config": dataclasses.asdict(cfg),
     }
     (out / "results.json").write_text(json.dumps(summary, indent=1, default=str))
-    (out / "heldout.md").write_text(report_markdown(summary, scores, list(models), cfg))
-    heldout_chart(scores, list(models), list(games), out / "heldout.png", reasoning)
+    (out / "heldout.md").write_text(report_markdown(summary, scores, list(models), cfg, reference))
+    heldout_chart(scores, list(models), list(games), out / "heldout.png", reasoning, reference)
     return out
 
 
 def report_markdown(
-    summary: dict, scores: list[GameScore], models: list[str], cfg: HeldoutConfig
+    summary: dict,
+    scores: list[GameScore],
+    models: list[str],
+    cfg: HeldoutConfig,
+    reference: Sequence[GameScore] = (),
 ) -> str:
     """heldout.md: what was run where, the transfer table and the per-game outcome table."""
     engines = "; ".join(
@@ -312,7 +354,13 @@ def report_markdown(
         f"Models: {', '.join(f'{k} = `{v}`' for k, v in summary['models'].items())}. "
         f"Opponent: uniform random, the model's seat drawn at random each game; "
         f"{cfg.games_per_game} games per model and game (seed {cfg.seed}); sampling at "
-        f"temperature {cfg.temperature}, top_p {cfg.top_p}; prompt {cfg.model.prompt_style}, "
+        f"temperature {cfg.temperature}"
+        + (
+            ""
+            if cfg.text_temperature is None
+            else f" ({cfg.text_temperature} for free-text replies)"
+        )
+        + f", top_p {cfg.top_p}; prompt {cfg.model.prompt_style}, "
         f"{cfg.model.action_format} parsing, replies of at most {cfg.model.max_tokens} tokens.",
         "",
         f"Machine: {summary['machine']}. Engine: {engines}. Wall time: games "
@@ -323,14 +371,23 @@ def report_markdown(
         "",
         "## Transfer",
         "",
-        transfer_markdown(scores, models, list(summary["games"]), summary["reasoning"]),
+        *(
+            [
+                f"`{REFERENCE}`: the uniform random opponent in the model's place, on the same "
+                "games, seeds and seats.",
+                "",
+            ]
+            if reference
+            else []
+        ),
+        transfer_markdown(scores, models, list(summary["games"]), summary["reasoning"], reference),
         "## Outcomes against the random opponent",
         "",
         "Rates ± one binomial standard error. Win + draw + loss = 1; an invalid reply loses the "
         "game (SPIRAL's penalty), so `invalid (model)` is part of the loss rate and `invalid "
         "(opponent)` part of the win rate.",
         "",
-        scores_markdown(scores),
+        scores_markdown([*scores, *reference]),
     ]
     if cfg.harness:
         r = cfg.reasoning

@@ -31,11 +31,16 @@ def engine(tiny):
     engine.close()
 
 
-def policy(engine, tiny, temperature=1.0, games=("kuhn", "tictactoe")):
+def policy(engine, tiny, temperature=1.0, games=("kuhn", "tictactoe"), text_temperature=None):
     return LLMPolicy(
         engine,
         tiny.tokenizer,
-        SamplingParams(temperature=temperature, top_p=1.0, max_tokens=24),
+        SamplingParams(
+            temperature=temperature,
+            top_p=1.0,
+            max_tokens=24,
+            text_temperature=text_temperature,
+        ),
         {},
         2048,
         on_context_overflow="draw",
@@ -212,6 +217,22 @@ def test_a_state_without_a_one_token_choice_is_answered_in_free_text(engine, tin
     )
     first = episode.turns[0]
     assert not first.choice_ids and len(first.response_ids) > 1
+
+
+def test_free_text_turns_sample_at_the_text_temperature_and_choices_at_their_own(engine, tiny):
+    """text_temperature (held-out evaluation of a choice policy: choices at 2, free text at
+    0.6): at text temperature 0 the free-text replies to one prompt are the greedy reply, each
+    time, while the choices in the same batch still draw at temperature 4."""
+    free = Observation("negotiation", 0, "Make an offer.", ("[Offer: 1 Wood]", "[Offer: 2 Wood]"))
+    player = policy(engine, tiny, temperature=4.0, games=("tictactoe",), text_temperature=0.0)
+    engine.reseed(0)
+    outputs = player.act([free] * 4 + [TTT] * 40)
+    greedy = engine.generate([outputs[0].prompt_ids], SamplingParams.greedy(24))[0]
+    assert {o.token_ids for o in outputs[:4]} == {greedy.token_ids}
+    assert all(not o.choice_ids for o in outputs[:4])
+    assert len({o.text for o in outputs[4:]}) > 1  # the choice was drawn, not taken greedily
+    hot = policy(engine, tiny, temperature=4.0, games=("tictactoe",))  # no text temperature
+    assert len({o.token_ids for o in hot.act([free] * 4)}) > 1
 
 
 def test_a_greedy_choice_is_trained_on_the_models_own_probability(engine, tiny):

@@ -15,7 +15,14 @@ from spiral_games.config.compose import compare_overrides, compose_run_config
 from spiral_games.config.schema import SPIRAL_HELDOUT_GAMES, HeldoutConfig
 from spiral_games.errors import ConfigError
 from spiral_games.report.heldout import GameScore, transfer_markdown
-from spiral_games.run.heldout import GENERIC, heldout_games, run_heldout, score
+from spiral_games.run.heldout import (
+    GENERIC,
+    REFERENCE,
+    heldout_games,
+    reasoning_config,
+    run_heldout,
+    score,
+)
 from spiral_games.types import Episode, GameEnd
 
 from ..conftest import REPO
@@ -36,6 +43,12 @@ def _heldout(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 
 def _config(*overrides: str) -> HeldoutConfig:
     return compose_run_config(CONF, list(overrides), "heldout", HeldoutConfig)
+
+
+def run_config_for(cfg: HeldoutConfig):
+    from spiral_games.run.heldout import run_config
+
+    return run_config(cfg, "smollm2-135m", heldout_games(["PigDice-v0"], CONF))
 
 
 def _episode(seat: int, returns: tuple[float, float], invalid: int | None = None) -> Episode:
@@ -70,6 +83,29 @@ def test_transfer_table_gives_each_model_and_its_difference_from_the_first():
     )
     assert "| Snake-v0: win rate | 0.500 ± 0.050 | 0.700 ± 0.046 | +0.200 ± 0.068 (+2.9) |" in table
     assert "| math500: pass@1 | 0.100 ± 0.030 | 0.250 ± 0.040 | +0.150 ± 0.050 (+3.0) |" in table
+
+
+def test_transfer_table_carries_the_reference_players_line():
+    def game(model: str, win: float) -> GameScore:
+        return GameScore(model, "Snake-v0", 100, win, 0.0, 1 - win, 0.0, 0.0, 5.0, 8.0, 1.0, 1.0)
+
+    reasoning = {"base": {"math500": {"accuracy": 0.1, "stderr": 0.03, "problems": 100}}}
+    table = transfer_markdown(
+        [game("base", 0.5)], ["base"], ["Snake-v0"], reasoning, [game(REFERENCE, 0.4)]
+    )
+    assert f"| measure | base | {REFERENCE} |" in table
+    assert "| Snake-v0: win rate | 0.500 ± 0.050 | 0.400 ± 0.049 |" in table
+    assert "| math500: pass@1 | 0.100 ± 0.030 | — |" in table
+
+
+def test_a_choice_run_samples_free_text_and_the_reasoning_harness_at_text_temperature(tmp_path):
+    cfg = _config("model.action_format=choice", "temperature=2.0", "text_temperature=0.6")
+    run = run_config_for(cfg)
+    assert (run.eval.temperature, run.eval.text_temperature) == (2.0, 0.6)
+    assert reasoning_config(cfg, tmp_path).temperature == 0.6
+    assert reasoning_config(_config("temperature=0.7"), tmp_path).temperature == 0.7
+    with pytest.raises(ConfigError, match="text_temperature"):
+        _config("text_temperature=-1")
 
 
 def test_defaults_are_spirals_five_games_on_the_configured_model():
@@ -154,7 +190,14 @@ def test_two_unwrapped_textarena_games_side_by_side_with_the_tiny_model(tiny, tm
     assert set(scores) == {(m, g) for m in ("base", "again") for g in results["games"]}
     # each game's score was appended as it finished, the same as the final table's
     kept = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
-    assert kept == results["scores"]
+    assert kept == results["reference"] + results["scores"]
+    # the reference line: the random opponent in the model's seat, same games and seats
+    reference = {s["game"]: s for s in results["reference"]}
+    assert set(reference) == set(results["games"])
+    for s in reference.values():
+        assert s["model"] == REFERENCE and s["games"] == games and s["invalid_rate"] == 0
+        assert s["win_rate"] + s["draw_rate"] + s["loss_rate"] == pytest.approx(1.0)
+    assert f"Δ again − base | {REFERENCE} |" in out.stdout
     for (model, game), s in scores.items():
         assert s["games"] == games
         assert s["win_rate"] + s["draw_rate"] + s["loss_rate"] == pytest.approx(1.0)
@@ -173,7 +216,7 @@ def test_two_unwrapped_textarena_games_side_by_side_with_the_tiny_model(tiny, tm
         assert s["invalid_rate"] > 0  # the random tiny model's replies are mostly not moves
         assert s["wall_s"] > 0
     report = (tmp_path / "heldout.md").read_text()
-    assert report.count("| PigDice-v0 |") == 2 and "Machine:" in report
+    assert report.count("| PigDice-v0 |") == 3 and "Machine:" in report  # 2 models + random
     assert (tmp_path / "heldout.png").stat().st_size > 1000
 
 
