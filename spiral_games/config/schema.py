@@ -144,6 +144,10 @@ class GameConfig:
     invalid_opponent_reward: float = 0.5  # ... and for the other seat
     retry_allowance: int = 1  # invalid_move=retry: tries after the first (TextArena's 1)
     max_turns: int = 200  # safety net against a game that never ends: a draw
+    # discount per later decision of the same role: a role's k-th decision from its last is
+    # credited gamma^k (R - b) (RAE's advantage). None: train.gamma (SPIRAL's 1: every move of
+    # the game gets its outcome)
+    gamma: float | None = None
     # the imitation baseline (launch/sft.py): which turns of the expert's games it trains on,
     # winner or all. None: sft.keep
     sft_keep: KeepTurns | None = None
@@ -155,6 +159,8 @@ class GameConfig:
                 "(e.g. games.kuhn.KuhnPokerGame)."
             )
         _check_positive("games.<name>.weight", self.weight)
+        if self.gamma is not None and not 0 < self.gamma <= 1:
+            raise ConfigError(f"games.<name>.gamma={self.gamma} must be in (0, 1].")
         if self.prompt_style is not None:
             self.prompt_style = _choice("games.<name>.prompt_style", self.prompt_style, PromptStyle)
         self.invalid_move = _choice("games.<name>.invalid_move", self.invalid_move, InvalidMove)
@@ -401,7 +407,7 @@ class TrainConfig:
     steps: int = 10  # the card command: 15-19 min on 2 CPU cores, evaluation included
     rae: bool = True  # role-conditioned advantage estimation; false: A = R
     rae_decay: float = 0.95
-    gamma: float = 1.0
+    gamma: float = 1.0  # discount per later decision of a role; games.<g>.gamma overrides it
     drop_zero_advantage: bool = False
     push_every: int = 1  # push weights to the rollout workers every k updates
     # k > 0: the workers play the next batch while the learner updates (one-step off-policy);
@@ -690,6 +696,14 @@ class RunConfig:
                 "is built; do not set it back to None afterwards."
             )
         return self.learner.tis_cap
+
+    def discounts(self) -> dict[str, float]:
+        """Each game's discount per later decision of a role: games.<g>.gamma, else
+        train.gamma."""
+        return {
+            name: self.train.gamma if game.gamma is None else game.gamma
+            for name, game in self.games.items()
+        }
 
     def reply_budget(self) -> int:
         """`rollout.max_tokens` as `__post_init__` resolved it (the model's budget unless set)."""

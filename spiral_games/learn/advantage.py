@@ -6,7 +6,7 @@ every turn of that role in that episode gets A = R - b. Pure: standard library o
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from spiral_games.types import Episode, Sample
@@ -42,24 +42,26 @@ class RoleBaselines:
 def episode_samples(
     episodes: Iterable[Episode],
     baselines: RoleBaselines | None,
-    gamma: float = 1.0,
+    gamma: float | Mapping[str, float] = 1.0,
     drop_zero: bool = False,
 ) -> list[Sample]:
     """Per-turn samples of every trained role, with RAE advantages.
 
     Args:
         baselines: the run's RAE state (updated in place); None disables RAE (A = R).
-        gamma: discount per remaining turn of the same role: A_t = gamma^k (R - b).
+        gamma: discount per remaining turn of the same role: A_t = gamma^k (R - b); one
+            for every game, or game -> its discount (a game it leaves out: 1).
         drop_zero: leave out samples whose advantage is exactly zero.
     """
     samples = []
     for episode in episodes:
+        discount = gamma if isinstance(gamma, float | int) else gamma.get(episode.game, 1.0)
         for role in episode.trained_roles:
             ret = episode.returns[role]
             adv = baselines.advantage(episode.game, role, ret) if baselines else ret
             turns = [t for t in episode.turns if t.role == role and t.response_ids]
             for k, turn in enumerate(turns):
-                value = adv * gamma ** (len(turns) - 1 - k)
+                value = adv * discount ** (len(turns) - 1 - k)
                 if drop_zero and value == 0:
                     continue
                 samples.append(

@@ -3,7 +3,7 @@ recent enough to train on, and the games dropped as too stale. Pure: standard li
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from spiral_games.learn.advantage import RoleBaselines, episode_samples
@@ -18,7 +18,7 @@ class StepBatch:
     step: int  # the learner's version: updates made before this step's
     bound: int  # versions a trained turn may lag `step` (train.staleness_bound())
     baselines: RoleBaselines | None  # the run's RAE state, updated in place; None: A = R
-    gamma: float  # train.gamma
+    gamma: float | Mapping[str, float]  # game -> games.<g>.gamma, else train.gamma
     drop_zero: bool  # train.drop_zero_advantage
     episodes: list[Episode] = field(default_factory=list)  # every game, in the order played
     samples: list[Sample] = field(default_factory=list)  # what the learner trains on

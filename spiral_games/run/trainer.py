@@ -82,7 +82,7 @@ def train(cfg: RunConfig) -> Path:
             # ---- collect until the batch is full (k > 0: first the batch played during the
             # last update); drop episodes more than `bound` versions behind the learner (at
             # `step`); RAE: one baseline update per kept game and role, in episode order ------
-            batch = StepBatch(step, bound, rae, cfg.train.gamma, cfg.train.drop_zero_advantage)
+            batch = StepBatch(step, bound, rae, cfg.discounts(), cfg.train.drop_zero_advantage)
             while len(batch.samples) < cfg.learner.batch_size:
                 with clock("rollout"):
                     new = collector.collect()

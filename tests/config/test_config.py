@@ -253,6 +253,18 @@ def test_hub_models_keep_spirals_prompt_and_boxed_parsing():
     # none of the CPU card's masked-choice settings leak into SPIRAL's recipe
     assert {g.weight for g in spiral.games.values()} == {1.0}
     assert spiral.learner.magnet_coef == 0 and spiral.eval.temperature == 0.6
+    assert spiral.learner.magnet_coef_final is None
+    assert spiral.discounts() == {"kuhn": 1.0, "tictactoe": 1.0, "negotiation": 1.0}
+
+
+def test_the_card_discounts_tictactoe_moves_and_no_other_game():
+    card = compose_run_config(CONF, ["+games=[kuhn,tictactoe]"])
+    assert card.discounts() == {"kuhn": 1.0, "tictactoe": 0.5}
+    assert (card.learner.magnet_coef, card.learner.magnet_coef_final) == (0.3, 0.1)
+    every = compose_run_config(CONF, ["+games=[kuhn,tictactoe]", "train.gamma=0.9"])
+    assert every.discounts() == {"kuhn": 0.9, "tictactoe": 0.5}  # the game's own wins
+    with pytest.raises(ConfigError, match=r"games.<name>.gamma=0.0 must be in \(0, 1\]"):
+        compose_run_config(CONF, ["+games=[tictactoe]", "games.tictactoe.gamma=0"])
 
 
 def test_named_experiment_reproduces_the_spiral_recipe():

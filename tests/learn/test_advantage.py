@@ -63,6 +63,17 @@ def test_discount_counts_remaining_turns_of_the_same_role():
     assert [s.advantage for s in samples if s.role == 1] == [-1.0, -2.0]
 
 
+def test_each_game_takes_its_own_discount():
+    played = [
+        episode((2.0, -2.0), game="tictactoe", turns=(0, 1, 0)),
+        episode((2.0, -2.0), game="kuhn", turns=(0, 1, 0)),
+    ]
+    samples = episode_samples(played, None, gamma={"tictactoe": 0.5})
+    ttt = [s.advantage for s in samples if s.game == "tictactoe"]
+    kuhn = [s.advantage for s in samples if s.game == "kuhn"]
+    assert ttt == [1.0, 2.0, -2.0] and kuhn == [2.0, 2.0, -2.0]  # kuhn left out: 1
+
+
 def test_only_trained_roles_and_optional_zero_drop():
     b = RoleBaselines(decay=0.95)
     samples = episode_samples([episode((0.0, 0.0), trained=(1,))], b, drop_zero=True)
