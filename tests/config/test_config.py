@@ -257,11 +257,14 @@ def test_hub_models_keep_spirals_prompt_and_boxed_parsing():
     assert spiral.discounts() == {"kuhn": 1.0, "tictactoe": 1.0, "negotiation": 1.0}
 
 
-def test_the_card_discounts_tictactoe_moves_and_no_other_game():
+def test_a_games_own_discount_overrides_the_runs():
     card = compose_run_config(CONF, ["+games=[kuhn,tictactoe]"])
-    assert card.discounts() == {"kuhn": 1.0, "tictactoe": 0.5}
-    assert (card.learner.magnet_coef, card.learner.magnet_coef_final) == (0.3, 0.1)
-    every = compose_run_config(CONF, ["+games=[kuhn,tictactoe]", "train.gamma=0.9"])
+    assert card.discounts() == {"kuhn": 1.0, "tictactoe": 1.0}  # SPIRAL's: every move, R - b
+    one = compose_run_config(CONF, ["+games=[kuhn,tictactoe]", "games.tictactoe.gamma=0.5"])
+    assert one.discounts() == {"kuhn": 1.0, "tictactoe": 0.5}
+    every = compose_run_config(
+        CONF, ["+games=[kuhn,tictactoe]", "train.gamma=0.9", "games.tictactoe.gamma=0.5"]
+    )
     assert every.discounts() == {"kuhn": 0.9, "tictactoe": 0.5}  # the game's own wins
     with pytest.raises(ConfigError, match=r"games.<name>.gamma=0.0 must be in \(0, 1\]"):
         compose_run_config(CONF, ["+games=[tictactoe]", "games.tictactoe.gamma=0"])
