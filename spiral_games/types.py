@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -17,16 +16,6 @@ class SamplingParams:
     max_tokens: int
     stop: tuple[str, ...] = ()
     seed: int | None = None  # this request's own seed; None: the engine's running stream
-    # a masked-choice policy's free-text replies (turns whose moves are not a list to choose
-    # among) sample at this temperature; None: `temperature` for every reply
-    text_temperature: float | None = None
-
-    @property
-    def for_text(self) -> SamplingParams:
-        """The settings a free-text reply is sampled with (`text_temperature` if set)."""
-        if self.text_temperature is None:
-            return self
-        return dataclasses.replace(self, temperature=self.text_temperature)
 
     @classmethod
     def greedy(cls, max_tokens: int) -> SamplingParams:

@@ -119,11 +119,17 @@ class WorkerConfig:
         """How evaluation games are sampled (eval.temperature, eval.top_p)."""
         e = self.eval
         return SamplingParams(
-            temperature=e.temperature,
-            top_p=e.top_p,
-            max_tokens=self.reply_budget,
-            text_temperature=e.text_temperature,
+            temperature=e.temperature, top_p=e.top_p, max_tokens=self.reply_budget
         )
+
+    @property
+    def eval_text_sampling(self) -> SamplingParams | None:
+        """How evaluation samples free-text replies of a choice policy (eval.text_temperature);
+        None: as `eval_sampling`."""
+        e = self.eval
+        if e.text_temperature is None:
+            return None
+        return dataclasses.replace(self.eval_sampling, temperature=e.text_temperature)
 
     @property
     def league_fixed(self) -> tuple[str, ...]:
@@ -220,6 +226,7 @@ class RolloutWorker:
             on_context_overflow=cfg.rollout.on_context_overflow,
             stream=stream,
             choice_games=self.policy.choice_games,
+            text_params=cfg.eval_text_sampling,
         )
         self.analyses = {
             (name, key): build_analysis(name, game, key)

@@ -33,6 +33,7 @@ class LLMPolicy:
         default_style: PromptStyle | None = None,
         stream: bool = False,
         choice_games: Collection[str] = (),
+        text_params: SamplingParams | None = None,
     ) -> None:
         """`prompt_styles`: each game's style (`default_style` for a game not listed; None:
         every game played must be listed). `max_model_len` and `on_context_overflow` are the
@@ -40,7 +41,9 @@ class LLMPolicy:
         one at a time through the engine's request queue (rollout.batching=stream); the engine
         must have one (`StreamingEngine`). `choice_games`: the games whose reply is a masked
         choice among the legal actions (`action_format=choice`); this policy then states its
-        exact action probabilities there (`action_probabilities`)."""
+        exact action probabilities there (`action_probabilities`). `text_params`: how its
+        free-text replies (a state without a one-token choice) are sampled; None: `params`
+        (held-out evaluation samples a choice at 2 and free text at 0.6)."""
         if stream and not isinstance(engine, StreamingEngine):
             raise ConfigError(
                 f"rollout.batching=stream needs an engine with a request queue (vLLM); "
@@ -52,6 +55,7 @@ class LLMPolicy:
         self._ready: dict[str, PolicyOutput] = {}  # answered without the engine (overflow)
         self.engine = engine
         self.params = params
+        self.text_params = params if text_params is None else text_params
         # the prompts, exactly as the engine gets them (the imitation baseline renders its
         # demonstrations with the same encoder); on_context_overflow: draw ends the game,
         # truncate cuts the history
@@ -104,7 +108,7 @@ class LLMPolicy:
         free = [i for i in fits if not choices[i]]
         chosen = [i for i in fits if choices[i]]
         version = self.engine.version
-        generations = self.engine.generate([encoded[i][0] for i in free], self.params.for_text)
+        generations = self.engine.generate([encoded[i][0] for i in free], self.text_params)
         picks = (
             self.engine.choose(
                 [encoded[i][0] for i in chosen], [choices[i] for i in chosen], self.params
@@ -157,7 +161,7 @@ class LLMPolicy:
             self._ready[ticket] = PolicyOutput(text="", context_overflow=True)
             return ticket
         submit = cast("StreamingEngine", self.engine).submit
-        ticket = submit(ids, self.params, choices) if choices else submit(ids, self.params.for_text)
+        ticket = submit(ids, self.params, choices) if choices else submit(ids, self.text_params)
         self._open[ticket] = (cut, self.engine.version)
         return ticket
 

@@ -35,17 +35,15 @@ def policy(engine, tiny, temperature=1.0, games=("kuhn", "tictactoe"), text_temp
     return LLMPolicy(
         engine,
         tiny.tokenizer,
-        SamplingParams(
-            temperature=temperature,
-            top_p=1.0,
-            max_tokens=24,
-            text_temperature=text_temperature,
-        ),
+        SamplingParams(temperature=temperature, top_p=1.0, max_tokens=24),
         {},
         2048,
         on_context_overflow="draw",
         default_style="short",
         choice_games=games,
+        text_params=None
+        if text_temperature is None
+        else SamplingParams(temperature=text_temperature, top_p=1.0, max_tokens=24),
     )
 
 

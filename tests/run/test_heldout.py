@@ -102,6 +102,13 @@ def test_a_choice_run_samples_free_text_and_the_reasoning_harness_at_text_temper
     cfg = _config("model.action_format=choice", "temperature=2.0", "text_temperature=0.6")
     run = run_config_for(cfg)
     assert (run.eval.temperature, run.eval.text_temperature) == (2.0, 0.6)
+    from spiral_games.actors.rollout_worker import WorkerConfig
+
+    worker = WorkerConfig.from_run(run, "unused-model-path")
+    assert worker.eval_sampling.temperature == 2.0  # the choices
+    assert worker.eval_text_sampling is not None and worker.eval_text_sampling.temperature == 0.6
+    plain = WorkerConfig.from_run(run_config_for(_config()), "unused-model-path")
+    assert plain.eval_text_sampling is None  # one temperature for both
     assert reasoning_config(cfg, tmp_path).temperature == 0.6
     assert reasoning_config(_config("temperature=0.7"), tmp_path).temperature == 0.7
     with pytest.raises(ConfigError, match="text_temperature"):
