@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spiral_games.config.compose import compose_game_config
 from spiral_games.config.schema import (
@@ -23,10 +24,13 @@ from spiral_games.config.schema import (
 )
 from spiral_games.errors import ConfigError
 from spiral_games.play.game import TextArenaGame
-from spiral_games.play.policy import reseed_policy
+from spiral_games.play.policy import Policy, reseed_policy
 from spiral_games.play.registry import instantiate
 from spiral_games.report.heldout import GameScore, heldout_chart, scores_markdown, transfer_markdown
 from spiral_games.types import Episode
+
+if TYPE_CHECKING:
+    from spiral_games.play.loop import GameRules
 
 OPPONENT = "random"
 GENERIC = "generic: moves read from its observations"
@@ -167,6 +171,44 @@ def score(
     )
 
 
+def play_scored(
+    label: str,
+    game: GameRules,
+    opponent: Policy,
+    player: Policy,
+    seed: int,
+    cfg: HeldoutConfig,
+    out: Path,
+    say: Callable[[str], None],
+) -> tuple[GameScore, list[Episode]]:
+    """`cfg.games_per_game` games of `player` against `opponent`, its seat drawn at random from
+    `seed` (so every player gets the same games and seats), scored and appended to
+    out/scores.jsonl as soon as they are done: what a call stopped before its tables keeps."""
+    from spiral_games.play.loop import play_games
+    from spiral_games.play.rollout import evaluation_jobs
+
+    jobs = evaluation_jobs(
+        {game.name: game},
+        {(game.name, OPPONENT): opponent},
+        cfg.games_per_game,
+        seed,
+        player,
+        first_seat=None,
+    )
+    start, cpu = time.perf_counter(), time.process_time()
+    episodes = play_games(jobs, concurrency=cfg.concurrency)
+    wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    s = score(label, game.name, episodes, wall_s, cpu_s)
+    with (out / "scores.jsonl").open("a") as f:
+        f.write(json.dumps(s.as_dict()) + "\n")
+    say(
+        f"{label} {game.name}: {s.games} games in {s.wall_s:.0f} s ({s.cpu_s:.0f} CPU s): "
+        f"win {s.win_rate:.3f}, draw {s.draw_rate:.3f}, loss {s.loss_rate:.3f} "
+        f"(invalid {s.invalid_rate:.3f})"
+    )
+    return s, episodes
+
+
 def play_model(
     label: str,
     run: RunConfig,
@@ -174,14 +216,11 @@ def play_model(
     out: Path,
     say: Callable[[str], None],
 ) -> tuple[list[GameScore], dict[str, str]]:
-    """`cfg.games_per_game` games of each game against the random opponent for one model;
-    transcripts to out/transcripts/<label>/<game>.jsonl, and each game's score appended to
-    out/scores.jsonl as soon as it is known, so a call stopped before its tables keeps every
-    game it finished. Returns the scores and the engine and dtype it ran on."""
+    """`cfg.games_per_game` games of each game against the random opponent for one model
+    (`play_scored`); transcripts to out/transcripts/<label>/<game>.jsonl. Returns the scores
+    and the engine and dtype it ran on."""
     from spiral_games.actors.rollout_worker import RolloutWorker, WorkerConfig
     from spiral_games.llm.models import resolve_configured
-    from spiral_games.play.loop import play_games
-    from spiral_games.play.rollout import evaluation_jobs
     from spiral_games.report.transcripts import write_transcripts
 
     start = time.perf_counter()
@@ -198,28 +237,13 @@ def play_model(
             opponent = worker.eval_opponents[(game, OPPONENT)]
             worker.engine.reseed(seed)
             reseed_policy(opponent, seed)
-            jobs = evaluation_jobs(
-                {game: worker.rules[game]},
-                {(game, OPPONENT): opponent},
-                cfg.games_per_game,
-                seed,
-                worker.eval_policy,
-                first_seat=None,
+            rules = worker.rules[game]
+            s, episodes = play_scored(
+                label, rules, opponent, worker.eval_policy, seed, cfg, out, say
             )
-            start, cpu = time.perf_counter(), time.process_time()
-            episodes = play_games(jobs, concurrency=cfg.concurrency)
-            wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu
-            scores.append(score(label, game, episodes, wall_s, cpu_s))
+            scores.append(s)
             folder = out / "transcripts" / label.replace("/", "_")  # a hub id as the label
             write_transcripts(episodes, folder / f"{game}.jsonl")
-            s = scores[-1]
-            with (out / "scores.jsonl").open("a") as f:  # what a stopped call keeps
-                f.write(json.dumps(s.as_dict()) + "\n")
-            say(
-                f"{label} {game}: {s.games} games in {s.wall_s:.0f} s ({s.cpu_s:.0f} CPU s): "
-                f"win {s.win_rate:.3f}, draw {s.draw_rate:.3f}, loss {s.loss_rate:.3f} "
-                f"(invalid {s.invalid_rate:.3f})"
-            )
     finally:
         worker.close()
     return scores, engine
@@ -230,31 +254,15 @@ def play_reference(
 ) -> list[GameScore]:
     """The reference line: the random opponent plays in the model's place, with the games,
     seeds and seats every model gets (`play_model`), and is scored the same way."""
-    from spiral_games.play.loop import play_games
     from spiral_games.play.registry import build_opponent, build_rules
-    from spiral_games.play.rollout import evaluation_jobs
 
     scores = []
     for k, (game, config) in enumerate(run.games.items()):
         seed = cfg.seed + k
         opponent = build_opponent(game, config, OPPONENT, seed=seed)
         player = build_opponent(game, config, OPPONENT, seed=seed + 1)
-        jobs = evaluation_jobs(
-            {game: build_rules(game, config)},
-            {(game, OPPONENT): opponent},
-            cfg.games_per_game,
-            seed,
-            player,
-            first_seat=None,
-        )
-        start, cpu = time.perf_counter(), time.process_time()
-        episodes = play_games(jobs, concurrency=cfg.concurrency)
-        wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu
-        s = score(REFERENCE, game, episodes, wall_s, cpu_s)
-        scores.append(s)
-        with (out / "scores.jsonl").open("a") as f:
-            f.write(json.dumps(s.as_dict()) + "\n")
-        say(f"{REFERENCE} {game}: win {s.win_rate:.3f}, draw {s.draw_rate:.3f} ({wall_s:.0f} s)")
+        rules = build_rules(game, config)
+        scores.append(play_scored(REFERENCE, rules, opponent, player, seed, cfg, out, say)[0])
     return scores
 
 
