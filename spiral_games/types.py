@@ -68,6 +68,8 @@ class PolicyOutput:
     version: int = 0  # weights version that generated it (LLM policies)
     choice_ids: tuple[int, ...] = ()  # [C] a masked choice: the tokens it chose among
     choice_logprobs: tuple[float, ...] = ()  # [C] the probabilities it was drawn with (logs)
+    # a spelled choice (LLMPolicy(spell=True)): the legal action whose name it spelled
+    action: str | None = None
 
 
 @dataclass(frozen=True)

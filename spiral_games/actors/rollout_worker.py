@@ -227,6 +227,7 @@ class RolloutWorker:
             stream=stream,
             choice_games=self.policy.choice_games,
             text_params=cfg.eval_text_sampling,
+            spell=cfg.eval.spell_choices,
         )
         self.analyses = {
             (name, key): build_analysis(name, game, key)

@@ -84,11 +84,22 @@ def compare_overrides(argv: list[str], known: Collection[str]) -> list[str]:
         key, sep, value = arg.partition("=")
         if sep and key.isidentifier() and key not in known:
             pairs.append(f"+models.{key}='{value}'")
+        elif sep and not key.isidentifier() and "." not in key and key[:1] not in "+~-":
+            raise ConfigError(
+                f"--compare label {key!r} is not a plain name: a label is letters, digits and "
+                f"_, not starting with a digit (e.g. {_plain_label(key)}={value})."
+            )
         else:
             rest.append(arg)
     if not pairs:
         raise ConfigError("--compare takes label=model pairs, e.g. base=smollm2-135m.")
     return [*rest, *pairs]
+
+
+def _plain_label(key: str) -> str:
+    """`key` with what a label cannot hold replaced by _ ('lr1e-4' -> 'lr1e_4')."""
+    plain = "".join(c if c.isalnum() or c == "_" else "_" for c in key)
+    return plain if plain[:1].isalpha() or plain[:1] == "_" else f"m_{plain}"
 
 
 MERGED_OPPONENT = "rollout.opponent"  # merged into rollout.opponents

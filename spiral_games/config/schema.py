@@ -478,6 +478,10 @@ class EvalConfig:
     # free-text replies of a masked-choice policy (a turn whose moves the observation does not
     # list: TruthAndDeception's, LiarsDice's bids) sample at this; None: `temperature`
     text_temperature: float | None = None
+    # a masked-choice policy's states whose listed moves no one token tells apart (LiarsDice's
+    # `[Bid: q, f]`): spelled token by token, a masked choice wherever the names branch,
+    # instead of free text (evaluation only: training answers them in free text)
+    spell_choices: bool = False
     top_p: float = 0.95
 
     def __post_init__(self) -> None:
@@ -855,6 +859,9 @@ class HeldoutConfig:
     # one call plays the choice at the trained temperature (2) and free text at 0.6; None: one
     # temperature for both
     text_temperature: float | None = None
+    # the moves no one token tells apart (LiarsDice's bids) spelled as a choice, not free text
+    # (EvalConfig.spell_choices); a choice policy (model.action_format=choice) only
+    spell_choices: bool = True
     top_p: float = EvalConfig.top_p
     concurrency: int = EvalConfig.concurrency  # games played at once
     # the reference line: the random opponent also plays in the model's place, on the same

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -84,3 +85,69 @@ def choice_logprobs(raw: Sequence[float], temperature: float) -> list[float]:
 def draw(policy: Sequence[float], rng: random.Random) -> int:
     """The index of one choice drawn from `policy` (log-probs, as `choice_logprobs` gives)."""
     return rng.choices(range(len(policy)), weights=[math.exp(x) for x in policy])[0]
+
+
+def spelled_names(tokenizer: Any, legal: Sequence[str]) -> tuple[tuple[int, ...], ...] | None:
+    """Each legal action's name as tokens, for a choice made token by token (`Spelling`):
+    "Bid: 3, 4" -> "Bid", ":", " ", "3", ... A name that is the beginning of another ends in the
+    end-of-sequence token, so that stopping there is one of the choices. None where two
+    actions have one name, such a set meets a tokenizer without an end token, or a branch
+    offers more than MAX_CHOICES tokens (as `choice_tokens`)."""
+    names = [tuple(tokenizer(action_name(a), add_special_tokens=False)["input_ids"]) for a in legal]
+    if not names or not all(names) or len(set(names)) != len(names):
+        return None
+    inner = {n for n in names if any(len(m) > len(n) and m[: len(n)] == n for m in names)}
+    if inner:
+        end = tokenizer.eos_token_id
+        if end is None:
+            return None
+        names = [(*n, int(end)) if n in inner else n for n in names]
+    branches: dict[tuple[int, ...], set[int]] = {}
+    for name in names:
+        for at in range(len(name)):
+            branches.setdefault(name[:at], set()).add(name[at])
+    if max(len(b) for b in branches.values()) > MAX_CHOICES:
+        return None
+    return tuple(tuple(int(t) for t in n) for n in names)
+
+
+@dataclass
+class Spelling:
+    """A legal action chosen by spelling its name, for actions no one token tells apart
+    (LiarsDice's 60 bids `[Bid: q, f]`): at each token where the legal names branch, a masked
+    choice among the tokens that go on to one of them (`options`); where only one token does,
+    that token, written for the model (probability 1). The action's probability is the
+    product of its choices'. Every spelled reply is a legal action."""
+
+    names: tuple[tuple[int, ...], ...]  # `spelled_names`, in the legal actions' order
+    path: list[int] = field(default_factory=list)  # the tokens spelled so far
+    logprobs: list[float] = field(default_factory=list)  # each one's log-prob (0: written)
+
+    def options(self) -> tuple[int, ...]:
+        """The tokens that go on from `path` to a legal name, in the names' order."""
+        at, out = len(self.path), []
+        for name in self.names:
+            if len(name) > at and list(name[:at]) == self.path and name[at] not in out:
+                out.append(name[at])
+        return tuple(out)
+
+    def next_choice(self) -> tuple[int, ...]:
+        """Writes every token that is the only way on, and returns the tokens of the next
+        choice; () once a whole name is spelled (`chosen`)."""
+        while len(options := self.options()) == 1:
+            self.path.append(options[0])
+            self.logprobs.append(0.0)
+        return options
+
+    def take(self, token: int, logprob: float) -> None:
+        """Adds the token a choice drew, with its log-prob."""
+        if token not in self.options():
+            raise ValueError(f"token {token} goes on to no legal name from {self.path}")
+        self.path.append(token)
+        self.logprobs.append(logprob)
+
+    @property
+    def chosen(self) -> int | None:
+        """The index of the action spelled, once its whole name is; else None."""
+        path = tuple(self.path)
+        return self.names.index(path) if path in self.names else None

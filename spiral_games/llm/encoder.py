@@ -10,7 +10,7 @@ from typing import Any
 from spiral_games.config.choices import ContextOverflow, PromptStyle
 from spiral_games.config.schema import GameConfig
 from spiral_games.errors import ConfigError, GameError
-from spiral_games.llm.choice import masked_choice
+from spiral_games.llm.choice import masked_choice, spelled_names
 from spiral_games.llm.prompting import encode_prompt
 from spiral_games.types import Observation
 
@@ -44,6 +44,7 @@ class PromptEncoder:
         # each set of legal actions is tokenized once (`choices` and `encode` both need it, at
         # every decision; the sets repeat: Kuhn has four), at most SPLITS_KEPT sets at a time
         self._splits: dict[tuple[str, ...], tuple[str, tuple[int, ...]] | None] = {}
+        self._spelled: dict[tuple[str, ...], tuple[tuple[int, ...], ...] | None] = {}
 
     def choices(self, obs: Observation) -> tuple[int, ...]:
         """The tokens of a masked choice at `obs` (in `obs.legal_actions`' order); () when it
@@ -64,18 +65,47 @@ class PromptEncoder:
             self._splits[legal] = masked_choice(self.tokenizer, legal)
         return self._splits[legal]
 
-    def reply_budget(self, choices: tuple[int, ...]) -> int:
-        """Tokens a reply may take: one for a masked choice (`choices`), else `max_tokens`."""
-        return 1 if choices else self.max_tokens
+    def spelling(self, obs: Observation) -> tuple[tuple[int, ...], ...] | None:
+        """The legal actions' names as tokens (`spelled_names`), for a choice spelled token by
+        token, at a state of a choice game that lists actions no one token tells apart
+        (`choices` is empty); None elsewhere."""
+        if obs.game not in self.choice_games or not obs.legal_actions or self.choices(obs):
+            return None
+        legal = tuple(obs.legal_actions)
+        if legal not in self._spelled:
+            if len(self._spelled) >= SPLITS_KEPT:
+                self._spelled.clear()
+            self._spelled[legal] = spelled_names(self.tokenizer, legal)
+        return self._spelled[legal]
 
-    def fits(self, ids: Sequence[int], choices: tuple[int, ...]) -> bool:
+    def reply_budget(
+        self, choices: tuple[int, ...], spelled: tuple[tuple[int, ...], ...] | None = None
+    ) -> int:
+        """Tokens a reply may take: one for a masked choice (`choices`), the longest name for
+        a spelled one (`spelled`, `spelling`'s names), else `max_tokens`."""
+        if choices:
+            return 1
+        return max(len(n) for n in spelled) if spelled else self.max_tokens
+
+    def fits(
+        self,
+        ids: Sequence[int],
+        choices: tuple[int, ...],
+        spelled: tuple[tuple[int, ...], ...] | None = None,
+    ) -> bool:
         """Whether a prompt of `ids` leaves room in the context for its reply."""
-        return len(ids) <= self.max_model_len - self.reply_budget(choices)
+        return len(ids) <= self.max_model_len - self.reply_budget(choices, spelled)
 
-    def encode(self, obs: Observation, choices: tuple[int, ...]) -> tuple[list[int], bool]:
+    def encode(
+        self,
+        obs: Observation,
+        choices: tuple[int, ...],
+        spelled: tuple[tuple[int, ...], ...] | None = None,
+    ) -> tuple[list[int], bool]:
         """The prompt of `obs` (answered by a masked choice among `choices`, if any, after the
-        game's `reply_prefix`), and whether its history was cut to fit the context."""
-        budget = self.max_model_len - self.reply_budget(choices)
+        game's `reply_prefix`; or by a choice spelled among the names `spelled`), and whether
+        its history was cut to fit the context."""
+        budget = self.max_model_len - self.reply_budget(choices, spelled)
         style = self.prompt_styles.get(obs.game, self.default_style)
         if style is None:
             raise GameError(
@@ -84,10 +114,10 @@ class PromptEncoder:
             )
         short = style == PromptStyle.short
         text = obs.position if short and obs.position is not None else obs.text
-        choice = bool(choices)
-        split = self._choice(obs) if choice else None
+        choice = bool(choices) or bool(spelled)
+        split = self._choice(obs) if choices else None
         # the game's reply prefix (Kuhn's card), then the tokens every action's name shares
-        prefix = (obs.reply_prefix or "") + split[0] if split else ""
+        prefix = (obs.reply_prefix or "") + (split[0] if split else "") if choice else ""
         ids = encode_prompt(self.tokenizer, text, style, obs.legal_actions, choice, prefix)
         shortened = len(ids) > budget and self.on_context_overflow == ContextOverflow.truncate
         if shortened:

@@ -11,6 +11,7 @@ from typing import Any, cast
 from spiral_games.config.choices import ContextOverflow, Dtype, EngineKind, PromptStyle
 from spiral_games.config.schema import EvalConfig, ModelConfig, RolloutConfig
 from spiral_games.errors import ConfigError, GameError
+from spiral_games.llm.choice import Spelling
 from spiral_games.llm.encoder import PromptEncoder
 from spiral_games.llm.engines.base import Engine, EngineSpec, StreamingEngine
 from spiral_games.llm.engines.factory import build_engine
@@ -34,6 +35,7 @@ class LLMPolicy:
         stream: bool = False,
         choice_games: Collection[str] = (),
         text_params: SamplingParams | None = None,
+        spell: bool = False,
     ) -> None:
         """`prompt_styles`: each game's style (`default_style` for a game not listed; None:
         every game played must be listed). `max_model_len` and `on_context_overflow` are the
@@ -43,7 +45,11 @@ class LLMPolicy:
         choice among the legal actions (`action_format=choice`); this policy then states its
         exact action probabilities there (`action_probabilities`). `text_params`: how its
         free-text replies (a state without a one-token choice) are sampled; None: `params`
-        (held-out evaluation samples a choice at 2 and free text at 0.6)."""
+        (held-out evaluation samples a choice at 2 and free text at 0.6). `spell`: a state of a
+        choice game whose legal actions no one token tells apart (LiarsDice's bids) is
+        answered by spelling one action's name (`Spelling`: a masked choice wherever the names
+        branch) instead of free text; for evaluation only, as the learner trains such a
+        reply's tokens as free text."""
         if stream and not isinstance(engine, StreamingEngine):
             raise ConfigError(
                 f"rollout.batching=stream needs an engine with a request queue (vLLM); "
@@ -52,7 +58,13 @@ class LLMPolicy:
         self.stream = stream
         self._tickets = itertools.count()
         self._open: dict[str, tuple[bool, int]] = {}  # ticket -> (history cut, version)
-        self._ready: dict[str, PolicyOutput] = {}  # answered without the engine (overflow)
+        # answered, not yet collected by `poll`: an overflow (no engine call), a spelled reply
+        self._ready: dict[str, PolicyOutput] = {}
+        self.spell = spell
+        # a streamed spelled reply: ticket -> (prompt, spelling, legal, history cut, version);
+        # the engine request of its next choice -> its ticket
+        self._spelling: dict[str, tuple[list[int], Spelling, tuple[str, ...], bool, int]] = {}
+        self._asked: dict[str, str] = {}
         self.engine = engine
         self.params = params
         self.text_params = params if text_params is None else text_params
@@ -99,15 +111,25 @@ class LLMPolicy:
         rounds (`act`): `stream=True` on an engine with a request queue (vLLM)."""
         return self.stream
 
+    def _spelled(self, obs: Observation) -> tuple[tuple[int, ...], ...] | None:
+        """The names to spell at `obs` (`PromptEncoder.spelling`), if this policy spells."""
+        return self.encoder.spelling(obs) if self.spell else None
+
     def act(self, observations: Sequence[Observation]) -> list[PolicyOutput]:
         choices = [self.encoder.choices(obs) for obs in observations]
+        names = [self._spelled(obs) for obs in observations]
         encoded = [
-            self.encoder.encode(obs, c) for obs, c in zip(observations, choices, strict=True)
+            self.encoder.encode(obs, c, n)
+            for obs, c, n in zip(observations, choices, names, strict=True)
         ]
-        fits = [i for i, (ids, _) in enumerate(encoded) if self.encoder.fits(ids, choices[i])]
-        free = [i for i in fits if not choices[i]]
+        fits = [
+            i for i, (ids, _) in enumerate(encoded) if self.encoder.fits(ids, choices[i], names[i])
+        ]
+        spelled = {i: Spelling(n) for i in fits if (n := names[i]) is not None}
+        free = [i for i in fits if not choices[i] and i not in spelled]
         chosen = [i for i in fits if choices[i]]
         version = self.engine.version
+        self._spell(spelled, [ids for ids, _ in encoded])
         generations = self.engine.generate([encoded[i][0] for i in free], self.text_params)
         picks = (
             self.engine.choose(
@@ -119,7 +141,39 @@ class LLMPolicy:
         outputs = [PolicyOutput(text="", context_overflow=True) for _ in encoded]
         for i, gen in zip([*free, *chosen], [*generations, *picks], strict=True):
             outputs[i] = _output(gen, encoded[i][1], version)
+        for i, spelling in spelled.items():
+            legal = observations[i].legal_actions or ()
+            outputs[i] = self._spelled_output(encoded[i], spelling, legal, version)
         return outputs
+
+    def _spell(self, spellings: Mapping[int, Spelling], prompts: Sequence[list[int]]) -> None:
+        """Spells every `spellings[i]` after `prompts[i]`: one batched masked choice a round,
+        for every name still branching (LiarsDice's bids: the quantity, then the face)."""
+        while asks := {i: c for i, s in spellings.items() if (c := s.next_choice())}:
+            picks = self.engine.choose(
+                [prompts[i] + spellings[i].path for i in asks], list(asks.values()), self.params
+            )
+            for i, pick in zip(asks, picks, strict=True):
+                spellings[i].take(pick.token_ids[0], pick.logprobs[0])
+
+    def _spelled_output(
+        self,
+        encoded: tuple[list[int], bool],
+        spelling: Spelling,
+        legal: Sequence[str],
+        version: int,
+    ) -> PolicyOutput:
+        """The output of a spelled reply: its tokens, their log-probs, the action it names."""
+        chosen = spelling.chosen
+        return PolicyOutput(
+            text=self.tokenizer.decode(spelling.path, skip_special_tokens=True),
+            prompt_ids=tuple(encoded[0]),
+            token_ids=tuple(spelling.path),
+            logprobs=tuple(spelling.logprobs),
+            context_truncated=encoded[1],
+            version=version,
+            action=None if chosen is None else legal[chosen],
+        )
 
     def scores_game(self, game: str) -> bool:
         """Whether this policy states exact action probabilities in `game` (its reply there is
@@ -155,26 +209,56 @@ class LLMPolicy:
     def submit(self, observation: Observation) -> str:
         """Start answering one observation; returns the ticket `poll` answers it under."""
         choices = self.encoder.choices(observation)
-        ids, cut = self.encoder.encode(observation, choices)
-        if not self.encoder.fits(ids, choices):
+        names = self._spelled(observation)
+        ids, cut = self.encoder.encode(observation, choices, names)
+        if not self.encoder.fits(ids, choices, names):
             ticket = f"overflow-{next(self._tickets)}"
             self._ready[ticket] = PolicyOutput(text="", context_overflow=True)
+            return ticket
+        if names is not None:
+            ticket = f"spell-{next(self._tickets)}"
+            legal = tuple(observation.legal_actions or ())
+            self._spelling[ticket] = (ids, Spelling(names), legal, cut, self.engine.version)
+            self._ask(ticket)
             return ticket
         submit = cast("StreamingEngine", self.engine).submit
         ticket = submit(ids, self.params, choices) if choices else submit(ids, self.text_params)
         self._open[ticket] = (cut, self.engine.version)
         return ticket
 
+    def _ask(self, ticket: str) -> None:
+        """Queues the next choice of the spelled reply `ticket`, or, once its name is whole,
+        puts its output where `poll` collects it."""
+        ids, spelling, legal, cut, version = self._spelling[ticket]
+        options = spelling.next_choice()
+        if not options:
+            del self._spelling[ticket]
+            self._ready[ticket] = self._spelled_output((ids, cut), spelling, legal, version)
+            return
+        submit = cast("StreamingEngine", self.engine).submit
+        self._asked[submit(ids + spelling.path, self.params, options)] = ticket
+
     def poll(self, tickets: Collection[str]) -> dict[str, PolicyOutput]:
-        """The outputs of `tickets` that are done: waits until at least one is."""
+        """The outputs of `tickets` that are done: waits until at least one is. A spelled
+        reply's next choice is queued as soon as its last one is answered."""
         wanted = set(tickets)
         done = {t: self._ready.pop(t) for t in wanted & self._ready.keys()}
-        if done:
-            return done
         poll = cast("StreamingEngine", self.engine).poll
-        for ticket, gen in poll(wanted & self._open.keys()).items():
-            cut, version = self._open.pop(ticket)
-            done[ticket] = _output(gen, cut, version)
+        while not done:
+            asked = {r for r, t in self._asked.items() if t in wanted}
+            requests = (wanted & self._open.keys()) | asked
+            if not requests:
+                raise GameError(f"poll: no ticket of {sorted(wanted)[:3]} is open.")
+            for request, gen in poll(requests).items():
+                if request in self._open:
+                    cut, version = self._open.pop(request)
+                    done[request] = _output(gen, cut, version)
+                    continue
+                ticket = self._asked.pop(request)
+                self._spelling[ticket][1].take(gen.token_ids[0], gen.logprobs[0])
+                self._ask(ticket)
+                if ticket in self._ready:
+                    done[ticket] = self._ready.pop(ticket)
         return done
 
     def abort(self, tickets: Collection[str]) -> None:
@@ -185,6 +269,11 @@ class LLMPolicy:
         mine = wanted & self._open.keys()
         for ticket in mine:
             del self._open[ticket]
+        for ticket in wanted & self._spelling.keys():
+            del self._spelling[ticket]
+        for request in [r for r, t in self._asked.items() if t in wanted]:
+            del self._asked[request]
+            mine.add(request)
         if mine:
             cast("StreamingEngine", self.engine).abort(mine)
 

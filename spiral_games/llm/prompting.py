@@ -33,7 +33,10 @@ def build_prompt_text(
     """
     suffix = RAW_SUFFIX
     if choice:
-        suffix = f"Reply with one of: {', '.join(action_name(a) for a in legal or ())}."
+        names = [action_name(a) for a in legal or ()]
+        # names with commas in them ("Bid: 3, 4") are listed apart by semicolons
+        sep = "; " if any("," in n for n in names) else ", "
+        suffix = f"Reply with one of: {sep.join(names)}."
     user = f"{RAW_PREFIX}\n\n{observation}\n\n{suffix}"
     if style == PromptStyle.raw:
         return f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"

@@ -100,6 +100,8 @@ class GameSession:
         if output.choice_ids and legal and len(output.choice_ids) == len(legal):
             # a masked choice: the token picked names the action at its index (legal's order)
             parsed = ParsedAction(legal[output.choice_ids.index(output.token_ids[0])])
+        elif output.action is not None and legal and output.action in legal:
+            parsed = ParsedAction(output.action)  # a spelled choice: the name it spelled
         else:
             parsed = self.env.parse_action(output.text, role)
         if (

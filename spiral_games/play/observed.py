@@ -18,6 +18,7 @@ from spiral_games.types import Observation, ParsedAction, PolicyOutput, StepResu
 
 _TOKEN = re.compile(r"\[([^\[\]\n]{1,60})\]")
 _NUMBER = re.compile(r"\d+")
+_SPACES = re.compile(r"\s+")
 _DEFAULT_SPEAKERS = re.compile(r"GAME|Player \d+")
 # A token with one or two numbers is a pattern ('[col 4]', '[Bid: 3, 4]'): it is also tried
 # with each number replaced by 0-9. Three or more numbers would be 1000+ tries a turn.
@@ -25,6 +26,9 @@ NUMBER_VALUES = range(10)
 MAX_NUMBERS = 2
 # Tried each turn: a game that takes this takes any text (a conversation turn).
 FREE_TEXT_PROBE = "[~]"
+# A conversation turn's message is the reply's first this many characters (after its spaces
+# are joined): a reply that hit its token budget is still a message.
+MAX_MESSAGE_CHARS = 2000
 # What the random opponent says on a turn that takes any text, or names no move it can read.
 FREE_TEXT_REPLY = "I pass."
 GAME_ID = -1  # TextArena's sender id of the game's own messages (textarena.core.GAME_ID)
@@ -95,27 +99,35 @@ class ObservedTextArenaGame(TextArenaGame):
     tried on a copy of the env and kept if the env takes it; None where the turn takes any text
     (it takes FREE_TEXT_PROBE: a conversation turn) or nothing it names is taken. A reply is
     read as its last \\boxed{} answer: a listed action, else the boxed text itself, judged by
-    the env. Every move is tried on a copy first: a move the env refuses (or that makes
-    TextArena raise) is an invalid move and leaves the game as it was.
+    the env; on a conversation turn, a reply without a box is the message, whole.
+    Every move is tried on a copy first: a move the env refuses (or that makes TextArena
+    raise) is an invalid move and leaves the game as it was.
     """
 
     def __init__(self, env_id: str, name: str | None = None, **env_kwargs: Any) -> None:
         super().__init__(env_id, name=name, **env_kwargs)
-        self._legal: tuple[tuple[int, ...], list[str] | None] | None = None
+        # the state it was read at -> (legal actions, whether the turn takes any text)
+        self._legal: tuple[tuple[int, ...], tuple[list[str] | None, bool]] | None = None
 
     def legal_actions(self, role: int) -> list[str] | None:
+        return self._read(role)[0]
+
+    def takes_any_text(self, role: int) -> bool:
+        """Whether this turn takes any text (a conversation turn: TruthAndDeception's)."""
+        return self._read(role)[1]
+
+    def _read(self, role: int) -> tuple[list[str] | None, bool]:
         state = self.raw.state
         key = (len(state.logs), int(state.current_player_id), int(state.turn), state.error_count)
         if self._legal is None or self._legal[0] != key:
             self._legal = (key, self._read_legal(role))
         return self._legal[1]
 
-    def _read_legal(self, role: int) -> list[str] | None:
+    def _read_legal(self, role: int) -> tuple[list[str] | None, bool]:
         if self._probe(FREE_TEXT_PROBE) is None:
-            return None
-        speakers = [str(s) for s in self.raw.state.role_mapping.values()]
-        candidates = observed_actions(self.observation(role), speakers)
-        return [a for a in candidates if self._probe(a) is None] or None
+            return None, True
+        candidates = self._shown_actions(role)
+        return [a for a in candidates if self._probe(a) is None] or None, False
 
     def current_state(self, role: int) -> str | None:
         """The rules (the game's first message to `role`) and every message since its latest
@@ -148,7 +160,25 @@ class ObservedTextArenaGame(TextArenaGame):
             parsed = parse_boxed_action(response, legal)
             if parsed.action is not None or extract_boxed(response) is None:
                 return parsed
+        if self.takes_any_text(role):
+            return self._message(response, role)
         return parse_boxed_action(response, None)  # the env judges it (step tries it first)
+
+    def _message(self, response: str, role: int) -> ParsedAction:
+        """A conversation turn's move: a boxed answer as on any turn (`\\boxed{x}` is played as
+        `[x]`, so `\\boxed{Accept}` is the action `[Accept]`); a reply without one is the
+        message, whole, its spaces joined."""
+        if extract_boxed(response) is not None:
+            return parse_boxed_action(response, None)
+        message = _SPACES.sub(" ", response).strip()
+        if not message:
+            return ParsedAction(None, "an empty message")
+        return ParsedAction(message[:MAX_MESSAGE_CHARS])
+
+    def _shown_actions(self, role: int) -> list[str]:
+        """The candidate actions the observation shows (`observed_actions`)."""
+        speakers = [str(s) for s in self.raw.state.role_mapping.values()]
+        return observed_actions(self.observation(role), speakers)
 
     def step(self, action: str) -> StepResult:
         refused = self._probe(action)

@@ -130,6 +130,7 @@ def run_config(cfg: HeldoutConfig, weights: str, games: dict[str, HeldoutGame]) 
             reference=[],
             temperature=cfg.temperature,
             text_temperature=cfg.text_temperature,
+            spell_choices=cfg.spell_choices,
             top_p=cfg.top_p,
             concurrency=cfg.concurrency,
         ),
@@ -369,7 +370,12 @@ def report_markdown(
             else f" ({cfg.text_temperature} for free-text replies)"
         )
         + f", top_p {cfg.top_p}; prompt {cfg.model.prompt_style}, "
-        f"{cfg.model.action_format} parsing, replies of at most {cfg.model.max_tokens} tokens.",
+        f"{cfg.model.action_format} parsing, replies of at most {cfg.model.max_tokens} tokens"
+        + (
+            "; moves no one token tells apart spelled by masked choices (spell_choices)."
+            if cfg.spell_choices and cfg.model.action_format == "choice"
+            else "."
+        ),
         "",
         f"Machine: {summary['machine']}. Engine: {engines}. Wall time: games "
         + f"{wall['games']:.0f} s"

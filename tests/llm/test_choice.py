@@ -332,3 +332,129 @@ def test_actions_that_share_a_beginning_are_chosen_by_the_token_after_it(tiny):
     ids, _ = encoder.encode(obs, encoder.choices(obs))
     assert tok.decode(ids).endswith("<|im_start|>assistant\ncol ")
     assert encoder.choices(obs) == tokens
+
+
+BIDS = ("[Call]", *(f"[Bid: {q}, {f}]" for q in range(1, 11) for f in range(1, 7)))
+LIARS = Observation("liars", 0, "Your dice: 3, 4, 4, 6, 1. Bid or call.", BIDS)
+
+
+def test_names_no_token_tells_apart_are_spelled_through_every_branch(tiny):
+    """LiarsDice's 61 moves: no masked choice, so each name is spelled; every walk through the
+    branches ends on one legal name, a name that begins another ("col 1", "col 10") ends in
+    the end token, and a token off every name is refused."""
+    from spiral_games.llm.choice import Spelling, masked_choice, spelled_names
+
+    tok = tiny.tokenizer
+    assert masked_choice(tok, BIDS) is None
+    names = spelled_names(tok, BIDS)
+    assert [tok.decode(list(n)) for n in names] == [a.strip("[]") for a in BIDS]
+
+    def leaves(spelling: Spelling) -> list[int]:
+        options = spelling.next_choice()
+        if not options:
+            return [spelling.chosen]
+        found = []
+        for token in options:
+            branch = Spelling(spelling.names, list(spelling.path), list(spelling.logprobs))
+            branch.take(token, -1.0)
+            found += leaves(branch)
+        return found
+
+    assert sorted(leaves(Spelling(names))) == list(range(len(BIDS)))
+    first = Spelling(names)
+    assert [tok.decode([t]) for t in first.next_choice()] == ["Call", "B"]
+    with pytest.raises(ValueError, match="no legal name"):
+        first.take(tok.eos_token_id, 0.0)
+    short, long = spelled_names(tok, ["[col 1]", "[col 10]"])
+    assert short[-1] == tok.eos_token_id and long[-1] != tok.eos_token_id
+    assert spelled_names(tok, ["[a]", "[a]"]) is None
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_a_spelled_choice_is_legal_and_each_token_has_the_models_probability(
+    engine, tiny, temperature
+):
+    """spell=True (held-out evaluation): a state without a one-token choice is answered by
+    spelling a legal name; each chosen token's log-prob is the model's next-token distribution
+    after the prompt and the tokens before it, renormalised over the tokens that go on to a
+    legal name at the temperature; a written token (the only way on) has probability 1."""
+    from spiral_games.llm.choice import Spelling, spelled_names
+
+    player = LLMPolicy(
+        engine,
+        tiny.tokenizer,
+        SamplingParams(temperature=temperature, top_p=1.0, max_tokens=24),
+        {},
+        2048,
+        on_context_overflow="draw",
+        default_style="short",
+        choice_games=("liars", "tictactoe"),
+        spell=True,
+    )
+    engine.reseed(0)
+    outputs = player.act([LIARS] * 6 + [TTT])
+    assert outputs[-1].choice_ids and outputs[-1].action is None  # a one-token choice as ever
+    prompt = tiny.tokenizer.decode(list(outputs[0].prompt_ids))
+    assert "Reply with one of: Call; Bid: 1, 1; Bid: 1, 2;" in prompt  # commas inside names
+    names = spelled_names(tiny.tokenizer, BIDS)
+    for out in outputs[:-1]:
+        assert out.action in BIDS and not out.choice_ids
+        assert out.text == out.action.strip("[]")
+        walk = Spelling(names)
+        for k, token in enumerate(out.token_ids):
+            options = walk.options()
+            if len(options) == 1:
+                assert out.logprobs[k] == 0.0
+            else:
+                with torch.no_grad():
+                    ids = [*out.prompt_ids, *out.token_ids[:k]]
+                    logits = engine.model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+                expected = torch.log_softmax(logits[list(options)] / temperature, -1)
+                assert out.logprobs[k] == pytest.approx(
+                    float(expected[options.index(token)]), abs=1e-5
+                )
+            walk.take(token, out.logprobs[k])
+        assert walk.chosen == BIDS.index(out.action)
+    assert len({o.action for o in outputs[:-1]}) > 1  # drawn, not the same name each time
+    # without spell the same state is free text, as before
+    (free,) = policy(engine, tiny, games=("liars",)).act([LIARS])
+    assert free.action is None and not free.choice_ids
+
+
+def test_liars_dice_played_by_a_spelled_choice_has_no_invalid_bid(engine, tiny):
+    """The real LiarsDice through the generic reader: every reply of a spelling policy is a
+    legal bid or call, taken by the env; the game loop plays the name it spelled."""
+    from spiral_games.config.choices import ActionFormat
+    from spiral_games.config.schema import GameConfig
+    from spiral_games.play.loop import GameJob, play_games
+    from spiral_games.play.observed import ObservedRandomPolicy
+    from spiral_games.play.registry import build_rules
+
+    cfg = GameConfig(
+        env={
+            "_target_": "spiral_games.play.observed.ObservedTextArenaGame",
+            "env_id": "LiarsDice-v0",
+        },
+        action_format=ActionFormat.choice,
+        prompt_style="short",
+    )
+    rules = build_rules("LiarsDice-v0", cfg)
+    player = LLMPolicy(
+        engine,
+        tiny.tokenizer,
+        SamplingParams(temperature=2.0, top_p=1.0, max_tokens=24),
+        {},
+        4096,
+        on_context_overflow="draw",
+        default_style="short",
+        choice_games=("LiarsDice-v0",),
+        spell=True,
+    )
+    episodes = play_games(
+        [GameJob(rules, seed, (player, ObservedRandomPolicy(seed))) for seed in range(3)]
+    )
+    mine = [t for e in episodes for t in e.turns if t.role == 0]
+    assert mine and all(t.valid and t.action is not None for t in mine)
+    assert all(t.action == "[Call]" or t.action.startswith("[Bid: ") for t in mine)
+    assert any(len(t.response_ids) > 1 for t in mine)  # a bid spelled over several tokens
+    assert all(e.invalid_role is None for e in episodes)

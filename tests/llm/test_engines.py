@@ -248,3 +248,51 @@ def test_vllm_draws_a_choice_at_any_temperature_from_its_stated_distribution(smo
         assert g.logprobs[0] == pytest.approx(g.choice_logprobs[options.index(g.token_ids[0])])
     with pytest.raises(EngineError, match=r"rollout\.temperature"):
         smol_vllm.generate([prompt], SamplingParams(temperature=4.0, top_p=1.0, max_tokens=4))
+
+
+def test_vllm_streamed_spelled_choices_match_batched_ones_and_abort_cleanly(smollm2, smol_vllm):
+    """A spelled choice (LiarsDice's bids, held-out evaluation) through vLLM's request queue:
+    each ticket is re-queued at every branch of its name and answered once the name is whole;
+    greedily, the names and token log-probs are those of the batched path; a ticket dropped
+    mid-spelling leaves the engine idle and the policy holding nothing of it."""
+    from spiral_games.llm.policy import LLMPolicy
+    from spiral_games.types import Observation
+
+    bids = ("[Call]", *(f"[Bid: {q}, {f}]" for q in range(1, 11) for f in range(1, 7)))
+    asks = [
+        Observation("liars", 0, f"Your dice: {dice}. Player 1 bid [Bid: 2, 3]. Bid or call.", bids)
+        for dice in ("1, 1, 2, 5, 6", "3, 3, 3, 4, 6", "2, 4, 4, 5, 6")
+    ]
+    free = Observation("chat", 0, "Say hello.", None)
+
+    def player(stream: bool) -> LLMPolicy:
+        return LLMPolicy(
+            smol_vllm,
+            smollm2.tokenizer,
+            SamplingParams(temperature=0.0, top_p=1.0, max_tokens=6),
+            {},
+            2048,
+            on_context_overflow="draw",
+            default_style="short",
+            stream=stream,
+            choice_games=("liars",),
+            spell=True,
+        )
+
+    batched = player(False).act([*asks, free])
+    streaming = player(True)
+    tickets = [streaming.submit(obs) for obs in [*asks, free]]
+    answers: dict = {}
+    while len(answers) < len(tickets):
+        answers.update(streaming.poll([t for t in tickets if t not in answers]))
+    for ticket, expected in zip(tickets, batched, strict=True):
+        got = answers[ticket]
+        assert got.action == expected.action and got.token_ids == expected.token_ids
+        assert got.logprobs == pytest.approx(expected.logprobs, abs=streamed_tolerance())
+    assert (
+        all(answers[t].action in bids for t in tickets[:3]) and answers[tickets[3]].action is None
+    )
+    dropped = streaming.submit(asks[0])
+    streaming.abort([dropped])
+    assert not streaming._spelling and not streaming._asked
+    assert len(smol_vllm.generate([[1, 2, 3]], GREEDY)) == 1  # idle again after the abort

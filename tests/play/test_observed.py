@@ -100,6 +100,28 @@ def test_truth_and_deception_talks_freely_then_guesses_a_fact():
     assert env.step("[Fact 2]").valid and env.done
 
 
+def test_a_conversation_turn_takes_the_whole_reply_as_its_message():
+    """A turn that takes any text (TruthAndDeception's conversation) lists no move: a boxed
+    answer is played as on any turn (bracketed), and a reply with no box is the message whole,
+    not an invalid move. A turn that lists moves still needs one of them."""
+    env = ObservedTextArenaGame("TruthAndDeception-v0")
+    env.reset(0)
+    role = env.current_role
+    assert env.takes_any_text(role)
+    assert env.parse_action("\\boxed{Which is older?}", role).action == "[Which is older?]"
+    said = env.parse_action("I think  the second\none is true.", role)
+    assert said.action == "I think the second one is true." and not said.lenient
+    assert env.parse_action("   ", role).action is None
+    assert env.step(said.action).valid
+    assert env.raw.state.logs[-1][1] == "I think the second one is true."
+    while env.legal_actions(env.current_role) is None:
+        env.step("Go on.")
+    role = env.current_role
+    assert not env.takes_any_text(role)
+    assert env.parse_action("Fact 1, surely", role).action is None  # needs [Fact 1] or a box
+    assert env.parse_action("\\boxed{Fact 1}", role).action == "[Fact 1]"
+
+
 def test_snake_counts_a_word_it_does_not_know_as_invalid_and_keeps_the_snake():
     env = ObservedTextArenaGame("Snake-v0")
     env.reset(0)

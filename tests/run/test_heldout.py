@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from spiral_games.config.compose import compare_overrides, compose_run_config
-from spiral_games.config.schema import SPIRAL_HELDOUT_GAMES, HeldoutConfig
+from spiral_games.config.schema import SPIRAL_HELDOUT_GAMES, EvalConfig, HeldoutConfig
 from spiral_games.errors import ConfigError
 from spiral_games.report.heldout import GameScore, transfer_markdown
 from spiral_games.run.heldout import (
@@ -109,6 +109,8 @@ def test_a_choice_run_samples_free_text_and_the_reasoning_harness_at_text_temper
     assert worker.eval_text_sampling is not None and worker.eval_text_sampling.temperature == 0.6
     plain = WorkerConfig.from_run(run_config_for(_config()), "unused-model-path")
     assert plain.eval_text_sampling is None  # one temperature for both
+    assert run.eval.spell_choices and not EvalConfig().spell_choices  # held-out only
+    assert not run_config_for(_config("spell_choices=false")).eval.spell_choices
     assert reasoning_config(cfg, tmp_path).temperature == 0.6
     assert reasoning_config(_config("temperature=0.7"), tmp_path).temperature == 0.7
     with pytest.raises(ConfigError, match="text_temperature"):
@@ -133,6 +135,13 @@ def test_compare_turns_labels_into_models_and_keeps_config_keys():
         "+models.base='smollm2-135m'",
         "+models.trained='runs/x'",
     ]
+
+
+def test_a_label_that_is_no_plain_name_is_refused_with_one_that_is():
+    with pytest.raises(ConfigError, match=r"label 'lr1e-4' is not a plain name.*lr1e_4=runs/x"):
+        compare_overrides(["--compare", "base=smollm2-135m", "lr1e-4=runs/x"], {"envs"})
+    with pytest.raises(ConfigError, match=r"m_2nd=runs/y"):
+        compare_overrides(["--compare", "2nd=runs/y"], {"envs"})
 
 
 def test_unknown_game_is_one_error_naming_the_fix():
@@ -256,23 +265,41 @@ def test_harness_runs_the_reasoning_subset_on_the_same_models(tiny, tmp_path):
     assert Path(out / "heldout.png").stat().st_size > 1000
 
 
-def test_an_unwrapped_game_is_played_by_masked_choice_without_an_invalid_move(tiny, tmp_path):
+def test_unwrapped_games_are_played_by_masked_choice_without_an_invalid_move(tiny, tmp_path):
     """model.action_format=choice on ConnectFour, whose moves share their first token: every
-    reply of the model is one token after the shared "col ", a legal move."""
+    reply of the model is one token after the shared "col ", a legal move. LiarsDice's bids
+    share more than that: each is spelled (spell_choices), a legal bid or call every time.
+    TruthAndDeception's talk lists no move: the whole reply is the message."""
     games = 3
     out = _heldout(
         "--compare",
         "base=tiny-random",
         "model=tiny-random",
         "model.action_format=choice",
-        "envs=[ConnectFour-v0]",
+        "envs=[ConnectFour-v0,LiarsDice-v0,TruthAndDeception-v0]",
         f"games_per_game={games}",
+        "reference=false",
         f"output_dir={tmp_path}",
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    (s,) = json.loads((tmp_path / "results.json").read_text())["scores"]
-    assert s["games"] == games and s["invalid_rate"] == 0 and s["response_length"] == 1
-    lines = (tmp_path / "transcripts" / "base" / "ConnectFour-v0.jsonl").read_text().split("\n")
-    played = [json.loads(line) for line in lines if line]
-    mine = [t for e in played for t in e["turns"] if t["role"] == e["trained_roles"][0]]
-    assert mine and all(t["valid"] and t["response"] in {str(c) for c in range(7)} for t in mine)
+    scores = {s["game"]: s for s in json.loads((tmp_path / "results.json").read_text())["scores"]}
+
+    def mine(game: str) -> list[dict]:
+        lines = (tmp_path / "transcripts" / "base" / f"{game}.jsonl").read_text().split("\n")
+        played = [json.loads(line) for line in lines if line]
+        return [t for e in played for t in e["turns"] if t["role"] == e["trained_roles"][0]]
+
+    four = scores["ConnectFour-v0"]
+    assert four["games"] == games and four["invalid_rate"] == 0 and four["response_length"] == 1
+    turns = mine("ConnectFour-v0")
+    assert turns and all(t["valid"] and t["response"] in {str(c) for c in range(7)} for t in turns)
+    assert scores["LiarsDice-v0"]["games"] == games and scores["LiarsDice-v0"]["invalid_rate"] == 0
+    bids = mine("LiarsDice-v0")
+    # a bid spelled whole; where only one bid is left beside the call, "B" picks it in one token
+    spelled = [t for t in bids if t["action"] == f"[{t['response']}]"]
+    assert len(spelled) > len(bids) / 2
+    assert all(t["valid"] and (t["action"] or "")[1:].startswith(t["response"]) for t in bids)
+    assert "spelled by masked choices" in (tmp_path / "heldout.md").read_text()
+    talk = [t for t in mine("TruthAndDeception-v0") if not t["action"] or "Fact" not in t["action"]]
+    said = [t for t in talk if t["response"].strip()]
+    assert said and all(t["valid"] and t["action"] == " ".join(t["response"].split()) for t in said)
