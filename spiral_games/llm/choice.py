@@ -114,7 +114,7 @@ def spelled_names(tokenizer: Any, legal: Sequence[str]) -> tuple[tuple[int, ...]
 @dataclass
 class Spelling:
     """A legal action chosen by spelling its name, for actions no one token tells apart
-    (LiarsDice's 60 bids `[Bid: q, f]`): at each token where the legal names branch, a masked
+    (LiarsDice's bids `[Bid: q, f]`): at each token where the legal names branch, a masked
     choice among the tokens that go on to one of them (`options`); where only one token does,
     that token, written for the model (probability 1). The action's probability is the
     product of its choices'. Every spelled reply is a legal action."""

@@ -4,8 +4,8 @@ baseline renders its demonstrations with it, so both train and play one format."
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, TypeVar
 
 from spiral_games.config.choices import ContextOverflow, PromptStyle
 from spiral_games.config.schema import GameConfig
@@ -15,6 +15,7 @@ from spiral_games.llm.prompting import encode_prompt
 from spiral_games.types import Observation
 
 SPLITS_KEPT = 4096  # sets of legal actions whose masked choice an encoder keeps
+T = TypeVar("T")
 
 
 class PromptEncoder:
@@ -58,12 +59,7 @@ class PromptEncoder:
         """(the text a masked choice's reply starts with, its tokens): `masked_choice`."""
         if obs.game not in self.choice_games or not obs.legal_actions:
             return None
-        legal = tuple(obs.legal_actions)
-        if legal not in self._splits:
-            if len(self._splits) >= SPLITS_KEPT:
-                self._splits.clear()
-            self._splits[legal] = masked_choice(self.tokenizer, legal)
-        return self._splits[legal]
+        return _kept(self._splits, tuple(obs.legal_actions), self.tokenizer, masked_choice)
 
     def spelling(self, obs: Observation) -> tuple[tuple[int, ...], ...] | None:
         """The legal actions' names as tokens (`spelled_names`), for a choice spelled token by
@@ -71,12 +67,7 @@ class PromptEncoder:
         (`choices` is empty); None elsewhere."""
         if obs.game not in self.choice_games or not obs.legal_actions or self.choices(obs):
             return None
-        legal = tuple(obs.legal_actions)
-        if legal not in self._spelled:
-            if len(self._spelled) >= SPLITS_KEPT:
-                self._spelled.clear()
-            self._spelled[legal] = spelled_names(self.tokenizer, legal)
-        return self._spelled[legal]
+        return _kept(self._spelled, tuple(obs.legal_actions), self.tokenizer, spelled_names)
 
     def reply_budget(
         self, choices: tuple[int, ...], spelled: tuple[tuple[int, ...], ...] | None = None
@@ -149,6 +140,21 @@ class PromptEncoder:
             )
             prompt = encode_prompt(self.tokenizer, shortened, style, legal, choice, prefix)
         return prompt
+
+
+def _kept(
+    kept: dict[tuple[str, ...], T],
+    legal: tuple[str, ...],
+    tokenizer: Any,
+    make: Callable[[Any, Sequence[str]], T],
+) -> T:
+    """`make(tokenizer, legal)`, computed once per set of legal actions and kept in `kept`, at
+    most SPLITS_KEPT sets at a time."""
+    if legal not in kept:
+        if len(kept) >= SPLITS_KEPT:
+            kept.clear()
+        kept[legal] = make(tokenizer, legal)
+    return kept[legal]
 
 
 def game_prompt_styles(games: Mapping[str, GameConfig]) -> dict[str, PromptStyle]:

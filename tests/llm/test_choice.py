@@ -31,19 +31,28 @@ def engine(tiny):
     engine.close()
 
 
-def policy(engine, tiny, temperature=1.0, games=("kuhn", "tictactoe"), text_temperature=None):
+def policy(
+    engine,
+    tiny,
+    temperature=1.0,
+    games=("kuhn", "tictactoe"),
+    text_temperature=None,
+    spell=False,
+    max_model_len=2048,
+):
     return LLMPolicy(
         engine,
         tiny.tokenizer,
         SamplingParams(temperature=temperature, top_p=1.0, max_tokens=24),
         {},
-        2048,
+        max_model_len,
         on_context_overflow="draw",
         default_style="short",
         choice_games=games,
         text_params=None
         if text_temperature is None
         else SamplingParams(temperature=text_temperature, top_p=1.0, max_tokens=24),
+        spell=spell,
     )
 
 
@@ -380,17 +389,7 @@ def test_a_spelled_choice_is_legal_and_each_token_has_the_models_probability(
     legal name at the temperature; a written token (the only way on) has probability 1."""
     from spiral_games.llm.choice import Spelling, spelled_names
 
-    player = LLMPolicy(
-        engine,
-        tiny.tokenizer,
-        SamplingParams(temperature=temperature, top_p=1.0, max_tokens=24),
-        {},
-        2048,
-        on_context_overflow="draw",
-        default_style="short",
-        choice_games=("liars", "tictactoe"),
-        spell=True,
-    )
+    player = policy(engine, tiny, temperature, games=("liars", "tictactoe"), spell=True)
     engine.reseed(0)
     outputs = player.act([LIARS] * 6 + [TTT])
     assert outputs[-1].choice_ids and outputs[-1].action is None  # a one-token choice as ever
@@ -439,17 +438,7 @@ def test_liars_dice_played_by_a_spelled_choice_has_no_invalid_bid(engine, tiny):
         prompt_style="short",
     )
     rules = build_rules("LiarsDice-v0", cfg)
-    player = LLMPolicy(
-        engine,
-        tiny.tokenizer,
-        SamplingParams(temperature=2.0, top_p=1.0, max_tokens=24),
-        {},
-        4096,
-        on_context_overflow="draw",
-        default_style="short",
-        choice_games=("LiarsDice-v0",),
-        spell=True,
-    )
+    player = policy(engine, tiny, 2.0, games=("LiarsDice-v0",), spell=True, max_model_len=4096)
     episodes = play_games(
         [GameJob(rules, seed, (player, ObservedRandomPolicy(seed))) for seed in range(3)]
     )
