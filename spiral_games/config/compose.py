@@ -10,7 +10,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from spiral_games.config.schema import GameConfig, RunConfig, choice_error, register_configs
+from spiral_games.config.schema import (
+    GameConfig,
+    HeldoutConfig,
+    RunConfig,
+    choice_error,
+    register_configs,
+)
 from spiral_games.errors import ConfigError
 
 
@@ -127,11 +133,14 @@ def _refuse_merged_keys(overrides: list[str]) -> None:
 
 
 BOOL_WORDS = ("true", "false", "yes", "no", "on", "off", "1", "0")  # what a bool field takes
+# the resume switch of each entry point's config: `<key>=<dir>` is short for `<key>=true
+# output_dir=<dir>`
+RESUME_KEYS: dict[type, str] = {RunConfig: "train.resume", HeldoutConfig: "resume"}
 
 
 def _as_typed_words(overrides: list[str], root: type) -> list[str]:
     """The overrides with the words of a choice kept as words, and the run directory a
-    `train.resume=<run dir>` names moved to `output_dir`.
+    `train.resume=<run dir>` (launch/heldout.py: `resume=<dir>`) names moved to `output_dir`.
 
     Hydra reads `true`/`false` as booleans, and OmegaConf takes only a member's name into a
     choice (`learner.bf16=true` must reach it as the word 'true').
@@ -142,11 +151,11 @@ def _as_typed_words(overrides: list[str], root: type) -> list[str]:
         bare = key.lstrip("+~")
         if not sep:
             out.append(override)
-        elif root is RunConfig and bare == "train.resume" and value.lower() not in BOOL_WORDS:
+        elif bare == RESUME_KEYS.get(root) and value.lower() not in BOOL_WORDS:
             if value in ("", "null"):  # no run to resume, as when train.resume was a path
                 out.append(f"{key}=false")
             else:
-                out += [f"{key}=true", _resumed_output_dir(value, overrides)]
+                out += [f"{key}=true", _resumed_output_dir(bare, value, overrides)]
         elif value.lower() in ("true", "false") and _choice_words(bare, root) is not None:
             out.append(f"{key}='{value.lower()}'")
         else:
@@ -154,14 +163,14 @@ def _as_typed_words(overrides: list[str], root: type) -> list[str]:
     return out
 
 
-def _resumed_output_dir(run_dir: str, overrides: list[str]) -> str:
-    """`output_dir=<run_dir>` for `train.resume=<run_dir>`, refused beside another output_dir."""
+def _resumed_output_dir(resume: str, run_dir: str, overrides: list[str]) -> str:
+    """`output_dir=<run_dir>` for `<resume>=<run_dir>`, refused beside another output_dir."""
     for override in overrides:
         key, _, value = override.partition("=")
         if key.lstrip("+~") == "output_dir" and value != run_dir:
             raise ConfigError(
-                f"train.resume={run_dir} continues the run in {run_dir}, and {override} names "
-                f"another. Drop one: train.resume={run_dir}, or train.resume=true {override}."
+                f"{resume}={run_dir} continues the run in {run_dir}, and {override} names "
+                f"another. Drop one: {resume}={run_dir}, or {resume}=true {override}."
             )
     return f"output_dir={run_dir}"
 

@@ -871,6 +871,10 @@ class HeldoutConfig:
     reasoning: HeldoutReasoningConfig = field(default_factory=HeldoutReasoningConfig)
     seed: int = 0
     output_dir: str = "runs/heldout"  # conf/heldout.yaml adds a timestamp
+    # continue the call in output_dir: every (model, game) it scored with the same settings,
+    # weights and seed is kept, the rest played (resume=<dir> is short for resume=true
+    # output_dir=<dir>: config.compose)
+    resume: bool = False
 
     def __post_init__(self) -> None:
         if not self.envs:

@@ -3,6 +3,7 @@ the transfer table (games and, if scored, MATH/GPQA side by side), and heldout.p
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,11 @@ class GameScore:
     def se(self, rate: str) -> float:
         """Binomial standard error of one of RATES over the games."""
         return standard_error(getattr(self, rate), self.games) or 0.0
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> GameScore:
+        """The score `as_dict` wrote (its other keys ignored)."""
+        return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls)})
 
     def as_dict(self) -> dict[str, Any]:
         """Every field and each rate's standard error (`<rate>_se`)."""

@@ -9,10 +9,10 @@ import dataclasses
 import difflib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from spiral_games.config.compose import compose_game_config
 from spiral_games.config.schema import (
@@ -35,6 +35,14 @@ if TYPE_CHECKING:
 OPPONENT = "random"
 GENERIC = "generic: moves read from its observations"
 REFERENCE = "random player"  # the reference line's label: the random opponent in the model's seat
+SCORES = "scores.jsonl"  # each (model, game)'s score, appended as soon as it is done
+CALL = "call.json"  # the settings a resumed call must share (call_settings)
+# HeldoutConfig fields a resumed call may change: which models and games, where the output goes,
+# the harness (run again whole), and how many games run at once (not what a game is)
+FREE_ON_RESUME = ("models", "envs", "output_dir", "resume", "harness", "reasoning", "concurrency")
+
+# a kept score's key: model label, weights, game, seed, games
+ScoreKey = tuple[str, str, str, int, int]
 
 
 @dataclass(frozen=True)
@@ -172,6 +180,72 @@ def score(
     )
 
 
+def call_settings(cfg: HeldoutConfig) -> dict[str, Any]:
+    """What decides how each game is played and scored (`cfg` less FREE_ON_RESUME), as JSON."""
+    settings = dataclasses.asdict(cfg)
+    for name in FREE_ON_RESUME:
+        settings.pop(name)
+    return json.loads(json.dumps(settings, default=str))
+
+
+def _dotted(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a.b": leaf} for every leaf of nested dicts."""
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree}
+    return {k: v for key, sub in tree.items() for k, v in _dotted(sub, f"{prefix}{key}.").items()}
+
+
+def score_key(line: dict[str, Any]) -> ScoreKey | None:
+    """The key a scores.jsonl line is kept under; None for a line written before lines
+    carried their weights and seed (it is played again)."""
+    if "weights" not in line or "seed" not in line:
+        return None
+    return line["model"], line["weights"], line["game"], int(line["seed"]), int(line["games"])
+
+
+def kept_scores(cfg: HeldoutConfig, out: Path) -> dict[ScoreKey, dict[str, Any]]:
+    """The scores a resumed call keeps from the call it continues in `out` (`cfg.resume`);
+    empty for a new call. A new call refuses an `out` that holds scores, and a resumed one a
+    call whose settings differ, so no score is overwritten or mixed with others.
+
+    Raises:
+        ConfigError: naming the fix.
+    """
+    scores = out / SCORES
+    if not cfg.resume:
+        if scores.exists():
+            raise ConfigError(
+                f"{out} already holds the scores of an earlier held-out call ({SCORES}). "
+                f"Continue it with resume={out}, or choose another output_dir."
+            )
+        return {}
+    if not (out / CALL).is_file():
+        raise ConfigError(
+            f"resume: {out} holds no held-out call to continue (no {CALL}). Check the path, or "
+            "drop resume to start a new call there."
+        )
+    before = _dotted(json.loads((out / CALL).read_text()))
+    now = _dotted(call_settings(cfg))
+    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    if changed:
+        shown = ", ".join(f"{k}={before.get(k)} (now {now.get(k)})" for k in changed)
+        raise ConfigError(
+            f"resume: the call in {out} ran with {shown}. Resume it with those settings, or "
+            "start a new call in another output_dir."
+        )
+    kept: dict[ScoreKey, dict[str, Any]] = {}
+    if scores.exists():
+        for line in scores.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill: that game is replayed
+                continue
+            key = score_key(record)
+            if key is not None:
+                kept[key] = record
+    return kept
+
+
 def play_scored(
     label: str,
     game: GameRules,
@@ -181,12 +255,16 @@ def play_scored(
     cfg: HeldoutConfig,
     out: Path,
     say: Callable[[str], None],
-) -> tuple[GameScore, list[Episode]]:
+    record: dict[str, Any] | None = None,
+    transcripts: Path | None = None,
+) -> GameScore:
     """`cfg.games_per_game` games of `player` against `opponent`, its seat drawn at random from
-    `seed` (so every player gets the same games and seats), scored and appended to
-    out/scores.jsonl as soon as they are done: what a call stopped before its tables keeps."""
+    `seed` (so every player gets the same games and seats), scored; the games written to
+    `transcripts` (if given), then the score (with `seed` and `record`'s fields: weights,
+    engine) appended to out/scores.jsonl: what a stopped call keeps, and a resumed one reuses."""
     from spiral_games.play.loop import play_games
     from spiral_games.play.rollout import evaluation_jobs
+    from spiral_games.report.transcripts import write_transcripts
 
     jobs = evaluation_jobs(
         {game.name: game},
@@ -200,14 +278,19 @@ def play_scored(
     episodes = play_games(jobs, concurrency=cfg.concurrency)
     wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu
     s = score(label, game.name, episodes, wall_s, cpu_s)
-    with (out / "scores.jsonl").open("a") as f:
-        f.write(json.dumps(s.as_dict()) + "\n")
+    if transcripts is not None:  # whole or not at all: a replayed game's file is replaced
+        part = transcripts.with_name(transcripts.name + ".part")
+        part.unlink(missing_ok=True)
+        write_transcripts(episodes, part)
+        part.replace(transcripts)
+    with (out / SCORES).open("a") as f:
+        f.write(json.dumps({**s.as_dict(), "seed": seed, **(record or {})}) + "\n")
     say(
         f"{label} {game.name}: {s.games} games in {s.wall_s:.0f} s ({s.cpu_s:.0f} CPU s): "
         f"win {s.win_rate:.3f}, draw {s.draw_rate:.3f}, loss {s.loss_rate:.3f} "
         f"(invalid {s.invalid_rate:.3f})"
     )
-    return s, episodes
+    return s
 
 
 def play_model(
@@ -216,54 +299,77 @@ def play_model(
     cfg: HeldoutConfig,
     out: Path,
     say: Callable[[str], None],
+    kept: Mapping[ScoreKey, dict[str, Any]] | None = None,
 ) -> tuple[list[GameScore], dict[str, str]]:
     """`cfg.games_per_game` games of each game against the random opponent for one model
-    (`play_scored`); transcripts to out/transcripts/<label>/<game>.jsonl. Returns the scores
-    and the engine and dtype it ran on."""
+    (`play_scored`), but those `kept` from the call this one resumes; transcripts to
+    out/transcripts/<label>/<game>.jsonl. Returns the scores and the engine and dtype it ran
+    on (the model is not loaded when every score is kept)."""
     from spiral_games.actors.rollout_worker import RolloutWorker, WorkerConfig
     from spiral_games.llm.models import resolve_configured
-    from spiral_games.report.transcripts import write_transcripts
 
-    start = time.perf_counter()
-    worker = RolloutWorker(WorkerConfig.from_run(run, resolve_configured(run.model).path))
-    engine = {
-        "engine": str(worker.engine_kind),
-        "dtype": str(worker.cfg.dtype),
-        "load_s": f"{time.perf_counter() - start:.1f}",
+    weights = run.model.name
+    seeds = {game: cfg.seed + k for k, game in enumerate(run.games)}  # same games, seats
+    earlier = {
+        g: (kept or {}).get((label, weights, g, seed, cfg.games_per_game))
+        for g, seed in seeds.items()
     }
-    scores = []
-    try:
-        for k, game in enumerate(run.games):
-            seed = cfg.seed + k  # the same games and seats for every model
-            opponent = worker.eval_opponents[(game, OPPONENT)]
-            worker.engine.reseed(seed)
-            reseed_policy(opponent, seed)
-            rules = worker.rules[game]
-            s, episodes = play_scored(
-                label, rules, opponent, worker.eval_policy, seed, cfg, out, say
-            )
-            scores.append(s)
-            folder = out / "transcripts" / label.replace("/", "_")  # a hub id as the label
-            write_transcripts(episodes, folder / f"{game}.jsonl")
-    finally:
-        worker.close()
-    return scores, engine
+    scores = {g: GameScore.from_dict(line) for g, line in earlier.items() if line is not None}
+    engines = [line["engine"] for line in earlier.values() if line is not None]
+    for game in scores:
+        say(f"{label} {game}: kept from the call this one resumes")
+    if len(scores) < len(seeds):
+        start = time.perf_counter()
+        worker = RolloutWorker(WorkerConfig.from_run(run, resolve_configured(run.model).path))
+        engine = {
+            "engine": str(worker.engine_kind),
+            "dtype": str(worker.cfg.dtype),
+            "load_s": f"{time.perf_counter() - start:.1f}",
+        }
+        engines.append(engine)
+        record = {"weights": weights, "engine": engine}
+        folder = out / "transcripts" / label.replace("/", "_")  # a hub id as the label
+        try:
+            for game, seed in seeds.items():
+                if game in scores:
+                    continue
+                opponent = worker.eval_opponents[(game, OPPONENT)]
+                worker.engine.reseed(seed)
+                reseed_policy(opponent, seed)
+                player, rules = worker.eval_policy, worker.rules[game]
+                scores[game] = play_scored(
+                    label, rules, opponent, player, seed, cfg, out, say, record,
+                    folder / f"{game}.jsonl",
+                )  # fmt: skip
+        finally:
+            worker.close()
+    return [scores[g] for g in seeds], engines[-1]
 
 
 def play_reference(
-    run: RunConfig, cfg: HeldoutConfig, out: Path, say: Callable[[str], None]
+    run: RunConfig,
+    cfg: HeldoutConfig,
+    out: Path,
+    say: Callable[[str], None],
+    kept: Mapping[ScoreKey, dict[str, Any]] | None = None,
 ) -> list[GameScore]:
     """The reference line: the random opponent plays in the model's place, with the games,
-    seeds and seats every model gets (`play_model`), and is scored the same way."""
+    seeds and seats every model gets (`play_model`), and is scored the same way; a score
+    `kept` from the call this one resumes is not played again."""
     from spiral_games.play.registry import build_opponent, build_rules
 
     scores = []
     for k, (game, config) in enumerate(run.games.items()):
         seed = cfg.seed + k
+        line = (kept or {}).get((REFERENCE, "", game, seed, cfg.games_per_game))
+        if line is not None:
+            scores.append(GameScore.from_dict(line))
+            continue
         opponent = build_opponent(game, config, OPPONENT, seed=seed)
         player = build_opponent(game, config, OPPONENT, seed=seed + 1)
         rules = build_rules(game, config)
-        scores.append(play_scored(REFERENCE, rules, opponent, player, seed, cfg, out, say)[0])
+        record = {"weights": ""}
+        scores.append(play_scored(REFERENCE, rules, opponent, player, seed, cfg, out, say, record))
     return scores
 
 
@@ -310,14 +416,24 @@ def run_heldout(cfg: HeldoutConfig, config_dir: Path, say: Callable[[str], None]
                 bench, Path(harness.data_dir), harness.limit, cfg.seed, harness.hf_datasets
             )
     out = Path(cfg.output_dir)
+    kept = kept_scores(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
+    if not cfg.resume:
+        (out / CALL).write_text(json.dumps(call_settings(cfg), indent=1))
     began = time.perf_counter()
     scores: list[GameScore] = []
     engines = {}
-    reference = play_reference(next(iter(runs.values())), cfg, out, say) if cfg.reference else []
+    first = next(iter(runs.values()))
+    reference = play_reference(first, cfg, out, say, kept) if cfg.reference else []
     for label, run in runs.items():
-        played, engines[label] = play_model(label, run, cfg, out, say)
+        played, engines[label] = play_model(label, run, cfg, out, say, kept)
         scores += played
+    seeds = {game: cfg.seed + k for k, game in enumerate(games)}
+    asked = [(label, run.model.name) for label, run in runs.items()]
+    asked += [(REFERENCE, "")] if cfg.reference else []
+    resumed = sum(
+        (*a, g, seed, cfg.games_per_game) in kept for a in asked for g, seed in seeds.items()
+    )
     reasoning, reasoning_s = None, 0.0
     if harness is not None:
         start = time.perf_counter()
@@ -336,6 +452,7 @@ def run_heldout(cfg: HeldoutConfig, config_dir: Path, say: Callable[[str], None]
         "scores": [s.as_dict() for s in scores],
         "reference": [s.as_dict() for s in reference],
         "reasoning": reasoning,
+        "resumed": resumed,  # (model, game) scores kept from the call this one resumed
         "wall_s": {"games": time.perf_counter() - began - reasoning_s, "reasoning": reasoning_s},
         "config": dataclasses.asdict(cfg),
     }
@@ -379,7 +496,13 @@ def report_markdown(
         "",
         f"Machine: {summary['machine']}. Engine: {engines}. Wall time: games "
         + f"{wall['games']:.0f} s"
-        + (f", MATH/GPQA {wall['reasoning']:.0f} s." if cfg.harness else "."),
+        + (f", MATH/GPQA {wall['reasoning']:.0f} s." if cfg.harness else ".")
+        + (
+            f" Resumed: {summary['resumed']} (model, game) scores kept from the earlier call in "
+            "this directory (their wall times are that call's)."
+            if summary.get("resumed")
+            else ""
+        ),
         "",
         "Games: " + "; ".join(f"{g} ({src})" for g, src in summary["games"].items()) + ".",
         "",

@@ -206,7 +206,8 @@ def test_two_unwrapped_textarena_games_side_by_side_with_the_tiny_model(tiny, tm
     assert set(scores) == {(m, g) for m in ("base", "again") for g in results["games"]}
     # each game's score was appended as it finished, the same as the final table's
     kept = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
-    assert kept == results["reference"] + results["scores"]
+    scored = results["reference"] + results["scores"]
+    assert [{k: line[k] for k in s} for line, s in zip(kept, scored, strict=True)] == scored
     # the reference line: the random opponent in the model's seat, same games and seats
     reference = {s["game"]: s for s in results["reference"]}
     assert set(reference) == set(results["games"])
@@ -303,3 +304,59 @@ def test_unwrapped_games_are_played_by_masked_choice_without_an_invalid_move(tin
     talk = [t for t in mine("TruthAndDeception-v0") if not t["action"] or "Fact" not in t["action"]]
     said = [t for t in talk if t["response"].strip()]
     assert said and all(t["valid"] and t["action"] == " ".join(t["response"].split()) for t in said)
+
+
+def test_resume_names_the_directory_and_refuses_another_output_dir(tmp_path):
+    cfg = _config(f"resume={tmp_path}")
+    assert cfg.resume and cfg.output_dir == str(tmp_path)
+    assert not _config("resume=false").resume
+    with pytest.raises(ConfigError, match=f"resume={tmp_path} continues the run in {tmp_path}"):
+        _config(f"resume={tmp_path}", "output_dir=elsewhere")
+
+
+def test_a_call_into_a_directory_with_scores_is_refused_and_they_are_kept(tiny, tmp_path):
+    (tmp_path / "scores.jsonl").write_text('{"model": "base"}\n')
+    cfg = _config("model=tiny-random", "envs=[PigDice-v0]", f"output_dir={tmp_path}")
+    with pytest.raises(ConfigError, match=f"Continue it with resume={tmp_path}, or choose"):
+        run_heldout(cfg, CONF)
+    assert (tmp_path / "scores.jsonl").read_text() == '{"model": "base"}\n'
+    with pytest.raises(ConfigError, match="holds no held-out call to continue"):
+        run_heldout(_config("model=tiny-random", f"resume={tmp_path / 'typo'}"), CONF)
+
+
+def test_a_stopped_call_resumes_where_it_stopped_and_plays_only_what_is_missing(tiny, tmp_path):
+    """A call that stopped after the random player's and the first model's games: resumed with
+    a second model added, it plays only the second model, keeps the rest as they were (wall
+    times, transcripts), and refuses a resume whose sampling differs."""
+    games = 2
+    common = ["model=tiny-random", "model.max_tokens=8", "envs=[PigDice-v0]"]
+    common += [f"games_per_game={games}", f"output_dir={tmp_path}"]
+    first = _config(*common, f"+models.a={tiny.path}")
+    said: list[str] = []
+    run_heldout(first, CONF, say=said.append)
+    lines = (tmp_path / "scores.jsonl").read_text().splitlines()
+    assert [json.loads(line)["model"] for line in lines] == [REFERENCE, "a"]
+    kept = {json.loads(line)["model"]: json.loads(line) for line in lines}
+    assert kept["a"]["weights"] == str(tiny.path) and kept["a"]["seed"] == 0
+    transcript = (tmp_path / "transcripts" / "a" / "PigDice-v0.jsonl").read_text()
+    (tmp_path / "results.json").unlink()  # as if stopped before its tables
+    (tmp_path / "scores.jsonl").write_text("\n".join(lines) + '\n{"model": "b", "ga')  # cut short
+
+    with pytest.raises(ConfigError, match=r"temperature=0\.6 \(now 0\.5\)"):
+        run_heldout(_config(*common, "resume=true", "temperature=0.5"), CONF)
+    both = [f"+models.a={tiny.path}", "+models.b=tiny-random"]
+    said.clear()
+    run_heldout(_config(*common, "resume=true", *both), CONF, say=said.append)
+    assert sum("kept from the call this one resumes" in s for s in said) == 1  # a's game
+    assert [s for s in said if s.startswith("b PigDice-v0: 2 games")]
+    assert not [s for s in said if s.startswith(("a PigDice-v0: 2", f"{REFERENCE} PigDice"))]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["resumed"] == 2  # the random player's and a's
+    by = {s["model"]: s for s in results["scores"] + results["reference"]}
+    assert set(by) == {"a", "b", REFERENCE}
+    for label in ("a", REFERENCE):  # kept as the first call scored them
+        assert {k: by[label][k] for k in by[label]} == {k: kept[label][k] for k in by[label]}
+    assert by["b"]["games"] == games and by["b"]["wall_s"] > 0
+    assert (tmp_path / "transcripts" / "a" / "PigDice-v0.jsonl").read_text() == transcript
+    assert len((tmp_path / "transcripts" / "b" / "PigDice-v0.jsonl").read_text().split("\n")) == 3
+    assert "Resumed: 2 (model, game) scores kept" in (tmp_path / "heldout.md").read_text()
