@@ -7,7 +7,8 @@ By default SPIRAL's five held-out games (Snake, ConnectFour, PigDice, LiarsDice,
 TruthAndDeception) and model.name alone. Writes results.json, heldout.md (the transfer table and
 win/draw/loss/invalid rates ± SE) and heldout.png to output_dir, and prints the tables; with
 harness=true also the MATH/GPQA harness on the same models (reasoning/). Any key of
-conf/heldout.yaml can be overridden.
+conf/heldout.yaml can be overridden. A stopped call continues with resume=<its output_dir>
+(the same command otherwise): only the (model, game) scores it had not written are played.
 """
 
 from __future__ import annotations

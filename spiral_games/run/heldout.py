@@ -27,6 +27,14 @@ from spiral_games.play.game import TextArenaGame
 from spiral_games.play.policy import Policy, reseed_policy
 from spiral_games.play.registry import instantiate
 from spiral_games.report.heldout import GameScore, heldout_chart, scores_markdown, transfer_markdown
+from spiral_games.run.heldout_resume import (
+    SCORES,
+    ScoreKey,
+    check_engine,
+    game_settings,
+    kept_score,
+    start_call,
+)
 from spiral_games.types import Episode
 
 if TYPE_CHECKING:
@@ -35,14 +43,6 @@ if TYPE_CHECKING:
 OPPONENT = "random"
 GENERIC = "generic: moves read from its observations"
 REFERENCE = "random player"  # the reference line's label: the random opponent in the model's seat
-SCORES = "scores.jsonl"  # each (model, game)'s score, appended as soon as it is done
-CALL = "call.json"  # the settings a resumed call must share (call_settings)
-# HeldoutConfig fields a resumed call may change: which models and games, where the output goes,
-# the harness (run again whole), and how many games run at once (not what a game is)
-FREE_ON_RESUME = ("models", "envs", "output_dir", "resume", "harness", "reasoning", "concurrency")
-
-# a kept score's key: model label, weights, game, seed, games
-ScoreKey = tuple[str, str, str, int, int]
 
 
 @dataclass(frozen=True)
@@ -180,72 +180,6 @@ def score(
     )
 
 
-def call_settings(cfg: HeldoutConfig) -> dict[str, Any]:
-    """What decides how each game is played and scored (`cfg` less FREE_ON_RESUME), as JSON."""
-    settings = dataclasses.asdict(cfg)
-    for name in FREE_ON_RESUME:
-        settings.pop(name)
-    return json.loads(json.dumps(settings, default=str))
-
-
-def _dotted(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """{"a.b": leaf} for every leaf of nested dicts."""
-    if not isinstance(tree, dict):
-        return {prefix.rstrip("."): tree}
-    return {k: v for key, sub in tree.items() for k, v in _dotted(sub, f"{prefix}{key}.").items()}
-
-
-def score_key(line: dict[str, Any]) -> ScoreKey | None:
-    """The key a scores.jsonl line is kept under; None for a line written before lines
-    carried their weights and seed (it is played again)."""
-    if "weights" not in line or "seed" not in line:
-        return None
-    return line["model"], line["weights"], line["game"], int(line["seed"]), int(line["games"])
-
-
-def kept_scores(cfg: HeldoutConfig, out: Path) -> dict[ScoreKey, dict[str, Any]]:
-    """The scores a resumed call keeps from the call it continues in `out` (`cfg.resume`);
-    empty for a new call. A new call refuses an `out` that holds scores, and a resumed one a
-    call whose settings differ, so no score is overwritten or mixed with others.
-
-    Raises:
-        ConfigError: naming the fix.
-    """
-    scores = out / SCORES
-    if not cfg.resume:
-        if scores.exists():
-            raise ConfigError(
-                f"{out} already holds the scores of an earlier held-out call ({SCORES}). "
-                f"Continue it with resume={out}, or choose another output_dir."
-            )
-        return {}
-    if not (out / CALL).is_file():
-        raise ConfigError(
-            f"resume: {out} holds no held-out call to continue (no {CALL}). Check the path, or "
-            "drop resume to start a new call there."
-        )
-    before = _dotted(json.loads((out / CALL).read_text()))
-    now = _dotted(call_settings(cfg))
-    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
-    if changed:
-        shown = ", ".join(f"{k}={before.get(k)} (now {now.get(k)})" for k in changed)
-        raise ConfigError(
-            f"resume: the call in {out} ran with {shown}. Resume it with those settings, or "
-            "start a new call in another output_dir."
-        )
-    kept: dict[ScoreKey, dict[str, Any]] = {}
-    if scores.exists():
-        for line in scores.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a kill: that game is replayed
-                continue
-            key = score_key(record)
-            if key is not None:
-                kept[key] = record
-    return kept
-
-
 def play_scored(
     label: str,
     game: GameRules,
@@ -311,39 +245,45 @@ def play_model(
     weights = run.model.name
     seeds = {game: cfg.seed + k for k, game in enumerate(run.games)}  # same games, seats
     earlier = {
-        g: (kept or {}).get((label, weights, g, seed, cfg.games_per_game))
-        for g, seed in seeds.items()
+        g: kept_score(kept or {}, ScoreKey(label, weights, g, seed, cfg.games_per_game), config)
+        for (g, seed), config in zip(seeds.items(), run.games.values(), strict=True)
     }
-    scores = {g: GameScore.from_dict(line) for g, line in earlier.items() if line is not None}
-    engines = [line["engine"] for line in earlier.values() if line is not None]
+    lines = {g: line for g, line in earlier.items() if line is not None}
+    scores = {g: GameScore.from_dict(line) for g, line in lines.items()}
     for game in scores:
         say(f"{label} {game}: kept from the call this one resumes")
-    if len(scores) < len(seeds):
-        start = time.perf_counter()
-        worker = RolloutWorker(WorkerConfig.from_run(run, resolve_configured(run.model).path))
-        engine = {
-            "engine": str(worker.engine_kind),
-            "dtype": str(worker.cfg.dtype),
-            "load_s": f"{time.perf_counter() - start:.1f}",
-        }
-        engines.append(engine)
-        record = {"weights": weights, "engine": engine}
-        folder = out / "transcripts" / label.replace("/", "_")  # a hub id as the label
-        try:
-            for game, seed in seeds.items():
-                if game in scores:
-                    continue
-                opponent = worker.eval_opponents[(game, OPPONENT)]
-                worker.engine.reseed(seed)
-                reseed_policy(opponent, seed)
-                player, rules = worker.eval_policy, worker.rules[game]
-                scores[game] = play_scored(
-                    label, rules, opponent, player, seed, cfg, out, say, record,
-                    folder / f"{game}.jsonl",
-                )  # fmt: skip
-        finally:
-            worker.close()
-    return [scores[g] for g in seeds], engines[-1]
+    if len(scores) == len(seeds):
+        return [scores[g] for g in seeds], next(iter(lines.values()))["engine"]
+    start = time.perf_counter()
+    worker = RolloutWorker(WorkerConfig.from_run(run, resolve_configured(run.model).path))
+    engine = {
+        "engine": str(worker.engine_kind),
+        "dtype": str(worker.cfg.dtype),
+        "load_s": f"{time.perf_counter() - start:.1f}",
+    }
+    folder = out / "transcripts" / transcript_folder(label)
+    try:
+        check_engine(label, list(lines.values()), engine)
+        for (game, seed), config in zip(seeds.items(), run.games.values(), strict=True):
+            if game in scores:
+                continue
+            opponent = worker.eval_opponents[(game, OPPONENT)]
+            worker.engine.reseed(seed)
+            reseed_policy(opponent, seed)
+            player, rules = worker.eval_policy, worker.rules[game]
+            record = {"weights": weights, "engine": engine, "game_config": game_settings(config)}
+            scores[game] = play_scored(
+                label, rules, opponent, player, seed, cfg, out, say, record,
+                folder / f"{game}.jsonl",
+            )  # fmt: skip
+    finally:
+        worker.close()
+    return [scores[g] for g in seeds], engine
+
+
+def transcript_folder(label: str) -> str:
+    """A model's folder under transcripts/: its label, a hub id's `/` written `_`."""
+    return label.replace("/", "_")
 
 
 def play_reference(
@@ -361,14 +301,16 @@ def play_reference(
     scores = []
     for k, (game, config) in enumerate(run.games.items()):
         seed = cfg.seed + k
-        line = (kept or {}).get((REFERENCE, "", game, seed, cfg.games_per_game))
+        key = ScoreKey(REFERENCE, "", game, seed, cfg.games_per_game)
+        line = kept_score(kept or {}, key, config)
         if line is not None:
+            say(f"{REFERENCE} {game}: kept from the call this one resumes")
             scores.append(GameScore.from_dict(line))
             continue
         opponent = build_opponent(game, config, OPPONENT, seed=seed)
         player = build_opponent(game, config, OPPONENT, seed=seed + 1)
         rules = build_rules(game, config)
-        record = {"weights": ""}
+        record = {"weights": "", "game_config": game_settings(config)}
         scores.append(play_scored(REFERENCE, rules, opponent, player, seed, cfg, out, say, record))
     return scores
 
@@ -416,10 +358,7 @@ def run_heldout(cfg: HeldoutConfig, config_dir: Path, say: Callable[[str], None]
                 bench, Path(harness.data_dir), harness.limit, cfg.seed, harness.hf_datasets
             )
     out = Path(cfg.output_dir)
-    kept = kept_scores(cfg, out)
-    out.mkdir(parents=True, exist_ok=True)
-    if not cfg.resume:
-        (out / CALL).write_text(json.dumps(call_settings(cfg), indent=1))
+    kept = start_call(cfg, out)
     began = time.perf_counter()
     scores: list[GameScore] = []
     engines = {}
@@ -428,11 +367,12 @@ def run_heldout(cfg: HeldoutConfig, config_dir: Path, say: Callable[[str], None]
     for label, run in runs.items():
         played, engines[label] = play_model(label, run, cfg, out, say, kept)
         scores += played
-    seeds = {game: cfg.seed + k for k, game in enumerate(games)}
     asked = [(label, run.model.name) for label, run in runs.items()]
     asked += [(REFERENCE, "")] if cfg.reference else []
-    resumed = sum(
-        (*a, g, seed, cfg.games_per_game) in kept for a in asked for g, seed in seeds.items()
+    resumed = sum(  # the (model, game) scores kept, not played
+        kept_score(kept, ScoreKey(*a, g, cfg.seed + k, cfg.games_per_game), c) is not None
+        for a in asked
+        for k, (g, c) in enumerate(first.games.items())
     )
     reasoning, reasoning_s = None, 0.0
     if harness is not None:

@@ -23,6 +23,7 @@ from spiral_games.run.heldout import (
     run_heldout,
     score,
 )
+from spiral_games.run.heldout_resume import check_engine
 from spiral_games.types import Episode, GameEnd
 
 from ..conftest import REPO
@@ -320,8 +321,17 @@ def test_a_call_into_a_directory_with_scores_is_refused_and_they_are_kept(tiny, 
     with pytest.raises(ConfigError, match=f"Continue it with resume={tmp_path}, or choose"):
         run_heldout(cfg, CONF)
     assert (tmp_path / "scores.jsonl").read_text() == '{"model": "base"}\n'
-    with pytest.raises(ConfigError, match="holds no held-out call to continue"):
+    with pytest.raises(ConfigError, match="holds no held-out call this version can continue"):
+        run_heldout(_config("model=tiny-random", f"resume={tmp_path}"), CONF)  # no call.json
+    with pytest.raises(ConfigError, match="choose another output_dir for a new call"):
         run_heldout(_config("model=tiny-random", f"resume={tmp_path / 'typo'}"), CONF)
+
+
+def test_scores_on_another_engine_or_dtype_are_not_added_to_kept_ones():
+    kept = [{"engine": {"engine": "vllm", "dtype": "float32", "load_s": "9.0"}}]
+    check_engine("base", kept, {"engine": "vllm", "dtype": "float32", "load_s": "3.1"})
+    with pytest.raises(ConfigError, match=r"rollout\.engine=vllm model\.dtype=float32, or start"):
+        check_engine("base", kept, {"engine": "hf", "dtype": "bfloat16", "load_s": "1.0"})
 
 
 def test_a_stopped_call_resumes_where_it_stopped_and_plays_only_what_is_missing(tiny, tmp_path):
@@ -347,9 +357,9 @@ def test_a_stopped_call_resumes_where_it_stopped_and_plays_only_what_is_missing(
     both = [f"+models.a={tiny.path}", "+models.b=tiny-random"]
     said.clear()
     run_heldout(_config(*common, "resume=true", *both), CONF, say=said.append)
-    assert sum("kept from the call this one resumes" in s for s in said) == 1  # a's game
+    assert sum("kept from the call this one resumes" in s for s in said) == 2  # a's, random's
     assert [s for s in said if s.startswith("b PigDice-v0: 2 games")]
-    assert not [s for s in said if s.startswith(("a PigDice-v0: 2", f"{REFERENCE} PigDice"))]
+    assert not [s for s in said if s.startswith(("a PigDice-v0: 2", f"{REFERENCE} PigDice-v0: 2"))]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["resumed"] == 2  # the random player's and a's
     by = {s["model"]: s for s in results["scores"] + results["reference"]}
@@ -360,3 +370,13 @@ def test_a_stopped_call_resumes_where_it_stopped_and_plays_only_what_is_missing(
     assert (tmp_path / "transcripts" / "a" / "PigDice-v0.jsonl").read_text() == transcript
     assert len((tmp_path / "transcripts" / "b" / "PigDice-v0.jsonl").read_text().split("\n")) == 3
     assert "Resumed: 2 (model, game) scores kept" in (tmp_path / "heldout.md").read_text()
+    lines = (tmp_path / "scores.jsonl").read_text().splitlines()  # the cut line is gone
+    assert [json.loads(line)["model"] for line in lines] == [REFERENCE, "a", "b"]
+
+    said.clear()  # the label a now names other weights: its games are played again
+    again = ["+models.a=tiny-random", "+models.b=tiny-random"]
+    run_heldout(_config(*common, f"resume={tmp_path}", *again), CONF, say=said.append)
+    assert [s for s in said if s.startswith("a PigDice-v0: 2 games")]
+    assert sum("kept from the call this one resumes" in s for s in said) == 2  # b's, random's
+    lines = (tmp_path / "scores.jsonl").read_text().splitlines()
+    assert [json.loads(line)["weights"] for line in lines][-1] == "tiny-random"
