@@ -233,7 +233,7 @@ def play_model(
     cfg: HeldoutConfig,
     out: Path,
     say: Callable[[str], None],
-    kept: Mapping[ScoreKey, dict[str, Any]] | None = None,
+    kept: Mapping[ScoreKey, dict[str, Any]],
 ) -> tuple[list[GameScore], dict[str, str]]:
     """`cfg.games_per_game` games of each game against the random opponent for one model
     (`play_scored`), but those `kept` from the call this one resumes; transcripts to
@@ -243,17 +243,14 @@ def play_model(
     from spiral_games.llm.models import resolve_configured
 
     weights = run.model.name
-    seeds = {game: cfg.seed + k for k, game in enumerate(run.games)}  # same games, seats
-    earlier = {
-        g: kept_score(kept or {}, ScoreKey(label, weights, g, seed, cfg.games_per_game), config)
-        for (g, seed), config in zip(seeds.items(), run.games.values(), strict=True)
-    }
+    keys = {g: score_key(label, weights, k, g, cfg) for k, g in enumerate(run.games)}
+    earlier = {g: kept_score(kept, keys[g], config) for g, config in run.games.items()}
     lines = {g: line for g, line in earlier.items() if line is not None}
     scores = {g: GameScore.from_dict(line) for g, line in lines.items()}
     for game in scores:
         say(f"{label} {game}: kept from the call this one resumes")
-    if len(scores) == len(seeds):
-        return [scores[g] for g in seeds], next(iter(lines.values()))["engine"]
+    if len(scores) == len(keys):
+        return [scores[g] for g in keys], next(iter(lines.values()))["engine"]
     start = time.perf_counter()
     worker = RolloutWorker(WorkerConfig.from_run(run, resolve_configured(run.model).path))
     engine = {
@@ -264,9 +261,10 @@ def play_model(
     folder = out / "transcripts" / transcript_folder(label)
     try:
         check_engine(label, list(lines.values()), engine)
-        for (game, seed), config in zip(seeds.items(), run.games.values(), strict=True):
+        for game, config in run.games.items():
             if game in scores:
                 continue
+            seed = keys[game].seed  # the same games and seats for every model
             opponent = worker.eval_opponents[(game, OPPONENT)]
             worker.engine.reseed(seed)
             reseed_policy(opponent, seed)
@@ -278,7 +276,13 @@ def play_model(
             )  # fmt: skip
     finally:
         worker.close()
-    return [scores[g] for g in seeds], engine
+    return [scores[g] for g in keys], engine
+
+
+def score_key(label: str, weights: str, k: int, game: str, cfg: HeldoutConfig) -> ScoreKey:
+    """The key of `label`'s score on the `k`th game: its seed is `cfg.seed + k`, so every model
+    (and the random player) gets the same games and seats."""
+    return ScoreKey(label, weights, game, cfg.seed + k, cfg.games_per_game)
 
 
 def transcript_folder(label: str) -> str:
@@ -291,7 +295,7 @@ def play_reference(
     cfg: HeldoutConfig,
     out: Path,
     say: Callable[[str], None],
-    kept: Mapping[ScoreKey, dict[str, Any]] | None = None,
+    kept: Mapping[ScoreKey, dict[str, Any]],
 ) -> list[GameScore]:
     """The reference line: the random opponent plays in the model's place, with the games,
     seeds and seats every model gets (`play_model`), and is scored the same way; a score
@@ -300,9 +304,8 @@ def play_reference(
 
     scores = []
     for k, (game, config) in enumerate(run.games.items()):
-        seed = cfg.seed + k
-        key = ScoreKey(REFERENCE, "", game, seed, cfg.games_per_game)
-        line = kept_score(kept or {}, key, config)
+        key = score_key(REFERENCE, "", k, game, cfg)
+        seed, line = key.seed, kept_score(kept, key, config)
         if line is not None:
             say(f"{REFERENCE} {game}: kept from the call this one resumes")
             scores.append(GameScore.from_dict(line))
@@ -370,7 +373,7 @@ def run_heldout(cfg: HeldoutConfig, config_dir: Path, say: Callable[[str], None]
     asked = [(label, run.model.name) for label, run in runs.items()]
     asked += [(REFERENCE, "")] if cfg.reference else []
     resumed = sum(  # the (model, game) scores kept, not played
-        kept_score(kept, ScoreKey(*a, g, cfg.seed + k, cfg.games_per_game), c) is not None
+        kept_score(kept, score_key(*a, k, g, cfg), c) is not None
         for a in asked
         for k, (g, c) in enumerate(first.games.items())
     )
