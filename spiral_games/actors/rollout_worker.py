@@ -137,8 +137,9 @@ class WorkerConfig:
         return tuple(self.league.fixed) if self.rollout.plays_league else ()
 
     def engine_spec(self, kind: EngineKind, index: int) -> EngineSpec:
-        """What worker `index` builds its `kind` engine from: seeded `seed + index`, and bound
-        to the `index`-th slice of the machine's cores."""
+        """What worker `index` builds its `kind` engine from: seeded `seed + index`, bound to
+        the `index`-th slice of the machine's cores, and serving as many games at once as the
+        training games or the evaluation play, whichever is more."""
         return EngineSpec(
             rollout=self.rollout,
             kind=kind,
@@ -148,6 +149,7 @@ class WorkerConfig:
             cpu_threads=self.cpu_threads,
             worker_index=index,
             weight_sync=self.weight_sync if kind == EngineKind.vllm else SyncBackend.file,
+            sequences=max(self.rollout.concurrent_games, self.eval.concurrency),
         )
 
 

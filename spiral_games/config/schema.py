@@ -186,7 +186,12 @@ class RolloutConfig:
     max_tokens: int | None = None  # reply budget; None: the model's (model.max_tokens)
     max_model_len: int = 2048
     cpu_threads: int = 0  # CPU threads per worker (torch, OMP, vLLM-CPU); 0: cores / workers
-    kv_cache_gib: int = 1  # vLLM-CPU KV cache (VLLM_CPU_KVCACHE_SPACE)
+    # vLLM-CPU's KV cache in GiB. 0 (auto): room for every game the worker plays at once
+    # (rollout.concurrent_games or eval.concurrency, the larger) at max_model_len tokens each,
+    # at most kv_cache_max_share of the memory free at start split over the workers
+    # (spiral_games/llm/kv_cache.py). GPUs size theirs from free GPU memory.
+    kv_cache_gib: int = 0
+    kv_cache_max_share: float = 0.25
     episodes_per_step: int = 16  # episodes collected (over all workers) per training step
     # who the policy trains against: self_play (itself, in both seats), league (past
     # checkpoints and fixed opponents, sampled by rating: see `league.*`), or the name of one
@@ -261,7 +266,12 @@ class RolloutConfig:
         if self.max_tokens is not None:
             _check_reply_budget(self.max_tokens, self.max_model_len)
         _check_positive("rollout.cpu_threads", self.cpu_threads, allow_zero=True)
-        _check_positive("rollout.kv_cache_gib", self.kv_cache_gib)
+        _check_positive("rollout.kv_cache_gib", self.kv_cache_gib, allow_zero=True)
+        if not 0 < self.kv_cache_max_share <= 1:
+            raise ConfigError(
+                f"rollout.kv_cache_max_share={self.kv_cache_max_share} is out of range: it must "
+                "be in (0, 1]."
+            )
         _check_positive("rollout.episodes_per_step", self.episodes_per_step)
         _check_positive("rollout.worker_cpus", self.worker_cpus, allow_zero=True)
         _check_positive("rollout.worker_gpus", self.worker_gpus, allow_zero=True)

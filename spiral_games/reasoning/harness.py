@@ -33,7 +33,7 @@ def _prompt_ids(tokenizer: Any, problem: Problem) -> list[int]:
     return encode_user_message(tokenizer, f"{problem.question}\n\n{suffix}")
 
 
-def _engine(cfg: HarnessConfig, path: Path) -> Engine:
+def _engine(cfg: HarnessConfig, path: Path, sequences: int) -> Engine:
     """The configured engine, with `auto` resolved for this machine (config.hardware)."""
     from spiral_games.config.hardware import (
         choose_dtype,
@@ -50,7 +50,9 @@ def _engine(cfg: HarnessConfig, path: Path) -> Engine:
     if warning:
         log.warning(warning)
     rollout = RolloutConfig(max_model_len=cfg.max_model_len)
-    spec = EngineSpec.from_rollout(kind, path, rollout, dtype=dtype, seed=cfg.seed)
+    spec = EngineSpec.from_rollout(
+        kind, path, rollout, dtype=dtype, seed=cfg.seed, sequences=sequences
+    )
     try:
         return build_engine(spec)
     except EngineUnavailable as exc:  # only this: a bug or an API mismatch stops the harness
@@ -63,7 +65,7 @@ def _engine(cfg: HarnessConfig, path: Path) -> Engine:
 def score_model(label: str, name: str, problems: list[Problem], cfg: HarnessConfig) -> list[dict]:
     """Per-sample records (prompt, response, extracted, gold, correct) for one model."""
     model = resolve_model(name)
-    engine = _engine(cfg, model.path)
+    engine = _engine(cfg, model.path, len(problems) * cfg.n_samples)  # one batch of all
     params = SamplingParams(
         temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens, seed=None
     )

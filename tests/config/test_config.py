@@ -544,6 +544,9 @@ def test_components_get_the_defaults_their_dataclasses_declare():
         temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, max_tokens=24
     )
     assert worker.eval_sampling.temperature == cfg.eval.temperature
+    # a worker's engine is sized (KV cache) for the most games it plays at once
+    spec = worker.engine_spec(EngineKind.vllm, 0)
+    assert spec.sequences == max(cfg.rollout.concurrent_games, cfg.eval.concurrency)
     pool_params = inspect.signature(RolloutPool).parameters
     assert "on_node_loss" not in pool_params  # it reads rollout.on_node_loss, one home
     # The benchmark harness's schema is conf/evaluate.yaml's, which overrides only output_dir.

