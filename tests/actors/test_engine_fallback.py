@@ -49,7 +49,7 @@ for engine in ("auto", "vllm"):
     results[engine] = outcome(lambda: RolloutWorker(WorkerConfig.from_run(cfg, model, plan)))
     results[engine]["planned"] = [plan.engine, plan.engine_fallback]
 harness = HarnessConfig(models={{"m": str(model)}}, engine="auto", max_tokens=64, max_model_len=512)
-results["harness"] = outcome(lambda: _engine(harness, model))
+results["harness"] = outcome(lambda: _engine(harness, model, 4))
 print("RESULT " + json.dumps(results))
 """
 MODES = {
