@@ -16,13 +16,14 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any, NamedTuple, cast
 
-from spiral_games.errors import GameError
+from spiral_games.errors import ConfigError, GameError
 from spiral_games.play.game import SavedTurn, TextArenaGame
 from spiral_games.play.loop import GameRules, GameSession, play_games, replayed
 from spiral_games.play.policy import Policy, ScoringPolicy, scores_actions
 from spiral_games.play.rollout import evaluation_jobs
 from spiral_games.types import Episode, GameEnd, Observation, PolicyOutput
 
+BOARDS = ("grid", "lines")  # how the short prompt draws the position (TicTacToeGame's `board`)
 LINES = ((0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6))
 
 
@@ -65,12 +66,20 @@ class TicTacToeGame(TextArenaGame):
 
     board_css = BOARD_CSS
 
-    def __init__(self, env_id: str = "TicTacToe-v0") -> None:
+    def __init__(self, env_id: str = "TicTacToe-v0", board: str = "grid") -> None:
+        """`board`: how the short prompt draws the position (`position_text`): `grid`, as
+        TextArena draws it, or `lines`, the grid and then each of the eight lines' cells."""
+        if board not in BOARDS:
+            raise ConfigError(
+                f"games.tictactoe.env.board={board!r} is not a board drawing: choose one of "
+                f"{', '.join(BOARDS)}."
+            )
         super().__init__(env_id, name="tictactoe", legal_actions=_legal, policy_state=_policy_state)
+        self.board = board
 
     def current_state(self, role: int) -> str:
         """One line of rules and the board now, without TextArena's board history."""
-        return position_text(_cells(self.raw), role)
+        return position_text(_cells(self.raw), role, self.board)
 
     def draw_boards(self, turns: Sequence[SavedTurn]) -> list[str]:
         """A 3x3 grid after each turn, the cell just filled highlighted."""
@@ -107,14 +116,20 @@ def _grid_html(cells: tuple[str, ...], filled: int | None) -> str:
     return f'<table class="board ttt">{"".join(rows)}</table>'
 
 
-def position_text(cells: Sequence[str], role: int) -> str:
-    """One line of rules for `role`, and the board `cells` drawn as TextArena draws it."""
+def position_text(cells: Sequence[str], role: int, board: str = "grid") -> str:
+    """One line of rules for `role`, and the board `cells` drawn as TextArena draws it; with
+    `board="lines"`, then each row, column and diagonal as its three cells (an empty cell by its
+    number), so that two marks and an empty cell of one line stand side by side in the text."""
     mark, other = ("O", "X") if role == 0 else ("X", "O")
     rows = [" " + " | ".join(cells[i] or str(i) for i in range(r, r + 3)) + " " for r in (0, 3, 6)]
-    return (  # the short prompt lists the legal moves after it
+    text = (  # the short prompt lists the legal moves after it
         f"Tic Tac Toe: you are '{mark}', your opponent '{other}'. Three in a row wins. Pick an "
         "empty square by its number.\n\n" + "\n---+---+---\n".join(rows)
     )
+    if board == "lines":
+        lines = [" ".join(cells[i] or str(i) for i in line) for line in LINES]
+        text += "\n\nRows, columns, diagonals:\n" + "\n".join(lines)
+    return text
 
 
 def _place(cells: tuple[str, ...], index: int, mark: str) -> tuple[str, ...]:

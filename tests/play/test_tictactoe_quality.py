@@ -10,6 +10,7 @@ from functools import cache
 import pytest
 
 from games.tictactoe import (
+    TicTacToeGame,
     TicTacToeMinimaxPolicy,
     TicTacToeMoveQuality,
     ask_fixed_positions,
@@ -20,7 +21,7 @@ from games.tictactoe import (
 )
 from spiral_games.config.compose import compose_run_config
 from spiral_games.config.schema import GameConfig
-from spiral_games.errors import GameError
+from spiral_games.errors import ConfigError, GameError
 from spiral_games.play.loop import GameJob, play_games
 from spiral_games.play.policy import RandomPolicy
 from spiral_games.play.registry import build_analysis, build_rules
@@ -313,3 +314,23 @@ def test_another_game_or_too_many_positions_is_a_clear_error(rules):
         TicTacToeMoveQuality().measure(RandomPolicy(0), build_rules("kuhn", kuhn), seed=0)
     with pytest.raises(ValueError, match="informative positions"):
         TicTacToeMoveQuality(positions=4000)
+
+
+def test_the_lines_board_writes_every_line_and_is_what_the_fixed_positions_ask():
+    """games.tictactoe.env.board=lines: the grid, then each row, column and diagonal as its
+    three cells; play and the fixed positions both show it, and a typo names the choices."""
+    text = position_text(("O", "", "X", "", "X", "", "", "", ""), 0, "lines")
+    grid, _, listed = text.partition("\n\nRows, columns, diagonals:\n")
+    assert grid == position_text(("O", "", "X", "", "X", "", "", "", ""), 0)
+    assert listed.splitlines() == ["O 1 X", "3 X 5", "6 7 8", "O 3 6", "1 X 7", "X 5 8", "O X 8",
+                                   "X X 6"]  # fmt: skip
+    cfg = compose_run_config(
+        REPO / "conf", ["+games=[tictactoe]", "+games.tictactoe.env.board=lines"]
+    )
+    lines = build_rules("tictactoe", cfg.games["tictactoe"])
+    asked = Recording(RandomPolicy(seed=0))
+    ask_fixed_positions(asked, lines, 8)
+    for position, built in zip(fixed_positions(8), asked.batches[0], strict=True):
+        assert built.position == position_text(position.cells, built.role, "lines")
+    with pytest.raises(ConfigError, match=r"board='rows'.*grid, lines"):
+        TicTacToeGame(board="rows")
