@@ -43,6 +43,7 @@ PURE_CORE = (
     "spiral_games.learn.advantage",
     "spiral_games.learn.loss",
     "spiral_games.learn.step_batch",
+    "spiral_games.llm.kv_cache",  # the KV cache's size, chosen before vLLM is imported
 )
 
 

@@ -124,8 +124,9 @@ def available_memory(
     found: list[int] = []
     for line in meminfo.splitlines():
         name, _, value = line.partition(":")
-        if name == "MemAvailable" and value.split() and value.split()[0].isdigit():
-            found.append(int(value.split()[0]) * 1024)  # kB
+        kib = value.split()[:1]
+        if name == "MemAvailable" and kib and kib[0].isdigit():
+            found.append(int(kib[0]) * 1024)
     left = cgroup_left(*cgroup) if cgroup else None
     if left is not None:
         found.append(left)

@@ -145,10 +145,9 @@ def test_kv_cache_settings_are_checked():
             RolloutConfig(kv_cache_max_share=share)
 
 
-def test_the_sizing_module_imports_nothing_heavy():
-    code = (
-        "import sys, spiral_games.llm.kv_cache; "
-        "print(sorted(m for m in ('vllm', 'ray', 'deepspeed', 'torch') if m in sys.modules))"
-    )
+def test_the_sizing_module_does_not_load_torch():
+    """Ray, vLLM and DeepSpeed are kept out by tests/test_architecture.py (PURE_CORE); the
+    sizing runs before vLLM starts, so it loads no torch either."""
+    code = "import sys, spiral_games.llm.kv_cache; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.strip() == "False"
