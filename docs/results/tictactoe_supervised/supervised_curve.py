@@ -5,9 +5,12 @@ The cleanest signal there is: every informative position reachable in play (3,19
 fixed ones, each labelled with the set of all its optimal moves (no tie-break noise: the loss is
 -log of the probability mass on that set, the masked choice at temperature 2 as the card plays
 it). Plain torch, no RL, no sampling. Every `--every` steps it prints the fixed-position rate
-(held out, exact), the same rate on 64 training positions (fit), and the loss.
+(held out, exact), the same rate on 64 training positions (fit), and the minutes so far.
 
-    .venv/bin/python docs/results/tictactoe_supervised/supervised_curve.py --steps 300 --lr 5e-5
+    .venv/bin/python docs/results/tictactoe_supervised/supervised_curve.py \
+        --steps 300 --lr 1e-4 --bf16 --seed 0 --out lr1e-4_seed0.json
+    .venv/bin/python docs/results/tictactoe_supervised/supervised_curve.py \
+        --plot lr1e-4_seed0.json lr1e-4_seed1.json --out curve.png
 
 Options: --train-layers (the card's 10; 0 = every layer), --batch, --board (grid|lines),
 --temperature, --train-count (how many training positions to draw from, to test memorisation).
@@ -112,15 +115,9 @@ def main() -> None:
     freeze_below_top(net, args.train_layers)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
-    pad = model.tokenizer.pad_token_id or 0
 
     def good_mass(batch: list, grad: bool) -> torch.Tensor:
-        width = max(len(ids) for ids, _, _ in batch)
-        ids = torch.full((len(batch), width), pad)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, (p, _, _) in enumerate(batch):
-            ids[r, width - len(p) :] = torch.tensor(p)
-            mask[r, width - len(p) :] = 1
+        ids, mask = engine._left_padded([prompt for prompt, _, _ in batch])  # as `choose` pads
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
         with torch.set_grad_enabled(grad), autocast:
